@@ -1,0 +1,3 @@
+"""dtq: a distributed task queue."""
+
+__version__ = "0.1.0"

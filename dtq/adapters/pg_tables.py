@@ -1,0 +1,81 @@
+"""PostgreSQL schema, as SQLAlchemy Core tables. Alembic migrations in
+migrations/versions/ create exactly this; a test compares the two.
+
+tasks: one row per task, the source of truth.
+- payload/result: encoded protobuf (`google.protobuf.Struct` / `Value`), opaque
+  to the database so the hot path never re-parses user data.
+- lease_token: the fencing token of the current lease; every write by a worker
+  is a compare-and-set on (id, state, lease_token).
+- request_hash: digest of the submission, to tell an idempotent retry from a
+  different request reusing its idempotency key.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+
+from dtq.domain.model import TaskState
+
+metadata = MetaData()
+
+_states = ", ".join(f"'{s.value}'" for s in TaskState)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("queue", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("max_retries", Integer, nullable=False),
+    Column("timeout_ms", Integer, nullable=False),
+    Column("lease_ms", Integer, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("result", LargeBinary),
+    Column("error_message", Text),
+    Column("error_type", Text),
+    Column("error_traceback", Text),
+    Column("error_permanent", SmallInteger),
+    Column("worker_id", Text),
+    Column("lease_token", Text),
+    Column("idempotency_key", Text),
+    Column("request_hash", LargeBinary),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("scheduled_at", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint(f"state IN ({_states})", name="tasks_state_check"),
+    CheckConstraint("priority BETWEEN 1 AND 3", name="tasks_priority_check"),
+    # Idempotency keys are unique per queue.
+    Index(
+        "tasks_idempotency_idx",
+        "queue",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+    # The scheduler's "what is due next".
+    Index(
+        "tasks_due_idx",
+        "scheduled_at",
+        postgresql_where=text("state IN ('scheduled', 'failed')"),
+    ),
+    # Listing by state (dead letters, running tasks for the reconciler), newest first.
+    Index("tasks_state_idx", "state", "id"),
+)

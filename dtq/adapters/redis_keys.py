@@ -1,0 +1,90 @@
+"""Every Redis key and channel dtq uses, built in one place.
+
+Keys of one queue share the hash tag `{queue}`, so each Lua script touches a
+single Redis Cluster slot.
+
+| key                          | type   | meaning                                            |
+|------------------------------|--------|----------------------------------------------------|
+| dtq:{q}:ready:{type}:{h,m,l} | ZSET   | ready task ids (16 bytes), score = ready time (us) |
+| dtq:{q}:types                | SET    | task types ever made ready in the queue            |
+| dtq:{q}:leases               | ZSET   | id (16 B) + token (16 B), score = deadline (ms)    |
+| dtq:{q}:paused               | STRING | present while the queue is paused                  |
+| dtq:{q}:completed:{bucket}   | STRING | completions in a 10 s bucket (expires in 2 min)    |
+| dtq:{q}:failed:{bucket}      | STRING | failed attempts in a 10 s bucket (expires in 2 min)|
+| dtq:queues                   | SET    | names of every queue that had a ready task         |
+| dtq:worker:{id}              | HASH   | a worker's registration, liveness (expires 1 day)  |
+| dtq:workers                  | ZSET   | worker ids, score = last seen (Unix s)             |
+
+| channel             | message                    | who listens                       |
+|---------------------|----------------------------|-----------------------------------|
+| dtq:{q}:notify      | task type made ready       | servers with streams on the queue |
+| dtq:cancel          | worker id, task id         | the server holding that stream    |
+| dtq:task:{id}       | new state                  | WatchTask calls on that task      |
+| dtq:schedule        | due time (Unix s)          | queue managers                    |
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from dtq.domain.model import Priority
+
+BUCKET_SECONDS = 10
+PRIORITY_ORDER = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
+
+QUEUES = "dtq:queues"
+WORKERS = "dtq:workers"
+CANCEL_CHANNEL = "dtq:cancel"
+SCHEDULE_CHANNEL = "dtq:schedule"
+NOTIFY_PATTERN = "dtq:{*}:notify"
+
+
+def ready(queue: str, task_type: str, priority: Priority) -> str:
+    return f"dtq:{{{queue}}}:ready:{task_type}:{priority.letter}"
+
+
+def ready_triple(queue: str, task_type: str) -> list[str]:
+    """The ready keys of one type, high to medium to low (lease.lua's order)."""
+    return [ready(queue, task_type, p) for p in PRIORITY_ORDER]
+
+
+def types(queue: str) -> str:
+    return f"dtq:{{{queue}}}:types"
+
+
+def leases(queue: str) -> str:
+    return f"dtq:{{{queue}}}:leases"
+
+
+def paused(queue: str) -> str:
+    return f"dtq:{{{queue}}}:paused"
+
+
+def counter(queue: str, kind: str, bucket: int) -> str:
+    return f"dtq:{{{queue}}}:{kind}:{bucket}"
+
+
+def notify_channel(queue: str) -> str:
+    return f"dtq:{{{queue}}}:notify"
+
+
+def queue_of_channel(channel: str) -> str:
+    """`dtq:{q}:notify` -> `q`."""
+    return channel[channel.index("{") + 1 : channel.rindex("}")]
+
+
+def task_channel(task_id: uuid.UUID) -> str:
+    return f"dtq:task:{task_id}"
+
+
+def worker(worker_id: str) -> str:
+    return f"dtq:worker:{worker_id}"
+
+
+def lease_member(task_id: uuid.UUID, token: str) -> bytes:
+    """Lease ZSET member: the id's 16 bytes then the token's 16 bytes."""
+    return task_id.bytes + bytes.fromhex(token)
+
+
+def split_member(member: bytes) -> tuple[uuid.UUID, str]:
+    return uuid.UUID(bytes=member[:16]), member[16:].hex()

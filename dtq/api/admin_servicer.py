@@ -1,0 +1,58 @@
+"""AdminService: queue statistics, pause/resume, workers, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from dtq import __version__
+from dtq.api import convert
+from dtq.api.errors import unary
+from dtq.app.admin import Admin
+from dtq.v1 import admin_service_pb2 as pb
+from dtq.v1 import admin_service_pb2_grpc
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
+    def __init__(self, admin: Admin) -> None:
+        self.admin = admin
+
+    @unary
+    async def GetQueueStats(
+        self, request: pb.GetQueueStatsRequest, context: Ctx
+    ) -> pb.GetQueueStatsResponse:
+        stats = await self.admin.queue_stats(request.queue)
+        return pb.GetQueueStatsResponse(queues=[convert.queue_stats(s) for s in stats])
+
+    @unary
+    async def PauseQueue(
+        self, request: pb.PauseQueueRequest, context: Ctx
+    ) -> pb.PauseQueueResponse:
+        stats = await self.admin.set_paused(request.queue, paused=True)
+        return pb.PauseQueueResponse(stats=convert.queue_stats(stats))
+
+    @unary
+    async def ResumeQueue(
+        self, request: pb.ResumeQueueRequest, context: Ctx
+    ) -> pb.ResumeQueueResponse:
+        stats = await self.admin.set_paused(request.queue, paused=False)
+        return pb.ResumeQueueResponse(stats=convert.queue_stats(stats))
+
+    @unary
+    async def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: Ctx
+    ) -> pb.ListWorkersResponse:
+        workers, token = await self.admin.workers(request.page_size, request.page_token)
+        return pb.ListWorkersResponse(
+            workers=[convert.worker(w, self.admin.status(w)) for w in workers],
+            next_page_token=token,
+        )
+
+    @unary
+    async def GetSystemHealth(
+        self, request: pb.GetSystemHealthRequest, context: Ctx
+    ) -> pb.GetSystemHealthResponse:
+        return convert.health(await self.admin.health(), __version__)

@@ -1,0 +1,274 @@
+"""The only module that knows both the protos and the domain."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from dtq.api.errors import status_of
+from dtq.app.admin import SystemHealth, WorkerStatus
+from dtq.app.dispatch import Push
+from dtq.app.streams import capacity, subscription
+from dtq.domain.errors import DtqError
+from dtq.domain.ids import lease_ref, parse_task_id
+from dtq.domain.model import (
+    Lease,
+    LeaseRef,
+    Outcome,
+    Priority,
+    QueueStats,
+    Subscription,
+    Task,
+    TaskError,
+    TaskFilter,
+    TaskState,
+    WorkerInfo,
+)
+from dtq.domain.validation import SubmitSpec, queue_name, task_type
+from dtq.v1 import (
+    admin_service_pb2,
+    queue_pb2,
+    task_pb2,
+    task_service_pb2,
+    worker_pb2,
+    worker_service_pb2,
+)
+
+STATE_TO_PB = {
+    TaskState.PENDING: task_pb2.Task.STATE_PENDING,
+    TaskState.SCHEDULED: task_pb2.Task.STATE_SCHEDULED,
+    TaskState.RUNNING: task_pb2.Task.STATE_RUNNING,
+    TaskState.COMPLETED: task_pb2.Task.STATE_COMPLETED,
+    TaskState.FAILED: task_pb2.Task.STATE_FAILED,
+    TaskState.CANCELLED: task_pb2.Task.STATE_CANCELLED,
+    TaskState.DEAD_LETTERED: task_pb2.Task.STATE_DEAD_LETTERED,
+}
+STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+REVOKE_REASON = {
+    "cancelled": worker_service_pb2.Revocation.REASON_CANCELLED,
+    "lease_lost": worker_service_pb2.Revocation.REASON_LEASE_LOST,
+}
+
+
+# -- scalars ------------------------------------------------------------------
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(round(seconds * 1e9))
+    return ts
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def seconds_of(msg: timestamp_pb2.Timestamp | duration_pb2.Duration) -> float:
+    return msg.seconds + msg.nanos / 1e9
+
+
+# -- tasks --------------------------------------------------------------------
+
+
+def submit_spec(req: task_service_pb2.SubmitTaskRequest) -> SubmitSpec:
+    return SubmitSpec(
+        type=req.type,
+        payload=req.payload.SerializeToString(deterministic=True),
+        priority=req.priority,
+        queue=req.queue,
+        max_retries=req.max_retries if req.HasField("max_retries") else None,
+        timeout=seconds_of(req.timeout) if req.HasField("timeout") else None,
+        scheduled_at=seconds_of(req.scheduled_at) if req.HasField("scheduled_at") else None,
+        idempotency_key=req.idempotency_key,
+        lease_duration=seconds_of(req.lease_duration) if req.HasField("lease_duration") else None,
+    )
+
+
+def task_error(error: TaskError) -> task_pb2.TaskError:
+    return task_pb2.TaskError(
+        message=error.message, type=error.type, traceback=error.traceback, permanent=error.permanent
+    )
+
+
+def task(t: Task, full: bool = True) -> task_pb2.Task:
+    msg = task_pb2.Task(
+        id=str(t.id),
+        type=t.type,
+        queue=t.queue,
+        priority=int(t.priority),  # type: ignore[arg-type]
+        state=STATE_TO_PB[t.state],
+        attempts=t.attempts,
+        max_retries=t.max_retries,
+        timeout=duration(t.timeout),
+        lease_duration=duration(t.lease_duration),
+        created_at=timestamp(t.created_at),
+        updated_at=timestamp(t.updated_at),
+        worker_id=t.worker_id or "",
+        idempotency_key=t.idempotency_key or "",
+    )
+    for name in ("scheduled_at", "started_at", "finished_at"):
+        value = getattr(t, name)
+        if value is not None:
+            getattr(msg, name).CopyFrom(timestamp(value))
+    if t.error:
+        msg.last_error.CopyFrom(task_error(t.error))
+    if full and t.payload is not None:
+        msg.payload.MergeFromString(t.payload)
+    if full and t.result is not None:
+        msg.result.MergeFromString(t.result)
+    return msg
+
+
+def full_view(view: int, default: bool) -> bool:
+    if view == task_pb2.TASK_VIEW_UNSPECIFIED:
+        return default
+    if view not in (task_pb2.TASK_VIEW_BASIC, task_pb2.TASK_VIEW_FULL):
+        raise DtqError.invalid("view", f"unknown view {view}")
+    return view == task_pb2.TASK_VIEW_FULL
+
+
+def task_filter(req: task_service_pb2.ListTasksRequest) -> TaskFilter:
+    state = None
+    if req.state:
+        if req.state not in STATE_FROM_PB:
+            raise DtqError.invalid("state", f"unknown state {req.state}")
+        state = STATE_FROM_PB[req.state]
+    return TaskFilter(
+        state=state,
+        type=task_type(req.type) if req.type else None,
+        queue=queue_name(req.queue) if req.queue else None,
+    )
+
+
+def task_id(text: str, field_path: str = "id") -> uuid.UUID:
+    return parse_task_id(text, field_path)
+
+
+# -- workers and leases ----------------------------------------------------------
+
+
+def worker_info(req: worker_service_pb2.RegisterWorkerRequest) -> WorkerInfo:
+    sub = subscription(req.queues, req.task_types)
+    return WorkerInfo(
+        id=req.worker_id,
+        hostname=req.hostname,
+        pid=req.pid,
+        queues=sub.queues,
+        task_types=sub.task_types,
+        concurrency=capacity(req.concurrency or 1, "concurrency"),
+        version=req.version,
+        labels=dict(req.labels),
+        registered_at=0.0,
+        last_seen_at=0.0,
+    )
+
+
+def worker(w: WorkerInfo, status: WorkerStatus) -> worker_pb2.Worker:
+    return worker_pb2.Worker(
+        id=w.id,
+        hostname=w.hostname,
+        pid=w.pid,
+        queues=list(w.queues),
+        task_types=list(w.task_types),
+        concurrency=w.concurrency,
+        active_tasks=w.active_tasks,
+        status=int(status),  # type: ignore[arg-type]
+        registered_at=timestamp(w.registered_at),
+        last_seen_at=timestamp(w.last_seen_at),
+        version=w.version,
+        labels=w.labels,
+    )
+
+
+def stream_open(
+    msg: worker_service_pb2.StreamOpen,
+) -> tuple[str, Subscription, int, list[LeaseRef]]:
+    sub = subscription(msg.queues, msg.task_types, "open.")
+    held = [lease_ref(r.task_id, r.lease_token, "open.held") for r in msg.held]
+    return msg.worker_id, sub, capacity(msg.capacity, "open.capacity"), held
+
+
+def outcome(msg: worker_service_pb2.TaskOutcome, path: str = "outcomes") -> Outcome:
+    ref = lease_ref(msg.task_id, msg.lease_token, path)
+    if msg.HasField("error"):
+        e = msg.error
+        return Outcome(
+            ref.task_id, ref.token, error=TaskError(e.message, e.type, e.traceback, e.permanent)
+        )
+    result = msg.result.SerializeToString() if msg.HasField("result") else None
+    return Outcome(ref.task_id, ref.token, result=result)
+
+
+def refs(items: Sequence[worker_service_pb2.LeaseRef], path: str) -> list[LeaseRef]:
+    return [lease_ref(r.task_id, r.lease_token, path) for r in items]
+
+
+def lease(lease_: Lease) -> worker_service_pb2.Lease:
+    return worker_service_pb2.Lease(
+        task=task(lease_.task), lease_token=lease_.token, expire_at=timestamp(lease_.expire_at)
+    )
+
+
+def push(p: Push) -> worker_service_pb2.LeaseTasksResponse:
+    return worker_service_pb2.LeaseTasksResponse(
+        leases=[lease(x) for x in p.leases],
+        acks=[
+            worker_service_pb2.OutcomeAck(
+                task_id=str(tid),
+                status=status_of(result) if isinstance(result, DtqError) else None,
+            )
+            for tid, result in p.acks
+        ],
+        revocations=[
+            worker_service_pb2.Revocation(task_id=str(tid), reason=REVOKE_REASON[reason])
+            for tid, reason in p.revoked
+        ],
+        draining=p.draining,
+    )
+
+
+# -- admin --------------------------------------------------------------------
+
+
+def queue_stats(s: QueueStats) -> queue_pb2.QueueStats:
+    p = s.pending_by_priority
+    return queue_pb2.QueueStats(
+        queue=s.queue,
+        pending=s.pending,
+        pending_by_priority=queue_pb2.PriorityCounts(
+            high=p.get(Priority.HIGH, 0),
+            medium=p.get(Priority.MEDIUM, 0),
+            low=p.get(Priority.LOW, 0),
+        ),
+        running=s.running,
+        scheduled=s.scheduled,
+        retrying=s.retrying,
+        dead_lettered=s.dead_lettered,
+        completed_last_minute=s.completed_last_minute,
+        failed_last_minute=s.failed_last_minute,
+        throughput_per_second=s.completed_last_minute / 60.0,
+        oldest_pending_age=duration(s.oldest_pending_age),
+        paused=s.paused,
+    )
+
+
+def health(h: SystemHealth, version: str) -> admin_service_pb2.GetSystemHealthResponse:
+    return admin_service_pb2.GetSystemHealthResponse(
+        status=int(h.status),  # type: ignore[arg-type]
+        components=[
+            admin_service_pb2.ComponentHealth(
+                name=c.name,
+                status=int(c.status),
+                latency=duration(c.latency),
+                message=c.message,  # type: ignore[arg-type]
+            )
+            for c in h.components
+        ],
+        active_workers=h.active_workers,
+        version=version,
+        checked_at=timestamp(h.checked_at),
+    )

@@ -1,0 +1,112 @@
+"""The `dtq server` process: a stateless gRPC API server.
+
+Serves TaskService, WorkerService, AdminService, grpc.health.v1.Health and
+server reflection on one port, plus /metrics, /health and /ready on the
+metrics port. SIGTERM: report NOT_SERVING, tell workers to reconnect elsewhere,
+let calls finish for `DTQ_SERVER_GRACE` seconds, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dtq.adapters.redis_notify import RedisNotifier
+from dtq.api.admin_servicer import AdminServicer
+from dtq.api.task_servicer import TaskServicer
+from dtq.api.worker_servicer import WorkerServicer
+from dtq.app.admin import Admin
+from dtq.app.dispatch import Dispatcher
+from dtq.app.streams import Streams
+from dtq.app.tasks import Tasks
+from dtq.ops_http import HealthBoard, start_ops_server
+from dtq.settings import Settings
+from dtq.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+from dtq.wiring import build_core, stop_on_signals, watch_dependencies
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+SERVICES = [
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+]
+OPTIONS = [
+    ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not steal calls
+    ("grpc.max_receive_message_length", 64 * MIB),
+    ("grpc.max_send_message_length", 64 * MIB),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    core = build_core(settings)
+    board = HealthBoard("server")
+    notifier = RedisNotifier(core.redis, ready=True, cancels=True)
+    dispatcher = Dispatcher(core.leasing, settings.worker_poll_interval)
+    tasks = Tasks(core.store, core.queue, core.clock, core.limits, notifier, [dispatcher.notify])
+    admin = Admin(core.store, core.queue, core.queue, core.clock, settings.heartbeat_interval)
+    streams = Streams(core.leasing, dispatcher, core.queue, core.store, core.clock)
+    notifier.on_ready.append(dispatcher.notify)
+    notifier.on_cancel.append(dispatcher.cancel)
+    notifier.on_resync.append(dispatcher.sweep)
+
+    server = grpc.aio.server(options=OPTIONS)
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks), server)
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+        WorkerServicer(admin, core.leasing, streams, settings.heartbeat_interval), server
+    )
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    address = f"{settings.server_host}:{settings.server_port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise SystemExit(f"cannot listen on {address}: the port is taken or the host is wrong")
+
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    ops = start_ops_server(board, settings.metrics_host, settings.metrics_port_for("server"))
+    notifier.start()
+    dispatcher.start()
+    watcher = asyncio.get_running_loop().create_task(watch_dependencies(core, board))
+    await server.start()
+    for name in ["", *SERVICES]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("server_started", extra={"address": f"{settings.server_host}:{port}"})
+    if ready:
+        ready.set()
+
+    await stop.wait()
+    log.info("server_stopping", extra={"grace_seconds": settings.server_grace})
+    board.stopping = True
+    await health_servicer.enter_graceful_shutdown()
+    dispatcher.drain_all()
+    await server.stop(settings.server_grace)
+    for part in (dispatcher.stop(), notifier.stop()):
+        await part
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    if ops:
+        ops.stop()
+    await core.close()
+    log.info("server_stopped")

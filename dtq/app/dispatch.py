@@ -1,0 +1,221 @@
+"""Pushing leases to worker streams: sessions and the dispatcher.
+
+A `Session` is one open LeaseTasks stream: what it takes, its free capacity,
+the leases it holds, and an outbox of messages to send. The `Dispatcher` of a
+server process fills free capacity as soon as work may be ready:
+- a local submit or a Redis notification marks a (queue, type) as maybe-ready;
+- an outcome frees capacity on its session;
+- a safety sweep (every `sweep_interval`) re-checks everything, in case a
+  notification was lost; it is not on the hot path.
+A lease attempt that returns fewer tasks than asked clears the maybe-ready mark,
+unless a notification arrived meanwhile (generation counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dtq.app.leasing import Leasing
+from dtq.domain.errors import DtqError
+from dtq.domain.model import Lease, LeaseRef, Subscription, Task
+
+log = logging.getLogger(__name__)
+MAX_GRANT = 256  # most leases granted to one stream in one step
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A lease a session holds: where it lives and how long it lasts."""
+
+    queue: str
+    token: str
+    seconds: float
+
+
+@dataclass(slots=True)
+class Push:
+    """One message to a worker."""
+
+    leases: list[Lease] = field(default_factory=list)
+    acks: list[tuple[uuid.UUID, Task | DtqError]] = field(default_factory=list)
+    revoked: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # (task id, reason)
+    draining: bool = False
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Session:
+    """One open lease stream of one worker."""
+
+    worker_id: str
+    sub: Subscription
+    capacity: int
+    held: dict[uuid.UUID, Held] = field(default_factory=dict)
+    outbox: asyncio.Queue[Push | None] = field(default_factory=asyncio.Queue)
+    draining: bool = False
+    closed: bool = False
+    id: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def free(self) -> int:
+        if self.draining or self.closed:
+            return 0
+        return max(0, self.capacity - len(self.held))
+
+    def refs(self) -> list[LeaseRef]:
+        return [LeaseRef(tid, h.token) for tid, h in self.held.items()]
+
+    def deliver(self, leases: Sequence[Lease]) -> None:
+        for lease in leases:
+            self.held[lease.task.id] = Held(
+                lease.task.queue, lease.token, lease.task.lease_duration
+            )
+        if leases:
+            self.outbox.put_nowait(Push(leases=list(leases)))
+
+    def revoke(self, task_id: uuid.UUID, reason: str) -> bool:
+        if self.held.pop(task_id, None) is None:
+            return False
+        self.outbox.put_nowait(Push(revoked=[(task_id, reason)]))
+        return True
+
+
+class Dispatcher:
+    """Fills the free capacity of this process's sessions with leases."""
+
+    def __init__(self, leasing: Leasing, sweep_interval: float = 1.0) -> None:
+        self.leasing = leasing
+        self.sweep_interval = sweep_interval
+        self.sessions: dict[int, Session] = {}
+        self._maybe: dict[tuple[str, str], int] = {}  # (queue, type) -> generation
+        self._generation = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- events -------------------------------------------------------------
+
+    def attach(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self._mark_all(session)
+        self._wake.set()
+
+    def detach(self, session: Session) -> None:
+        session.closed = True
+        self.sessions.pop(session.id, None)
+
+    def notify(self, queue: str, task_type: str) -> None:
+        """Work may be ready in (queue, type); "*" means any type."""
+        if task_type == "*":
+            for s in self.sessions.values():
+                for t in s.sub.task_types:
+                    self._maybe[(queue, t)] = next(self._generation)
+        else:
+            self._maybe[(queue, task_type)] = next(self._generation)
+        self._wake.set()
+
+    def freed(self, session: Session) -> None:
+        """A session got capacity back."""
+        if session.free:
+            self._wake.set()
+
+    def sweep(self) -> None:
+        for s in self.sessions.values():
+            self._mark_all(s)
+        self._wake.set()
+
+    def cancel(self, worker_id: str, task_id: uuid.UUID) -> None:
+        for s in self.sessions.values():
+            if s.worker_id == worker_id and s.revoke(task_id, "cancelled"):
+                self.freed(s)
+
+    def drain_all(self) -> None:
+        """Stop granting; tell every worker the server is going away."""
+        for s in self.sessions.values():
+            s.draining = True
+            s.outbox.put_nowait(Push(draining=True))
+
+    def _mark_all(self, session: Session) -> None:
+        for q in session.sub.queues:
+            for t in session.sub.task_types:
+                self._maybe[(q, t)] = next(self._generation)
+
+    # -- loop ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.sweep_interval)
+            except TimeoutError:
+                self.sweep()
+            self._wake.clear()
+            try:
+                more = await self._round()
+            except asyncio.CancelledError:
+                raise
+            except DtqError as error:
+                log.warning("dispatch_failed", extra={"reason": error.reason})
+                await asyncio.sleep(0.2)
+                continue
+            except Exception:
+                log.exception("dispatch_crashed")
+                await asyncio.sleep(0.2)
+                continue
+            if more:
+                self._wake.set()
+
+    async def _round(self) -> bool:
+        """Lease for every session that has room and may have work; True when
+        some session got all it asked for (there may be more)."""
+        hungry = [s for s in self.sessions.values() if s.free and self._wants(s)]
+        if not hungry:
+            return False
+        results = await asyncio.gather(*(self._fill(s) for s in hungry), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, DtqError):
+                log.error("fill_failed", exc_info=result)
+        return any(r is True for r in results)
+
+    def _wants(self, session: Session) -> bool:
+        return any(
+            (q, t) in self._maybe for q in session.sub.queues for t in session.sub.task_types
+        )
+
+    async def _fill(self, session: Session) -> bool:
+        full = False
+        for queue in session.sub.queues:
+            wanted = [t for t in session.sub.task_types if (queue, t) in self._maybe]
+            n = min(session.free, MAX_GRANT)
+            if not wanted or n == 0:
+                continue
+            seen = {t: self._maybe[(queue, t)] for t in wanted}
+            sub = Subscription((queue,), tuple(wanted))
+            leases = await self.leasing.grant(session.worker_id, sub, queue, n)
+            if session.closed:
+                # The worker left while we leased: the leases expire and are
+                # reclaimed; nothing is lost.
+                continue
+            session.deliver(leases)
+            if len(leases) < n:
+                for t, gen in seen.items():
+                    if self._maybe.get((queue, t)) == gen:
+                        del self._maybe[(queue, t)]
+            else:
+                full = True
+        return full

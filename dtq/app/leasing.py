@@ -1,0 +1,165 @@
+"""Use cases of leases: grant, report outcomes, extend, reclaim expired.
+
+Order of writes, chosen so that a crash between any two steps loses nothing:
+- grant: Redis pops the task and records a provisional lease (one script),
+  then PostgreSQL moves it PENDING -> RUNNING. A crash in between leaves a
+  lease that expires; the reaper finds the task still PENDING and re-indexes it.
+- outcome: PostgreSQL first (compare-and-set on the lease token), then the
+  Redis lease is dropped. A crash in between leaves a lease that expires; the
+  reaper's compare-and-set then fails harmlessly.
+- expiry: Redis hands each expired lease to exactly one reaper, then
+  PostgreSQL moves the task on (compare-and-set on the token).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dtq.app.tasks import ready_of
+from dtq.domain.errors import STALE_LEASE, DtqError
+from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
+from dtq.domain.retry import RetryPolicy, exhausted
+from dtq.ports import Clock, DispatchQueue, Grant, Resolution, TaskStore
+
+log = logging.getLogger(__name__)
+
+
+def stale(task_id: uuid.UUID) -> DtqError:
+    return DtqError.failed_precondition(
+        STALE_LEASE,
+        f"the lease on task {task_id} is not current: "
+        "it expired, was revoked, or the task finished",
+    )
+
+
+@dataclass
+class Leasing:
+    """Grants leases and records what workers report."""
+
+    store: TaskStore
+    queue: DispatchQueue
+    clock: Clock
+    retry_policy: RetryPolicy
+    default_lease: float = 30.0
+
+    async def grant(self, worker_id: str, sub: Subscription, queue: str, n: int) -> list[Lease]:
+        """Lease up to n ready tasks of `queue` to a worker."""
+        tokens = [secrets.token_hex(16) for _ in range(n)]
+        popped, redis_now = await self.queue.lease(
+            queue, sub.task_types, tokens, self.default_lease
+        )
+        if not popped:
+            return []
+        grants = [Grant(r.id, tokens[i], worker_id) for i, r in enumerate(popped)]
+        try:
+            leased = await self.store.lease(grants, self.clock.now())
+        except DtqError:
+            # Not recorded: give the tasks back now rather than at lease expiry.
+            await self.queue.drop_leases(queue, [LeaseRef(g.task_id, g.token) for g in grants])
+            await self.queue.enqueue(popped)
+            raise
+        token_of = {g.task_id: g.token for g in grants}
+        moved = {t.id for t in leased}
+        stray = [LeaseRef(g.task_id, g.token) for g in grants if g.task_id not in moved]
+        if stray:  # cancelled or already running elsewhere: nothing to run
+            await self.queue.drop_leases(queue, stray)
+        odd = [
+            (LeaseRef(t.id, token_of[t.id]), redis_now + t.lease_duration)
+            for t in leased
+            if t.lease_duration != self.default_lease
+        ]
+        await self.queue.set_deadlines(queue, odd)
+        await self.queue.publish_changes(leased)
+        return [Lease(t, token_of[t.id], redis_now + t.lease_duration) for t in leased]
+
+    async def report(self, outcomes: Sequence[Outcome]) -> list[Task | DtqError]:
+        """Record outcomes; each gets its task or a STALE_LEASE error."""
+        now = self.clock.now()
+        ok = [o for o in outcomes if o.succeeded]
+        bad = [o for o in outcomes if not o.succeeded]
+        done = await self.store.complete(
+            [(LeaseRef(o.task_id, o.token), o.result) for o in ok], now
+        )
+        failed = await self.store.fail(
+            [(LeaseRef(o.task_id, o.token), o.error or TaskError("")) for o in bad],
+            self._after_failure,
+            now,
+        )
+        recorded: dict[uuid.UUID, Task] = {}
+        for outcome, task in [*zip(ok, done, strict=True), *zip(bad, failed, strict=True)]:
+            if task is not None:
+                recorded[outcome.task_id] = task
+        await self._settle(outcomes, recorded)
+        return [recorded.get(o.task_id) or stale(o.task_id) for o in outcomes]
+
+    async def _settle(self, outcomes: Sequence[Outcome], recorded: dict[uuid.UUID, Task]) -> None:
+        """Redis side of recorded outcomes: drop leases, count, publish."""
+        by_queue: dict[str, list[LeaseRef]] = defaultdict(list)
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for o in outcomes:
+            task = recorded.get(o.task_id)
+            if task is None:
+                continue
+            by_queue[task.queue].append(LeaseRef(o.task_id, o.token))
+            counts[task.queue][0 if task.state == TaskState.COMPLETED else 1] += 1
+        try:
+            for queue, refs in by_queue.items():
+                await self.queue.drop_leases(queue, refs)
+                await self.queue.count_finished(queue, *counts[queue])
+            await self.queue.publish_changes(list(recorded.values()))
+            retries = [t.scheduled_at for t in recorded.values() if t.state == TaskState.FAILED]
+            if retries:
+                await self.queue.wake_scheduler(min(s for s in retries if s is not None))
+        except DtqError as error:  # recorded in PostgreSQL; leases expire harmlessly
+            log.warning("settle_deferred", extra={"reason": error.reason})
+
+    def _after_failure(self, task: Task, error: TaskError) -> Resolution:
+        if error.permanent or exhausted(task.attempts, task.max_retries):
+            return Resolution(TaskState.DEAD_LETTERED)
+        delay = self.retry_policy.delay(task.attempts)
+        return Resolution(TaskState.FAILED, self.clock.now() + delay)
+
+    @staticmethod
+    def _after_expiry(task: Task, _: TaskError) -> Resolution:
+        if exhausted(task.attempts, task.max_retries):
+            return Resolution(TaskState.DEAD_LETTERED)
+        return Resolution(TaskState.PENDING)
+
+    async def extend(
+        self, queue: str, refs: Sequence[tuple[LeaseRef, float]]
+    ) -> list[float | None]:
+        """Extend held leases of one queue; None where a lease is lost."""
+        return await self.queue.extend(queue, refs)
+
+    async def extend_one(self, ref: LeaseRef, seconds: float | None) -> float:
+        """ExtendLease for clients without a stream: checks the token in PostgreSQL."""
+        task = await self.store.get(ref.task_id, with_payload=False)
+        if task is None:
+            raise DtqError.not_found("task", str(ref.task_id))
+        if task.state != TaskState.RUNNING or task.lease_token != ref.token:
+            raise stale(ref.task_id)
+        (deadline,) = await self.queue.extend(task.queue, [(ref, seconds or task.lease_duration)])
+        if deadline is None:
+            raise stale(ref.task_id)
+        return deadline
+
+    async def reap(self, queue: str, limit: int = 1000) -> int:
+        """Hand tasks of expired leases back (or dead-letter them)."""
+        claimed = await self.queue.claim_expired(queue, limit)
+        if not claimed:
+            return 0
+        moved, orphans = await self.store.expire(claimed, self._after_expiry, self.clock.now())
+        back = [t for t in moved if t.state == TaskState.PENDING] + orphans
+        await self.queue.enqueue([ready_of(t) for t in back])
+        await self.queue.publish_changes(moved)
+        for task in moved:
+            log.warning(
+                "lease_expired",
+                extra={"task_id": str(task.id), "attempts": task.attempts, "now": task.state.value},
+            )
+        return len(claimed)

@@ -1,0 +1,120 @@
+"""Use cases of the worker lease stream: open, outcomes, heartbeats, close."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dtq.app.dispatch import Dispatcher, Held, Push, Session
+from dtq.app.leasing import Leasing
+from dtq.domain import validation
+from dtq.domain.errors import DtqError
+from dtq.domain.model import LeaseRef, Outcome, Subscription, TaskState
+from dtq.ports import Clock, TaskStore, WorkerRegistry
+
+log = logging.getLogger(__name__)
+MAX_CAPACITY = 10_000
+LEASE_LOST = "lease_lost"
+
+
+def subscription(queues: Sequence[str], task_types: Sequence[str], path: str = "") -> Subscription:
+    """Validated queues and task types of a worker."""
+    if not task_types:
+        raise DtqError.invalid(f"{path}task_types", "must name at least one task type")
+    qs = tuple(dict.fromkeys(validation.queue_name(q, f"{path}queues") for q in queues or [""]))
+    ts = tuple(dict.fromkeys(validation.task_type(t, f"{path}task_types") for t in task_types))
+    return Subscription(qs, ts)
+
+
+def capacity(value: int, path: str = "capacity") -> int:
+    if not 1 <= value <= MAX_CAPACITY:
+        raise DtqError.invalid(path, f"must be between 1 and {MAX_CAPACITY}")
+    return value
+
+
+@dataclass
+class Streams:
+    """What happens on a LeaseTasks stream, message by message."""
+
+    leasing: Leasing
+    dispatcher: Dispatcher
+    registry: WorkerRegistry
+    store: TaskStore
+    clock: Clock
+
+    async def open(
+        self, worker_id: str, sub: Subscription, slots: int, held: Sequence[LeaseRef]
+    ) -> Session:
+        session = Session(validation.worker_id(worker_id, "open.worker_id"), sub, slots)
+        if held:
+            await self._adopt(session, held)
+        await self._touch(session)
+        self.dispatcher.attach(session)
+        log.info(
+            "stream_opened",
+            extra={"worker_id": worker_id, "capacity": slots, "held": len(session.held)},
+        )
+        return session
+
+    async def _adopt(self, session: Session, held: Sequence[LeaseRef]) -> None:
+        """Keep the leases a reconnecting worker still holds, if still current."""
+        tasks = {t.id: t for t in await self.store.get_many([r.task_id for r in held])}
+        for ref in held:
+            task = tasks.get(ref.task_id)
+            if task and task.state == TaskState.RUNNING and task.lease_token == ref.token:
+                session.held[ref.task_id] = Held(task.queue, ref.token, task.lease_duration)
+            else:
+                session.outbox.put_nowait(Push(revoked=[(ref.task_id, LEASE_LOST)]))
+        await self.heartbeat(session, session.refs())
+
+    async def on_outcomes(self, session: Session, outcomes: Sequence[Outcome]) -> None:
+        results = await self.leasing.report(outcomes)
+        for outcome in outcomes:
+            session.held.pop(outcome.task_id, None)
+        session.outbox.put_nowait(
+            Push(acks=[(o.task_id, r) for o, r in zip(outcomes, results, strict=True)])
+        )
+        self.dispatcher.freed(session)
+
+    async def heartbeat(self, session: Session, refs: Sequence[LeaseRef]) -> None:
+        """Extend each lease the session holds; revoke the ones that are lost."""
+        lost: list[uuid.UUID] = []
+        by_queue: dict[str, list[tuple[LeaseRef, float]]] = defaultdict(list)
+        for ref in refs:
+            held = session.held.get(ref.task_id)
+            if held is None or held.token != ref.token:
+                lost.append(ref.task_id)
+            else:
+                by_queue[held.queue].append((ref, held.seconds))
+        for queue, items in by_queue.items():
+            deadlines = await self.leasing.extend(queue, items)
+            lost += [ref.task_id for (ref, _), d in zip(items, deadlines, strict=True) if d is None]
+        if lost:
+            for task_id in lost:
+                session.held.pop(task_id, None)
+            session.outbox.put_nowait(Push(revoked=[(t, LEASE_LOST) for t in lost]))
+            self.dispatcher.freed(session)
+            log.warning("leases_lost", extra={"worker_id": session.worker_id, "tasks": len(lost)})
+        await self._touch(session)
+
+    def set_capacity(self, session: Session, slots: int) -> None:
+        session.draining = slots == 0
+        if slots:
+            session.capacity = capacity(slots)
+        self.dispatcher.freed(session)
+
+    async def close(self, session: Session) -> None:
+        """The stream ended. Held leases stay valid until they expire: the
+        worker may reconnect (to any server) and keep them."""
+        self.dispatcher.detach(session)
+        log.info("stream_closed", extra={"worker_id": session.worker_id, "held": len(session.held)})
+
+    async def _touch(self, session: Session) -> None:
+        with contextlib.suppress(DtqError):
+            await self.registry.touch(
+                session.worker_id, len(session.held), session.draining, self.clock.now()
+            )

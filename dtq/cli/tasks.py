@@ -1,0 +1,7 @@
+"""CLI: tasks commands."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    return None

@@ -1,0 +1,194 @@
+"""Plain data of the domain: tasks, leases, outcomes, workers, queue stats.
+
+Nothing here knows gRPC, Redis or SQL. Payloads and results are opaque bytes
+(the API layer stores the encoded `google.protobuf.Struct`/`Value`), so the hot
+path never re-parses user data.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+
+
+class Priority(enum.IntEnum):
+    """Priority within a queue. Numbers match the protobuf enum."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+
+    @property
+    def letter(self) -> str:
+        """One-letter name used in Redis keys."""
+        return self.name[0].lower()
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its life. Values are what PostgreSQL stores."""
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    """Why an attempt failed."""
+
+    message: str
+    type: str = ""
+    traceback: str = ""
+    permanent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated submission, ready to store."""
+
+    id: uuid.UUID
+    type: str
+    queue: str
+    payload: bytes
+    priority: Priority
+    max_retries: int
+    timeout: float
+    lease_duration: float
+    scheduled_at: float | None
+    idempotency_key: str | None
+    # Digest of everything that defines the request, to tell a true retry of a
+    # submission from a different request reusing its idempotency key.
+    request_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task as stored. Times are Unix seconds (server clock)."""
+
+    id: uuid.UUID
+    type: str
+    queue: str
+    priority: Priority
+    state: TaskState
+    attempts: int
+    max_retries: int
+    timeout: float
+    lease_duration: float
+    created_at: float
+    updated_at: float
+    payload: bytes | None = None
+    scheduled_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: bytes | None = None
+    error: TaskError | None = None
+    worker_id: str | None = None
+    idempotency_key: str | None = None
+    lease_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """Outcome of one submission: the stored task, or the earlier one."""
+
+    task: Task
+    deduplicated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A task granted to one worker until `expire_at`."""
+
+    task: Task
+    token: str
+    expire_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRef:
+    """A held lease, named by task id and token."""
+
+    task_id: uuid.UUID
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended: `result` on success, else `error`."""
+
+    task_id: uuid.UUID
+    token: str
+    result: bytes | None = None
+    error: TaskError | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What a worker stream takes: task types from queues."""
+
+    queues: tuple[str, ...]
+    task_types: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A registered worker, as the registry keeps it."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: tuple[str, ...]
+    task_types: tuple[str, ...]
+    concurrency: int
+    version: str
+    labels: dict[str, str]
+    registered_at: float
+    last_seen_at: float
+    active_tasks: int = 0
+    draining: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts of one queue."""
+
+    queue: str
+    pending_by_priority: dict[Priority, int]
+    running: int = 0
+    scheduled: int = 0
+    retrying: int = 0
+    dead_lettered: int = 0
+    completed_last_minute: int = 0
+    failed_last_minute: int = 0
+    oldest_pending_age: float = 0.0
+    paused: bool = False
+
+    @property
+    def pending(self) -> int:
+        return sum(self.pending_by_priority.values())
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Filters of ListTasks."""
+
+    state: TaskState | None = None
+    type: str | None = None
+    queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing."""
+
+    items: list[Task]
+    next_token: str

@@ -1,0 +1,163 @@
+"""Rules for what a submission may contain, and the defaults it gets."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import struct
+from dataclasses import dataclass
+
+from dtq.domain.errors import DtqError
+from dtq.domain.ids import uuid7
+from dtq.domain.model import NewTask, Priority
+
+TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$")
+QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+MAX_IDEMPOTENCY_KEY = 256
+MAX_RETRIES = 100
+MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 24 * 3600.0
+MIN_LEASE, MAX_LEASE = 1.0, 3600.0
+MAX_BATCH = 1000
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Defaults and limits from settings."""
+
+    max_payload_bytes: int = 1024 * 1024
+    default_max_retries: int = 3
+    default_timeout: float = 300.0
+    default_lease_duration: float = 30.0
+
+
+@dataclass(frozen=True)
+class SubmitSpec:
+    """A submission as the client sent it; `None` means not set."""
+
+    type: str
+    payload: bytes
+    priority: int = 0
+    queue: str = ""
+    max_retries: int | None = None
+    timeout: float | None = None
+    scheduled_at: float | None = None
+    idempotency_key: str = ""
+    lease_duration: float | None = None
+
+
+def task_type(value: str, field_path: str = "type") -> str:
+    if not value:
+        raise DtqError.invalid(field_path, "is required")
+    if not TYPE_RE.match(value):
+        raise DtqError.invalid(
+            field_path,
+            "must be 1-128 characters: a letter, then letters, digits, '_', '.' or '-'",
+        )
+    return value
+
+
+def queue_name(value: str, field_path: str = "queue") -> str:
+    if not value:
+        return DEFAULT_QUEUE
+    if not QUEUE_RE.match(value):
+        raise DtqError.invalid(
+            field_path,
+            "must be 1-64 characters: a letter or digit, then letters, digits, '_' or '-'",
+        )
+    return value
+
+
+def worker_id(value: str, field_path: str = "worker_id") -> str:
+    if not WORKER_ID_RE.match(value):
+        raise DtqError.invalid(field_path, "must be 1-128 characters of [A-Za-z0-9_.:-]")
+    return value
+
+
+def priority(value: int, field_path: str = "priority") -> Priority:
+    if value == 0:
+        return Priority.MEDIUM
+    try:
+        return Priority(value)
+    except ValueError:
+        raise DtqError.invalid(field_path, f"unknown priority {value}") from None
+
+
+def _bounded(value: float | None, default: float, lo: float, hi: float, path: str) -> float:
+    if value is None:
+        return default
+    if not lo <= value <= hi:
+        raise DtqError.invalid(path, f"must be between {lo:g}s and {hi:g}s")
+    return value
+
+
+def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
+    """Validate `spec` and fill in defaults; INVALID_ARGUMENT names the field."""
+    if len(spec.payload) > limits.max_payload_bytes:
+        raise DtqError.invalid(
+            "payload",
+            f"is {len(spec.payload)} bytes encoded; the limit is {limits.max_payload_bytes}",
+            reason="PAYLOAD_TOO_LARGE",
+        )
+    max_retries = limits.default_max_retries if spec.max_retries is None else spec.max_retries
+    if not 0 <= max_retries <= MAX_RETRIES:
+        raise DtqError.invalid("max_retries", f"must be between 0 and {MAX_RETRIES}")
+    if len(spec.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise DtqError.invalid(
+            "idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
+        )
+    scheduled_at = spec.scheduled_at if spec.scheduled_at and spec.scheduled_at > now else None
+    task = NewTask(
+        id=uuid7(now),
+        type=task_type(spec.type),
+        queue=queue_name(spec.queue),
+        payload=spec.payload,
+        priority=priority(spec.priority),
+        max_retries=max_retries,
+        timeout=_bounded(spec.timeout, limits.default_timeout, MIN_TIMEOUT, MAX_TIMEOUT, "timeout"),
+        lease_duration=_bounded(
+            spec.lease_duration,
+            limits.default_lease_duration,
+            MIN_LEASE,
+            MAX_LEASE,
+            "lease_duration",
+        ),
+        scheduled_at=scheduled_at,
+        idempotency_key=spec.idempotency_key or None,
+        request_hash=b"",
+    )
+    return _with_hash(task, spec)
+
+
+def _with_hash(task: NewTask, spec: SubmitSpec) -> NewTask:
+    # The client's own scheduled_at (not the clamped one) defines the request.
+    digest = hashlib.sha256()
+    for text in (task.type, task.queue):
+        digest.update(text.encode() + b"\0")
+    digest.update(
+        struct.pack(
+            "!iiddd",
+            task.priority,
+            task.max_retries,
+            task.timeout,
+            task.lease_duration,
+            spec.scheduled_at or 0.0,
+        )
+    )
+    digest.update(task.payload)
+    return dataclasses.replace(task, request_hash=digest.digest()[:16])
+
+
+def batch_size(count: int) -> None:
+    if count == 0:
+        raise DtqError.invalid("requests", "must hold at least one request")
+    if count > MAX_BATCH:
+        raise DtqError.invalid("requests", f"must hold at most {MAX_BATCH} requests")
+
+
+def page_size(value: int, default: int, maximum: int = 1000) -> int:
+    if value < 0:
+        raise DtqError.invalid("page_size", "must not be negative")
+    return min(value or default, maximum)

@@ -1,0 +1,72 @@
+"""Every Prometheus metric dtq exports, defined once.
+
+Names follow Prometheus conventions (`dtq_` prefix, `_total` counters,
+`_seconds` durations); labels stay low-cardinality: queue, task type, priority,
+method, code; never task or worker ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from dtq import __version__
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+TASK_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+
+build = Info("dtq_build", "dtq version of this process")
+build.info({"version": __version__})
+
+# -- API server ---------------------------------------------------------------
+grpc_requests = Counter(
+    "dtq_grpc_requests_total", "gRPC calls handled, by method and status code", ["method", "code"]
+)
+grpc_latency = Histogram(
+    "dtq_grpc_request_duration_seconds",
+    "Time to answer a unary gRPC call (streams: time to the end of the stream)",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
+)
+tasks_submitted = Counter(
+    "dtq_tasks_submitted_total",
+    "Tasks accepted (deduplicated submissions excluded)",
+    ["queue", "type", "priority"],
+)
+tasks_deduplicated = Counter(
+    "dtq_tasks_deduplicated_total", "Submissions answered with an earlier task", ["queue"]
+)
+tasks_finished = Counter(
+    "dtq_tasks_finished_total",
+    "Attempts whose outcome was recorded, by outcome (completed, failed, dead_lettered)",
+    ["queue", "type", "outcome"],
+)
+leases_granted = Counter("dtq_leases_granted_total", "Leases handed to workers", ["queue"])
+stale_outcomes = Counter(
+    "dtq_stale_outcomes_total",
+    "Outcomes or extensions refused because their lease was not current",
+    ["queue"],
+)
+worker_streams = Gauge("dtq_worker_streams", "Open worker lease streams on this server")
+stream_slots = Gauge(
+    "dtq_worker_stream_slots", "Capacity and held leases of the open streams", ["kind"]
+)
+
+# -- queue manager ------------------------------------------------------------
+leases_expired = Counter(
+    "dtq_leases_expired_total",
+    "Leases that ran out without an outcome (their task may run twice)",
+    ["queue"],
+)
+tasks_promoted = Counter(
+    "dtq_tasks_promoted_total", "Scheduled or retrying tasks made ready", ["queue"]
+)
+
+# -- worker ---------------------------------------------------------------------
+worker_tasks = Counter(
+    "dtq_worker_tasks_total", "Tasks this worker executed, by outcome", ["type", "outcome"]
+)
+worker_task_duration = Histogram(
+    "dtq_worker_task_duration_seconds", "Handler run time", ["type"], buckets=TASK_BUCKETS
+)
+worker_running = Gauge("dtq_worker_tasks_running", "Handlers running now")
+worker_connected = Gauge("dtq_worker_connected", "1 while the lease stream is open")

@@ -1,0 +1,219 @@
+"""What the use cases need from the outside world, as Protocols.
+
+`TaskStore` is PostgreSQL, the source of truth. `DispatchQueue` is Redis: the
+ready index, the leases, and the notifications that push work to streams. Redis
+can be rebuilt from PostgreSQL at any time; no task lives only there.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from dtq.domain.model import (
+    LeaseRef,
+    NewTask,
+    Priority,
+    QueueStats,
+    Submitted,
+    Task,
+    TaskError,
+    TaskFilter,
+    TaskState,
+    WorkerInfo,
+)
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Unix seconds."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A task to index as ready to run."""
+
+    id: uuid.UUID
+    queue: str
+    type: str
+    priority: Priority
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A lease the dispatcher took from Redis, to record in PostgreSQL."""
+
+    task_id: uuid.UUID
+    token: str
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where a finished, failed or expired attempt leaves its task."""
+
+    state: TaskState
+    scheduled_at: float | None = None
+
+
+# Decides the next state of a running task from the task and the error.
+Decide = Callable[[Task, TaskError], Resolution]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A lease popped from Redis: its queue and reference."""
+
+    queue: str
+    ref: LeaseRef
+
+
+class TaskStore(Protocol):
+    """Durable task state (PostgreSQL). Every write is a compare-and-set."""
+
+    async def insert(self, tasks: Sequence[NewTask], now: float) -> list[Submitted]:
+        """Store tasks, deduplicating by (queue, idempotency_key). Raises
+        ALREADY_EXISTS when a key was used with a different request."""
+        ...
+
+    async def get(self, task_id: uuid.UUID, with_payload: bool = True) -> Task | None: ...
+
+    async def get_many(self, ids: Sequence[uuid.UUID]) -> list[Task]:
+        """The tasks that exist among `ids`, without payloads."""
+        ...
+
+    async def list_tasks(
+        self, filters: TaskFilter, before: uuid.UUID | None, limit: int, with_payload: bool
+    ) -> list[Task]: ...
+
+    async def lease(self, grants: Sequence[Grant], now: float) -> list[Task]:
+        """PENDING -> RUNNING for each grant; returns the tasks that moved."""
+        ...
+
+    async def complete(
+        self, items: Sequence[tuple[LeaseRef, bytes | None]], now: float
+    ) -> list[Task | None]:
+        """RUNNING -> COMPLETED where the token matches; None where it did not."""
+        ...
+
+    async def fail(
+        self, items: Sequence[tuple[LeaseRef, TaskError]], decide: Decide, now: float
+    ) -> list[Task | None]:
+        """RUNNING -> decide(task, error) where the token matches."""
+        ...
+
+    async def cancel(self, task_id: uuid.UUID, now: float) -> tuple[Task, TaskState, str | None]:
+        """-> CANCELLED; returns the task, the state it left and the lease
+        token it held (a running task)."""
+        ...
+
+    async def retry(self, task_id: uuid.UUID, now: float) -> Task:
+        """FAILED or DEAD_LETTERED -> PENDING. A dead-lettered task gets a fresh
+        budget of retries."""
+        ...
+
+    async def promote_due(self, now: float, limit: int) -> list[Task]:
+        """SCHEDULED/FAILED whose time came -> PENDING."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """Earliest scheduled time of a SCHEDULED or FAILED task."""
+        ...
+
+    async def expire(
+        self, refs: Sequence[LeaseRef], decide: Decide, now: float
+    ) -> tuple[list[Task], list[Task]]:
+        """Expired leases: (tasks moved by decide, tasks found PENDING that
+        were never marked running and need re-indexing)."""
+        ...
+
+    async def state_counts(self, queue: str | None) -> dict[tuple[str, TaskState], int]:
+        """Counts of SCHEDULED, FAILED, DEAD_LETTERED tasks by queue."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+class DispatchQueue(Protocol):
+    """Ready index and leases (Redis). Lease deadlines use Redis's clock."""
+
+    async def enqueue(self, tasks: Sequence[Ready]) -> None:
+        """Index tasks as ready and wake the streams that take them."""
+        ...
+
+    async def lease(
+        self, queue: str, task_types: Sequence[str], tokens: Sequence[str], lease_seconds: float
+    ) -> tuple[list[Ready], float]:
+        """Pop up to len(tokens) ready tasks, highest effective priority first,
+        recording a provisional lease for each (the i-th popped task gets the
+        i-th token); returns them and Redis's clock (Unix s)."""
+        ...
+
+    async def set_deadlines(self, queue: str, refs: Sequence[tuple[LeaseRef, float]]) -> None:
+        """Set the deadline (Unix s) of held leases."""
+        ...
+
+    async def extend(
+        self, queue: str, refs: Sequence[tuple[LeaseRef, float]]
+    ) -> list[float | None]:
+        """Extend each lease by its duration (s); None where it is not held."""
+        ...
+
+    async def drop_leases(self, queue: str, refs: Sequence[LeaseRef]) -> None: ...
+
+    async def claim_expired(self, queue: str, limit: int) -> list[LeaseRef]:
+        """Remove and return leases whose deadline passed."""
+        ...
+
+    async def remove_ready(self, task: Task) -> None: ...
+
+    async def queues(self) -> set[str]: ...
+
+    async def stats(self, queue: str) -> QueueStats: ...
+
+    async def set_paused(self, queue: str, paused: bool) -> None: ...
+
+    async def count_finished(self, queue: str, completed: int, failed: int) -> None: ...
+
+    async def publish_changes(self, tasks: Sequence[Task]) -> None:
+        """Tell watchers that these tasks changed."""
+        ...
+
+    async def publish_cancel(self, task: Task) -> None:
+        """Tell the server holding the worker's stream to revoke the lease."""
+        ...
+
+    async def wake_scheduler(self, due: float) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class WorkerRegistry(Protocol):
+    """Known workers and their liveness (Redis)."""
+
+    async def upsert(self, worker: WorkerInfo) -> None: ...
+
+    async def touch(
+        self, worker_id: str, active_tasks: int, draining: bool, now: float
+    ) -> None: ...
+
+    async def get(self, worker_id: str) -> WorkerInfo | None: ...
+
+    async def list_workers(self) -> list[WorkerInfo]: ...
+
+
+class Notifications(Protocol):
+    """Subscriptions of a server process to Redis pub/sub."""
+
+    def watch_task(self, task_id: uuid.UUID) -> AsyncIterator[None]:
+        """Yields once per change of the task, until the consumer stops."""
+        ...

@@ -1,0 +1,118 @@
+"""The one typed settings object, read from `DTQ_` environment variables.
+
+Built once at process start (`Settings()`), then passed down; no other module
+reads the environment. Tests build `Settings(...)` directly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Configuration of every dtq process. Each field is `DTQ_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="DTQ_", extra="ignore", frozen=True)
+
+    # PostgreSQL: the URL wins; otherwise it is built from the seed's parts.
+    database_url: str | None = None
+    database_host: str = "localhost"
+    database_port: int = 5432
+    database_name: str = "dtq"
+    database_user: str = "dtq_user"
+    database_password: str = "dtq_password"
+    database_pool_size: int = Field(default=8, ge=1, le=200)
+    # A PostgreSQL call that takes longer fails with UNAVAILABLE (seconds).
+    database_timeout: float = Field(default=5.0, gt=0)
+
+    # Redis: the URL wins; otherwise it is built from the parts.
+    redis_url: str | None = None
+    redis_host: str = "localhost"
+    redis_port: int = 6379
+    redis_password: str = ""
+    redis_db: int = 0
+    redis_timeout: float = Field(default=2.0, gt=0)
+
+    # The gRPC API server.
+    server_host: str = "127.0.0.1"
+    server_port: int = 50051
+    # Where clients (CLI, workers) reach the API: host:port.
+    server_address: str = "127.0.0.1:50051"
+    # Seconds a stopping server gives open streams and calls to finish.
+    server_grace: float = Field(default=10.0, ge=0)
+
+    # /metrics, /health and /ready. Port default depends on the process:
+    # server 9090, worker 9091, queue manager 9092. 0 disables.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+
+    # Task defaults and limits.
+    max_payload_bytes: int = Field(default=MIB, ge=1024)
+    default_timeout: float = Field(default=300.0, ge=1)
+    lease_duration: float = Field(default=30.0, ge=1, le=3600)
+    # Each step of priority is a head start of this many seconds (aging).
+    priority_aging_seconds: float = Field(default=60.0, ge=0)
+
+    # Workers (names from the seed).
+    worker_concurrency: int = Field(default=4, ge=1, le=10_000)
+    worker_queues: Annotated[list[str], NoDecode] = ["default"]
+    worker_max_retries: int = Field(default=3, ge=0, le=100)
+    worker_retry_backoff_base: float = Field(default=2.0, gt=0)
+    worker_max_retry_backoff: float = Field(default=300.0, ge=0)
+    # Seconds between the dispatcher's safety sweeps for work a lost
+    # notification left behind. The hot path is pushed, never polled.
+    worker_poll_interval: float = Field(default=1.0, gt=0)
+    # Seconds a worker stopping on SIGTERM lets running tasks finish.
+    worker_shutdown_grace: float = Field(default=30.0, ge=0)
+
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
+
+    @field_validator("worker_queues", mode="before")
+    @classmethod
+    def _split_queues(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [q.strip() for q in value.split(",") if q.strip()]
+        return value
+
+    @property
+    def database_dsn(self) -> str:
+        """SQLAlchemy URL for psycopg2."""
+        if self.database_url:
+            url = self.database_url
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg2://" + url[len(prefix) :]
+            return url
+        auth = quote(self.database_user, safe="")
+        if self.database_password:
+            auth += ":" + quote(self.database_password, safe="")
+        return (
+            f"postgresql+psycopg2://{auth}@{self.database_host}:{self.database_port}"
+            f"/{self.database_name}"
+        )
+
+    @property
+    def redis_dsn(self) -> str:
+        """redis:// URL."""
+        if self.redis_url:
+            return self.redis_url
+        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Workers heartbeat three times per lease."""
+        return self.lease_duration / 3
+
+    def metrics_port_for(self, process: Literal["server", "worker", "manager"]) -> int:
+        """This process's /metrics port: the setting, or the seed's default."""
+        if self.metrics_port is not None:
+            return self.metrics_port
+        return {"server": 9090, "worker": 9091, "manager": 9092}[process]

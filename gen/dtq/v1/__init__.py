@@ -1,0 +1,1 @@
+"""Generated from protos/dtq/v1. Do not edit."""
