@@ -1,0 +1,122 @@
+"""Fixtures shared by every test: a private PostgreSQL database and Redis db per
+session, clean state per test, and real dtq processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+
+from tests.support import env
+from tests.support.procs import Proc, dtq_args, free_port, grpc_serving, wait_until
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with env.private_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with env.private_redis() as url:
+        yield url
+
+
+@pytest.fixture
+def clean(pg_url: str, redis_url: str) -> None:
+    """Empty tables and Redis before the test."""
+    env.reset(pg_url, redis_url)
+
+
+def process_env(pg_url: str, redis_url: str, **overrides: str) -> dict[str, str]:
+    values = {
+        **os.environ,
+        "DTQ_DATABASE_URL": pg_url,
+        "DTQ_REDIS_URL": redis_url,
+        "DTQ_LOG_FORMAT": "json",
+        "DTQ_LOG_LEVEL": "INFO",
+        "DTQ_SERVER_GRACE": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    values.update(overrides)
+    return values
+
+
+@dataclass
+class Server:
+    address: str
+    metrics_port: int
+    proc: Proc
+    env: dict[str, str] = field(repr=False)
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+
+def start_server(pg_url: str, redis_url: str, **overrides: str) -> Server:
+    port, metrics = free_port(), free_port()
+    environ = process_env(pg_url, redis_url, **overrides)
+    proc = Proc(
+        "server",
+        dtq_args("server", "--port", str(port), "--metrics-port", str(metrics)),
+        environ,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        wait_until(lambda: grpc_serving(address) or not proc.alive(), 30, "dtq server")
+    except TimeoutError:
+        proc.kill()
+        raise
+    if not proc.alive():
+        raise RuntimeError(f"dtq server exited:\n{proc.output()}")
+    return Server(address, metrics, proc, environ)
+
+
+@pytest.fixture(scope="module")
+def server_env() -> dict[str, str]:
+    """Extra DTQ_ settings of the module's server; override per module."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(pg_url: str, redis_url: str, server_env: dict[str, str]) -> Iterator[Server]:
+    srv = start_server(pg_url, redis_url, **server_env)
+    yield srv
+    srv.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def channel(server: Server) -> Iterator[grpc.Channel]:
+    with server.channel() as ch:
+        yield ch
+
+
+WorkerFactory = Callable[..., Proc]
+
+
+@pytest.fixture
+def start_worker(server: Server) -> Iterator[WorkerFactory]:
+    """Start `dtq worker` processes against the module's server."""
+    started: list[Proc] = []
+
+    def start(*args: str, wait: bool = True, **overrides: str) -> Proc:
+        environ = {**server.env, "DTQ_SERVER_ADDRESS": server.address, **overrides}
+        proc = Proc("worker", dtq_args("worker", "--metrics-port", "0", *args), environ)
+        started.append(proc)
+        if wait:
+            wait_until(
+                lambda: "worker_connected" in proc.output() or not proc.alive(),
+                30,
+                "worker stream",
+            )
+            if not proc.alive():
+                raise RuntimeError(f"dtq worker exited:\n{proc.output()}")
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
