@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from alembic import command
@@ -10,12 +11,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
-import dtq.migrations
+
+def _script_location() -> str:
+    module = importlib.import_module("dtq.migrations")  # migrations/, mapped by pyproject
+    return str(Path(str(module.__file__)).parent)
 
 
 def _config(dsn: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(dtq.migrations.__file__).parent))
+    config.set_main_option("script_location", _script_location())
     config.set_main_option("sqlalchemy.url", dsn.replace("%", "%%"))
     return config
 

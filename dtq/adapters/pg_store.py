@@ -350,17 +350,8 @@ class PgStore:
 
     def _bulk(self, sql: str, values: list[tuple[Any, ...]], params: dict[str, Any]) -> list[Task]:
         """Run an `UPDATE ... FROM (VALUES %s)` and commit; returns the rows."""
-        with self.engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            with raw.cursor() as cur:
-                sql_bound = cur.mogrify(sql.replace("%s", "%%s"), params).decode()
-                rows = execute_values(
-                    cur, sql_bound, values, page_size=len(values) or 1, fetch=True
-                )
-                names = [d.name for d in cur.description]
-            conn.commit()
-        return [to_task(_RowLike(dict(zip(names, r, strict=True)))) for r in rows]
+        with self.engine.begin() as conn:  # commits the raw cursor's work on exit
+            return _execute_values(conn, sql, values, params)
 
     async def complete(
         self, items: Sequence[tuple[LeaseRef, bytes | None]], now: float
@@ -434,13 +425,7 @@ class PgStore:
             FROM (VALUES %s) AS v(id, token, state, scheduled_at, finished_at, msg, etype, tb, perm)
             WHERE t.id = v.id::uuid AND t.lease_token = v.token AND t.state = '{S.RUNNING.value}'
             RETURNING {_RETURNING_BASIC}"""
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        with raw.cursor() as cur:
-            bound = cur.mogrify(sql.replace("%s", "%%s"), {"now": _dt(now)}).decode()
-            rows = execute_values(cur, bound, values, page_size=len(values), fetch=True)
-            names = [d.name for d in cur.description]
-        return [to_task(_RowLike(dict(zip(names, r, strict=True)))) for r in rows]
+        return _execute_values(conn, sql, values, {"now": _dt(now)})
 
     async def expire(
         self, refs: Sequence[LeaseRef], decide: Decide, now: float
@@ -535,6 +520,22 @@ class PgStore:
         )
         with self.engine.connect() as conn:
             return _ts(conn.execute(query).scalar())
+
+
+def _execute_values(
+    conn: Connection, sql: str, values: list[tuple[Any, ...]], params: dict[str, Any]
+) -> list[Task]:
+    """`sql` holds one `%s` for the VALUES list and named `%(x)s` parameters."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cur = raw.cursor()
+    try:
+        bound = cur.mogrify(sql.replace("%s", "%%s"), params).decode()
+        rows = execute_values(cur, bound, values, page_size=max(1, len(values)), fetch=True)
+        names = [d[0] for d in cur.description or ()]
+    finally:
+        cur.close()
+    return [to_task(_RowLike(dict(zip(names, r, strict=True)))) for r in rows]
 
 
 class _RowLike:

@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -108,7 +108,7 @@ class RedisQueue:
         self, queue: str, task_types: Sequence[str], tokens: Sequence[str], lease_seconds: float
     ) -> tuple[list[Ready], float]:
         ready_keys = [k for t in task_types for k in keys.ready_triple(queue, t)]
-        args = [len(tokens), int(lease_seconds * 1000), self.aging_us]
+        args: list[Any] = [len(tokens), int(lease_seconds * 1000), self.aging_us]
         args += [bytes.fromhex(t) for t in tokens]
         out = await self._call(
             lambda: self._scripts["lease"](
@@ -159,7 +159,7 @@ class RedisQueue:
 
     async def queues(self) -> set[str]:
         names = await self._call(lambda: self.redis.smembers(keys.QUEUES))
-        return {n.decode() for n in names}
+        return {_text(n) for n in names}
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         async def run() -> None:
@@ -193,7 +193,7 @@ class RedisQueue:
         return await self._call(lambda: self._stats(queue))
 
     async def _stats(self, queue: str) -> QueueStats:
-        type_names = sorted(t.decode() for t in await self.redis.smembers(keys.types(queue)))
+        type_names = sorted(_text(t) for t in await self.redis.smembers(keys.types(queue)))
         bucket = int(time.time()) // keys.BUCKET_SECONDS
         buckets = [bucket - i for i in range(6)]
         pipe = self.redis.pipeline(transaction=False)
@@ -270,7 +270,7 @@ class RedisQueue:
 
         async def run() -> None:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(keys.worker(worker.id), mapping=record)  # type: ignore[arg-type]
+            pipe.hset(keys.worker(worker.id), mapping=cast(Any, record))
             pipe.expire(keys.worker(worker.id), WORKER_TTL)
             pipe.zadd(keys.WORKERS, {worker.id: worker.last_seen_at})
             await pipe.execute()
@@ -292,13 +292,13 @@ class RedisQueue:
 
     async def get(self, worker_id: str) -> WorkerInfo | None:
         record = await self._call(lambda: self.redis.hgetall(keys.worker(worker_id)))
-        return _worker(worker_id, record)
+        return _worker(worker_id, cast(dict[bytes, bytes], record))
 
     async def list_workers(self) -> list[WorkerInfo]:
         async def run() -> list[WorkerInfo]:
             cutoff = time.time() - WORKER_TTL
             await self.redis.zremrangebyscore(keys.WORKERS, "-inf", cutoff)
-            ids = [i.decode() for i in await self.redis.zrevrange(keys.WORKERS, 0, -1)]
+            ids = [_text(i) for i in await self.redis.zrevrange(keys.WORKERS, 0, -1)]
             pipe = self.redis.pipeline(transaction=False)
             for worker_id in ids:
                 pipe.hgetall(keys.worker(worker_id))
@@ -307,6 +307,10 @@ class RedisQueue:
             return [w for w in found if w]
 
         return await self._call(run)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _worker(worker_id: str, record: dict[bytes, bytes]) -> WorkerInfo | None:

@@ -99,7 +99,7 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         id=str(t.id),
         type=t.type,
         queue=t.queue,
-        priority=int(t.priority),  # type: ignore[arg-type]
+        priority=task_pb2.Priority.ValueType(t.priority),
         state=STATE_TO_PB[t.state],
         attempts=t.attempts,
         max_retries=t.max_retries,
@@ -176,7 +176,7 @@ def worker(w: WorkerInfo, status: WorkerStatus) -> worker_pb2.Worker:
         task_types=list(w.task_types),
         concurrency=w.concurrency,
         active_tasks=w.active_tasks,
-        status=int(status),  # type: ignore[arg-type]
+        status=worker_pb2.Worker.Status.ValueType(status),
         registered_at=timestamp(w.registered_at),
         last_seen_at=timestamp(w.last_seen_at),
         version=w.version,
@@ -258,13 +258,13 @@ def queue_stats(s: QueueStats) -> queue_pb2.QueueStats:
 
 def health(h: SystemHealth, version: str) -> admin_service_pb2.GetSystemHealthResponse:
     return admin_service_pb2.GetSystemHealthResponse(
-        status=int(h.status),  # type: ignore[arg-type]
+        status=admin_service_pb2.HealthStatus.ValueType(h.status),
         components=[
             admin_service_pb2.ComponentHealth(
                 name=c.name,
-                status=int(c.status),
+                status=admin_service_pb2.HealthStatus.ValueType(c.status),
                 latency=duration(c.latency),
-                message=c.message,  # type: ignore[arg-type]
+                message=c.message,
             )
             for c in h.components
         ],

@@ -1,0 +1,48 @@
+"""The `dtq manager` process: scheduler and lease reaper. Safe to run twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from dtq.adapters.redis_notify import RedisNotifier
+from dtq.manager.reaper import Reaper
+from dtq.manager.scheduler import Scheduler
+from dtq.ops_http import HealthBoard, start_ops_server
+from dtq.settings import Settings
+from dtq.wiring import build_core, stop_on_signals, watch_dependencies
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: Settings) -> None:
+    core = build_core(settings)
+    board = HealthBoard("manager")
+    scheduler = Scheduler(core.store, core.queue, core.clock)
+    reaper = Reaper(core.leasing, core.queue)
+    notifier = RedisNotifier(core.redis, schedule=True)
+    notifier.on_schedule.append(scheduler.wake)
+    notifier.on_resync.append(lambda: scheduler.wake(0.0))
+    ops = start_ops_server(board, settings.metrics_host, settings.metrics_port_for("manager"))
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    notifier.start()
+    loops = [
+        asyncio.create_task(scheduler.run(), name="scheduler"),
+        asyncio.create_task(reaper.run(), name="reaper"),
+        asyncio.create_task(watch_dependencies(core, board), name="health"),
+    ]
+    log.info("manager_started")
+    await stop.wait()
+    board.stopping = True
+    for loop in loops:
+        loop.cancel()
+    for loop in loops:
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    await notifier.stop()
+    if ops:
+        ops.stop()
+    await core.close()
+    log.info("manager_stopped")

@@ -1,0 +1,43 @@
+"""Reclaims expired leases: their tasks go back to the queue (or, when every
+attempt is spent, to the dead letter queue). Redis hands each expired lease to
+exactly one reaper, so several managers can run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from dtq import metrics
+from dtq.app.leasing import Leasing
+from dtq.domain.errors import DtqError
+from dtq.ports import DispatchQueue
+
+log = logging.getLogger(__name__)
+BATCH = 1000
+
+
+class Reaper:
+    def __init__(self, leasing: Leasing, queue: DispatchQueue, interval: float = 1.0) -> None:
+        self.leasing = leasing
+        self.queue = queue
+        self.interval = interval
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except DtqError as error:
+                log.warning("reap_failed", extra={"reason": error.reason})
+            await asyncio.sleep(self.interval)
+
+    async def tick(self) -> int:
+        total = 0
+        for queue in sorted(await self.queue.queues()):
+            while True:
+                n = await self.leasing.reap(queue, BATCH)
+                if n:
+                    metrics.leases_expired.labels(queue).inc(n)
+                total += n
+                if n < BATCH:
+                    break
+        return total

@@ -1,0 +1,95 @@
+"""Task handlers: plain Python functions, sync or async, registered by decorator.
+
+    from dtq import App
+
+    app = App()
+
+    @app.task("email_sending")
+    def send(payload: dict) -> dict:
+        ...
+        return {"sent": True}
+
+    @app.task("image_processing")
+    async def process(payload: dict, ctx: TaskContext) -> dict:
+        if ctx.cancelled.is_set(): ...
+
+A handler takes the task's payload (a dict) and, if it declares a second
+parameter, a `TaskContext`. It returns any JSON value (the task's result) or
+raises: `PermanentError` dead-letters the task at once; any other exception is
+retried with backoff until the task's `max_retries` are spent.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+HandlerFn = Callable[..., Any]
+
+
+class PermanentError(Exception):
+    """Raise from a handler when retrying cannot help (bad input, ...)."""
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a handler may know about the attempt it runs."""
+
+    task_id: str
+    type: str
+    queue: str
+    attempt: int
+    max_retries: int
+    timeout: float
+    # Set when the task is cancelled, its lease is lost or it timed out:
+    # long handlers should check it and return early.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A registered task type."""
+
+    name: str
+    fn: HandlerFn
+    is_async: bool
+    wants_context: bool
+
+
+class App:
+    """A set of task handlers, the unit a worker loads."""
+
+    def __init__(self, name: str = "dtq") -> None:
+        self.name = name
+        self.handlers: dict[str, Handler] = {}
+
+    def task(self, name: str | None = None) -> Callable[[HandlerFn], HandlerFn]:
+        """Register the decorated function as the handler of task type `name`
+        (default: the function's name)."""
+
+        def register(fn: HandlerFn) -> HandlerFn:
+            self.add(name or fn.__name__, fn)
+            return fn
+
+        return register
+
+    def add(self, name: str, fn: HandlerFn) -> None:
+        if name in self.handlers:
+            raise ValueError(f"task type {name!r} already has a handler")
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if not 1 <= len(params) <= 2:
+            raise TypeError(f"handler {name!r} must take (payload) or (payload, ctx)")
+        self.handlers[name] = Handler(
+            name, fn, inspect.iscoroutinefunction(fn), wants_context=len(params) == 2
+        )
+
+    def merge(self, other: App) -> None:
+        for handler in other.handlers.values():
+            self.add(handler.name, handler.fn)

@@ -1,0 +1,142 @@
+"""Running handlers without ever blocking the worker's stream.
+
+Sync handlers run in a thread pool (`concurrency` threads); async handlers run
+on a second event loop in its own thread. The stream, heartbeats and outcome
+delivery live on the main loop, so a handler that blocks its loop or hogs the
+CPU delays only other handlers, never a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from dtq import metrics
+from dtq.v1 import task_pb2, worker_service_pb2
+from dtq.worker.app import App, Handler, PermanentError, TaskContext
+
+MAX_TRACEBACK = 32 * 1024
+
+
+@dataclass
+class Execution:
+    """One leased task being run."""
+
+    lease: worker_service_pb2.Lease
+    context: TaskContext
+    future: asyncio.Future[Any] | None = None
+    abandoned: bool = False  # cancelled or lease lost: report nothing
+
+    @property
+    def task_id(self) -> str:
+        return self.lease.task.id
+
+    def ref(self) -> worker_service_pb2.LeaseRef:
+        return worker_service_pb2.LeaseRef(task_id=self.task_id, lease_token=self.lease.lease_token)
+
+
+def _to_value(result: Any) -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    json_format.ParseDict(json.loads(json.dumps(result, default=str)), value)
+    return value
+
+
+def _error(exc: BaseException, permanent: bool) -> task_pb2.TaskError:
+    tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
+    return task_pb2.TaskError(
+        message=str(exc) or exc.__class__.__name__,
+        type=exc.__class__.__name__,
+        traceback=tb,
+        permanent=permanent,
+    )
+
+
+class Executor:
+    """Runs handlers for leases and turns their ends into TaskOutcomes."""
+
+    def __init__(self, app: App, concurrency: int) -> None:
+        self.app = app
+        self.pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="handler")
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="async-handlers", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def start(self, lease: worker_service_pb2.Lease) -> Execution:
+        task = lease.task
+        ctx = TaskContext(
+            task_id=task.id,
+            type=task.type,
+            queue=task.queue,
+            attempt=task.attempts,
+            max_retries=task.max_retries,
+            timeout=task.timeout.seconds + task.timeout.nanos / 1e9,
+        )
+        return Execution(lease, ctx)
+
+    async def run(self, execution: Execution) -> worker_service_pb2.TaskOutcome:
+        """Run the handler under the task's timeout; never raises."""
+        task = execution.lease.task
+        handler = self.app.handlers.get(task.type)
+        outcome = worker_service_pb2.TaskOutcome(
+            task_id=task.id, lease_token=execution.lease.lease_token
+        )
+        started = time.perf_counter()
+        metrics.worker_running.inc()
+        try:
+            if handler is None:
+                raise PermanentError(f"this worker has no handler for task type {task.type!r}")
+            payload = json_format.MessageToDict(task.payload)
+            result = await asyncio.wait_for(
+                self._call(handler, payload, execution), execution.context.timeout
+            )
+            outcome.result.CopyFrom(_to_value(result))
+            kind = "completed"
+        except TimeoutError:
+            execution.context.cancelled.set()
+            error = TimeoutError(
+                f"the handler ran longer than its {execution.context.timeout:g}s timeout"
+            )
+            outcome.error.CopyFrom(_error(error, permanent=False))
+            kind = "timed_out"
+        except PermanentError as exc:
+            outcome.error.CopyFrom(_error(exc, permanent=True))
+            kind = "failed"
+        except asyncio.CancelledError:
+            execution.context.cancelled.set()
+            raise
+        except Exception as exc:
+            outcome.error.CopyFrom(_error(exc, permanent=False))
+            kind = "failed"
+        finally:
+            metrics.worker_running.dec()
+        metrics.worker_tasks.labels(task.type, kind).inc()
+        metrics.worker_task_duration.labels(task.type).observe(time.perf_counter() - started)
+        return outcome
+
+    async def _call(self, handler: Handler, payload: dict[str, Any], execution: Execution) -> Any:
+        args: tuple[Any, ...] = (
+            (payload, execution.context) if handler.wants_context else (payload,)
+        )
+        if handler.is_async:
+            future = asyncio.run_coroutine_threadsafe(handler.fn(*args), self.loop)
+            try:
+                return await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                future.cancel()  # interrupts the coroutine on the handler loop
+                raise
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, lambda: handler.fn(*args))

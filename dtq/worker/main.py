@@ -1,0 +1,56 @@
+"""The `dtq worker` process: load handlers, connect, run until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from dtq.ops_http import HealthBoard, start_ops_server
+from dtq.settings import Settings
+from dtq.worker.execution import Executor
+from dtq.worker.loader import LoadError, load
+from dtq.worker.runtime import Worker, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: Settings, modules: list[str], worker_id: str | None = None) -> int:
+    try:
+        app = load(modules)
+    except LoadError as error:
+        log.error("handlers_not_loaded", extra={"error": str(error)})
+        return 2
+    board = HealthBoard("worker")
+    board.set("server", False, "connecting")
+    ops = start_ops_server(board, settings.metrics_host, settings.metrics_port_for("worker"))
+    executor = Executor(app, settings.worker_concurrency)
+    worker = Worker(
+        WorkerConfig(
+            server_address=settings.server_address,
+            queues=settings.worker_queues,
+            concurrency=settings.worker_concurrency,
+            worker_id=worker_id or "",
+            shutdown_grace=settings.worker_shutdown_grace,
+        ),
+        executor,
+        board,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    log.info(
+        "worker_starting",
+        extra={
+            "server": settings.server_address,
+            "types": sorted(app.handlers),
+            "concurrency": settings.worker_concurrency,
+        },
+    )
+    try:
+        return await worker.run()
+    finally:
+        board.stopping = True
+        executor.close()
+        if ops:
+            ops.stop()

@@ -1,0 +1,310 @@
+"""The worker's connection to the API: one long-lived LeaseTasks stream.
+
+- Leases are pushed by the server; the worker never polls.
+- Outcomes are kept until the server acknowledges them, and sent again after a
+  reconnect, so a broken stream loses no result. Leases of running tasks and of
+  unacknowledged outcomes are listed in heartbeats (and in `open.held` after a
+  reconnect), so they stay valid while the worker is alive.
+- Heartbeats run on the main event loop, apart from the handlers.
+- On SIGTERM: capacity 0 (no new leases), running tasks get the grace period,
+  outcomes are flushed, then the worker exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from dataclasses import dataclass, field
+
+import grpc
+
+from dtq import __version__, metrics
+from dtq.ops_http import HealthBoard
+from dtq.v1 import worker_service_pb2 as pb
+from dtq.v1 import worker_service_pb2_grpc
+from dtq.worker.execution import Execution, Executor
+
+log = logging.getLogger(__name__)
+FLUSH_SECONDS = 5.0  # after the grace period, to deliver the last outcomes
+FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def channel_target(address: str) -> tuple[str, list[tuple[str, object]]]:
+    """`a:1,b:2` spreads streams over several servers (round robin)."""
+    if "," in address:
+        return f"ipv4:{address}", [("grpc.lb_policy_name", "round_robin")]
+    return address, []
+
+
+@dataclass
+class WorkerConfig:
+    server_address: str
+    queues: list[str]
+    concurrency: int
+    worker_id: str = ""
+    shutdown_grace: float = 30.0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Worker:
+    """Registers, holds the lease stream, runs handlers, reports outcomes."""
+
+    def __init__(self, config: WorkerConfig, executor: Executor, board: HealthBoard) -> None:
+        self.config = config
+        self.executor = executor
+        self.board = board
+        self.worker_id = config.worker_id
+        self.heartbeat_interval = 10.0
+        self.running: dict[str, Execution] = {}
+        self.unacked: dict[str, pb.TaskOutcome] = {}
+        self._outbox: asyncio.Queue[pb.LeaseTasksRequest | None] = asyncio.Queue()
+        self._deadline = float("inf")
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()  # no handler running
+        self._idle.set()
+        self._flushed = asyncio.Event()  # every outcome acknowledged
+        self._flushed.set()
+        self._connected = False
+
+    @property
+    def task_types(self) -> list[str]:
+        return sorted(self.executor.app.handlers)
+
+    def stop(self) -> None:
+        if not self._stopping.is_set():
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.time() + self.config.shutdown_grace + FLUSH_SECONDS
+            self._stopping.set()
+
+    def _finished(self) -> bool:
+        return not self.running and not self.unacked
+
+    def _past_deadline(self) -> bool:
+        return asyncio.get_running_loop().time() > self._deadline
+
+    async def run(self) -> int:
+        target, options = channel_target(self.config.server_address)
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS + options) as channel:
+            stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+            if not await self._register(stub):
+                return 0
+            backoff = 0.1
+            while True:
+                try:
+                    await self._session(stub)
+                    backoff = 0.1
+                except grpc.aio.AioRpcError as error:
+                    log.warning(
+                        "stream_broken",
+                        extra={"code": error.code().name, "retry_in": round(backoff, 2)},
+                    )
+                self._set_connected(False)
+                if self._stopping.is_set() and (self._finished() or self._past_deadline()):
+                    break
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 5.0)
+        log.info(
+            "worker_stopped", extra={"worker_id": self.worker_id, "unfinished": len(self.running)}
+        )
+        return 0
+
+    # -- registration ------------------------------------------------------------
+
+    async def _register(self, stub: worker_service_pb2_grpc.WorkerServiceAsyncStub) -> bool:
+        request = pb.RegisterWorkerRequest(
+            worker_id=self.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.config.queues,
+            task_types=self.task_types,
+            concurrency=self.config.concurrency,
+            version=__version__,
+            labels=self.config.labels,
+        )
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                reply = await stub.RegisterWorker(request, timeout=10)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise SystemExit(f"registration refused: {error.details()}") from None
+                log.warning(
+                    "register_failed", extra={"code": error.code().name, "retry_in": backoff}
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self.worker_id = reply.worker_id
+            self.heartbeat_interval = reply.heartbeat_interval.seconds or 10.0
+            log.info(
+                "worker_registered", extra={"worker_id": self.worker_id, "types": self.task_types}
+            )
+            return True
+        return False
+
+    # -- one stream ---------------------------------------------------------------
+
+    async def _session(self, stub: worker_service_pb2_grpc.WorkerServiceAsyncStub) -> None:
+        call = stub.LeaseTasks()
+        held = [e.ref() for e in self.running.values()]
+        held += [
+            pb.LeaseRef(task_id=o.task_id, lease_token=o.lease_token) for o in self.unacked.values()
+        ]
+        capacity = 0 if self._stopping.is_set() else self.config.concurrency
+        opening = pb.StreamOpen(
+            worker_id=self.worker_id,
+            queues=self.config.queues,
+            task_types=self.task_types,
+            capacity=max(capacity, 1),
+            held=held,
+        )
+        first = pb.LeaseTasksRequest(open=opening, outcomes=list(self.unacked.values()))
+        if capacity == 0:
+            first.capacity = 0
+        await call.write(first)
+        self._set_connected(True)
+        tasks = [
+            asyncio.create_task(self._write(call)),
+            asyncio.create_task(self._heartbeats()),
+            asyncio.create_task(self._watch_stop()),
+        ]
+        try:
+            async for response in call:
+                if self._handle(response):
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            call.cancel()
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        metrics.worker_connected.set(int(connected))
+        self.board.set("server", connected, self.config.server_address)
+        if connected:
+            log.info(
+                "worker_connected",
+                extra={"worker_id": self.worker_id, "server": self.config.server_address},
+            )
+
+    async def _write(
+        self, call: grpc.aio.StreamStreamCall[pb.LeaseTasksRequest, pb.LeaseTasksResponse]
+    ) -> None:
+        while True:
+            message = await self._outbox.get()
+            if message is None:
+                await call.done_writing()  # the server then ends the stream
+                return
+            while not self._outbox.empty():  # fold waiting messages into one
+                nxt = self._outbox.get_nowait()
+                if nxt is None:
+                    self._outbox.put_nowait(None)
+                    break
+                message.MergeFrom(nxt)
+            await call.write(message)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            refs = [e.ref() for e in self.running.values()]
+            refs += [
+                pb.LeaseRef(task_id=o.task_id, lease_token=o.lease_token)
+                for o in self.unacked.values()
+            ]
+            if refs:
+                self._outbox.put_nowait(pb.LeaseTasksRequest(heartbeats=refs))
+
+    async def _watch_stop(self) -> None:
+        await self._stopping.wait()
+        self._outbox.put_nowait(pb.LeaseTasksRequest(capacity=0))
+        log.info(
+            "worker_draining",
+            extra={"running": len(self.running), "grace": self.config.shutdown_grace},
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self._deadline - FLUSH_SECONDS - _now())
+        for execution in list(self.running.values()):
+            log.warning("task_abandoned", extra={"task_id": execution.task_id})
+            execution.abandoned = True
+            execution.context.cancelled.set()
+            if execution.future:
+                execution.future.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flushed.wait(), max(0.0, self._deadline - _now()))
+        self._outbox.put_nowait(None)
+
+    # -- messages from the server ----------------------------------------------
+
+    def _handle(self, response: pb.LeaseTasksResponse) -> bool:
+        """Act on one server message; True when the stream should be left."""
+        for lease in response.leases:
+            self._start(lease)
+        for ack in response.acks:
+            outcome = self.unacked.pop(ack.task_id, None)
+            if ack.status.code and ack.status.code != FAILED_PRECONDITION and outcome is not None:
+                self.unacked[ack.task_id] = outcome  # not recorded: send again after reconnect
+                log.warning(
+                    "outcome_not_recorded", extra={"task_id": ack.task_id, "code": ack.status.code}
+                )
+            elif ack.status.code == FAILED_PRECONDITION:
+                log.warning("outcome_refused", extra={"task_id": ack.task_id})
+        for revocation in response.revocations:
+            self._revoke(revocation.task_id, revocation.reason)
+        self._update_idle()
+        if response.draining:
+            log.info("server_draining", extra={"worker_id": self.worker_id})
+            return True
+        return False
+
+    def _start(self, lease: pb.Lease) -> None:
+        execution = self.executor.start(lease)
+        self.running[execution.task_id] = execution
+        execution.future = asyncio.ensure_future(self._execute(execution))
+
+    async def _execute(self, execution: Execution) -> None:
+        try:
+            outcome = await self.executor.run(execution)
+        except asyncio.CancelledError:
+            outcome = None
+        self.running.pop(execution.task_id, None)
+        if outcome is not None and not execution.abandoned:
+            self.unacked[execution.task_id] = outcome
+            self._outbox.put_nowait(pb.LeaseTasksRequest(outcomes=[outcome]))
+        self._update_idle()
+
+    def _revoke(self, task_id: str, reason: pb.Revocation.Reason.ValueType) -> None:
+        execution = self.running.get(task_id)
+        self.unacked.pop(task_id, None)
+        if execution is None:
+            return
+        execution.abandoned = True
+        execution.context.cancelled.set()
+        if execution.future:
+            execution.future.cancel()
+        log.info(
+            "lease_revoked", extra={"task_id": task_id, "reason": pb.Revocation.Reason.Name(reason)}
+        )
+
+    def _update_idle(self) -> None:
+        for event, busy in ((self._idle, self.running), (self._flushed, self.unacked)):
+            if busy:
+                event.clear()
+            else:
+                event.set()
