@@ -120,3 +120,14 @@ def start_worker(server: Server) -> Iterator[WorkerFactory]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def manager(server: Server) -> Iterator[Proc]:
+    """A `dtq manager` next to the module's server."""
+    proc = Proc("manager", dtq_args("manager", "--metrics-port", "0"), server.env)
+    wait_until(lambda: "manager_started" in proc.output() or not proc.alive(), 30, "dtq manager")
+    if not proc.alive():
+        raise RuntimeError(f"dtq manager exited:\n{proc.output()}")
+    yield proc
+    proc.stop()

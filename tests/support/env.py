@@ -58,20 +58,26 @@ def private_database() -> Iterator[str]:
 
 @contextlib.contextmanager
 def private_redis() -> Iterator[str]:
-    """A Redis logical database no other test session uses right now."""
+    """A Redis logical database (1-15) no other test session uses right now.
+
+    Claims are keys in database 0, outside the databases the tests flush."""
     base = REDIS_URL.rstrip("/")
-    for db in range(1, 16):
-        client = redis.Redis.from_url(f"{base}/{db}")
-        if client.set(LOCK_KEY, str(os.getpid()), nx=True, ex=3600):
-            client.flushdb()
-            try:
-                yield f"{base}/{db}"
-            finally:
+    registry = redis.Redis.from_url(f"{base}/0")
+    try:
+        for db in range(1, 16):
+            if registry.set(f"{LOCK_KEY}:{db}", str(os.getpid()), nx=True, ex=3600):
+                client = redis.Redis.from_url(f"{base}/{db}")
                 client.flushdb()
-                client.close()
-            return
-        client.close()
-    raise RuntimeError("no free Redis database (1-15) for this test session")
+                try:
+                    yield f"{base}/{db}"
+                finally:
+                    client.flushdb()
+                    client.close()
+                    registry.delete(f"{LOCK_KEY}:{db}")
+                return
+        raise RuntimeError("no free Redis database (1-15) for this test session")
+    finally:
+        registry.close()
 
 
 def reset(db_url: str, redis_url: str) -> None:
@@ -82,5 +88,4 @@ def reset(db_url: str, redis_url: str) -> None:
     engine.dispose()
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
-    client.set(LOCK_KEY, str(os.getpid()), ex=3600)
     client.close()
