@@ -14,7 +14,11 @@ from dtq.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from google.rpc import error_details_pb2
 
 State = task_pb2.Task.State
-TERMINAL = {State.Value("STATE_COMPLETED"), State.Value("STATE_CANCELLED"), State.Value("STATE_DEAD_LETTERED")}
+TERMINAL = {
+    State.Value("STATE_COMPLETED"),
+    State.Value("STATE_CANCELLED"),
+    State.Value("STATE_DEAD_LETTERED"),
+}
 
 
 def payload(**fields: Any) -> struct_pb2.Struct:
