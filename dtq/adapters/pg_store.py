@@ -13,6 +13,7 @@ pool; the event loop never waits on the database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,10 @@ BASIC_COLUMNS = [c for c in tasks.c if c.name not in ("payload", "result", "requ
 FULL_COLUMNS = [c for c in tasks.c if c.name != "request_hash"]
 _RETURNING = ", ".join(f"t.{c.name}" for c in FULL_COLUMNS)
 _RETURNING_BASIC = ", ".join(f"t.{c.name}" for c in BASIC_COLUMNS)
+# The basic columns, but the lease token that matched (v.token) instead of the row's.
+_RETURNING_FENCED = ", ".join(
+    "v.token AS lease_token" if c.name == "lease_token" else f"t.{c.name}" for c in BASIC_COLUMNS
+)
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -119,6 +124,8 @@ def _new_row(task: NewTask, now: float) -> dict[str, Any]:
 
 
 def _new_task(task: NewTask, now: float) -> Task:
+    """The task as a read would return it (times at PostgreSQL's microseconds)."""
+    now = _ts(_dt(now)) or now
     return Task(
         id=task.id,
         type=task.type,
@@ -132,7 +139,7 @@ def _new_task(task: NewTask, now: float) -> Task:
         created_at=now,
         updated_at=now,
         payload=task.payload,
-        scheduled_at=task.scheduled_at,
+        scheduled_at=_ts(_dt(task.scheduled_at)),
         idempotency_key=task.idempotency_key,
     )
 
@@ -345,8 +352,12 @@ class PgStore:
             WHERE t.id = v.id::uuid AND t.state IN ({_in(Event.LEASE)})
             RETURNING {_RETURNING}"""
         rows = self._bulk(sql, values, {"now": _dt(now)})
-        by_id = {r.id: r for r in rows}
-        return [[by_id[g.task_id] for g in grants if g.task_id in by_id] for grants, _ in calls]
+        # Keyed by token too: of two grants of one task, only the one that won moved it.
+        won = {(r.id, r.lease_token): r for r in rows}
+        return [
+            [won[key] for g in grants if (key := (g.task_id, g.token)) in won]
+            for grants, _ in calls
+        ]
 
     def _bulk(self, sql: str, values: list[tuple[Any, ...]], params: dict[str, Any]) -> list[Task]:
         """Run an `UPDATE ... FROM (VALUES %s)` and commit; returns the rows."""
@@ -369,9 +380,13 @@ class PgStore:
             FROM (VALUES %s) AS v(id, token, result)
             WHERE t.id = v.id::uuid AND t.lease_token = v.token
               AND t.state IN ({_in(Event.COMPLETE)})
-            RETURNING {_RETURNING_BASIC}"""
-        by_id = {t.id: t for t in self._bulk(sql, values, {"now": _dt(now)})}
-        return [[by_id.get(r.task_id) for r, _ in items] for items, _ in calls]
+            RETURNING {_RETURNING_FENCED}"""
+        # Keyed by the token that matched: an item with a stale token must not get
+        # the task another item of the flush completed.
+        done = {(t.id, t.lease_token): t for t in self._bulk(sql, values, {"now": _dt(now)})}
+        return [
+            [_without_token(done.get((r.task_id, r.token))) for r, _ in items] for items, _ in calls
+        ]
 
     async def fail(
         self, items: Sequence[tuple[LeaseRef, TaskError]], decide: Decide, now: float
@@ -412,8 +427,9 @@ class PgStore:
                 )
             done = self._resolve_rows(conn, values, now) if values else []
             conn.commit()
-        by_id = {t.id: t for t in done}
-        return [by_id.get(r.task_id) for r, _ in items]
+        # Only items holding the current token get the task (not a stale duplicate).
+        moved = {(t.id, token): t for t in done if (token := current[t.id].lease_token)}
+        return [moved.get((r.task_id, r.token)) for r, _ in items]
 
     @staticmethod
     def _resolve_rows(conn: Connection, values: list[tuple[Any, ...]], now: float) -> list[Task]:
@@ -458,7 +474,7 @@ class PgStore:
             UPDATE tasks t SET state = '{S.CANCELLED.value}', lease_token = NULL,
                 finished_at = :now, updated_at = :now
             FROM old WHERE t.id = old.id AND old.state IN ({_in(Event.CANCEL)})
-            RETURNING {_RETURNING_BASIC}, old.state AS old_state, old.lease_token AS old_token""")
+            RETURNING {_RETURNING}, old.state AS old_state, old.lease_token AS old_token""")
         with self.engine.connect() as conn:
             row = conn.execute(sql, {"id": task_id, "now": _dt(now)}).first()
             conn.commit()
@@ -478,7 +494,7 @@ class PgStore:
                 max_retries = CASE WHEN t.state = '{S.DEAD_LETTERED.value}'
                                    THEN t.attempts + t.max_retries ELSE t.max_retries END
             WHERE t.id = :id AND t.state IN ({_in(Event.RETRY)})
-            RETURNING {_RETURNING_BASIC}""")
+            RETURNING {_RETURNING}""")
         with self.engine.connect() as conn:
             row = conn.execute(sql, {"id": task_id, "now": _dt(now)}).first()
             conn.commit()
@@ -536,6 +552,10 @@ def _execute_values(
     finally:
         cur.close()
     return [to_task(_RowLike(dict(zip(names, r, strict=True)))) for r in rows]
+
+
+def _without_token(task: Task | None) -> Task | None:
+    return None if task is None else dataclasses.replace(task, lease_token=None)
 
 
 class _RowLike:

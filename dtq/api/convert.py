@@ -56,8 +56,9 @@ REVOKE_REASON = {
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    """PostgreSQL keeps microseconds: so do the timestamps we send."""
     ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(round(seconds * 1e9))
+    ts.FromMicroseconds(round(seconds * 1e6))
     return ts
 
 

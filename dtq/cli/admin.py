@@ -1,7 +1,95 @@
-"""CLI: admin commands."""
+"""Operator commands: `dtq queue ...`, `dtq worker list`, `dtq system health`."""
+
+from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
+from dtq.cli import output
+from dtq.cli.client import DEADLINE, ServerOpt, connect
+from dtq.cli.output import JsonOpt
+from dtq.cli.processes import worker_app
+from dtq.v1 import admin_service_pb2 as pb
+
+queue_app = typer.Typer(help="Queue statistics, pause and resume.", no_args_is_help=True)
+system_app = typer.Typer(help="System health.", no_args_is_help=True)
+
+QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", help="Queue name.")]
+WORKER_PAGE = 1000
+
+
+@queue_app.command()
+def stats(
+    queue: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Only this queue [default: all].")
+    ] = None,
+    server: ServerOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Depth, running, scheduled, dead-lettered and throughput of each queue."""
+    with connect(server) as client:
+        request = pb.GetQueueStatsRequest(queue=queue or "")
+        reply = client.admin.GetQueueStats(request, timeout=DEADLINE)
+    if json_out:
+        output.emit_json(reply)
+    else:
+        output.queue_table(reply.queues)
+
+
+@queue_app.command()
+def pause(queue: QueueArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+    """Stop handing out tasks of QUEUE; submissions are still accepted."""
+    with connect(server) as client:
+        reply = client.admin.PauseQueue(pb.PauseQueueRequest(queue=queue), timeout=DEADLINE)
+    if json_out:
+        output.emit_json(reply)
+    else:
+        output.queue_table([reply.stats], f"queue {queue} paused")
+
+
+@queue_app.command()
+def resume(queue: QueueArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+    """Hand out tasks of a paused QUEUE again."""
+    with connect(server) as client:
+        reply = client.admin.ResumeQueue(pb.ResumeQueueRequest(queue=queue), timeout=DEADLINE)
+    if json_out:
+        output.emit_json(reply)
+    else:
+        output.queue_table([reply.stats], f"queue {queue} resumed")
+
+
+def list_workers(server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+    """Workers known to the system, most recently seen first."""
+    everyone = pb.ListWorkersResponse()
+    with connect(server) as client:
+        request = pb.ListWorkersRequest(page_size=WORKER_PAGE)
+        while True:
+            reply = client.admin.ListWorkers(request, timeout=DEADLINE)
+            everyone.workers.extend(reply.workers)
+            if not reply.next_page_token:
+                break
+            request.page_token = reply.next_page_token
+    if json_out:
+        output.emit_json(everyone)
+    else:
+        output.worker_table(everyone.workers)
+
+
+@system_app.command()
+def health(server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+    """Health of PostgreSQL, Redis and the workers; exit 1 when unhealthy."""
+    with connect(server) as client:
+        reply = client.admin.GetSystemHealth(pb.GetSystemHealthRequest(), timeout=DEADLINE)
+    if json_out:
+        output.emit_json(reply)
+    else:
+        output.health(reply)
+    if reply.status == pb.HEALTH_STATUS_UNHEALTHY:
+        raise typer.Exit(1)
+
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(queue_app, name="queue")
+    worker_app.command("list")(list_workers)
+    app.add_typer(system_app, name="system")

@@ -1,7 +1,293 @@
-"""CLI: tasks commands."""
+"""`dtq task ...`: submit, get, list, cancel, retry and watch tasks."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from google.protobuf import struct_pb2
+
+from dtq.cli import output
+from dtq.cli.client import DEADLINE, Client, ServerOpt, bad_input, connect, fail
+from dtq.cli.output import JsonOpt
+from dtq.v1 import task_pb2, task_service_pb2
+
+task_app = typer.Typer(help="Submit, inspect and steer tasks.", no_args_is_help=True)
+State = task_pb2.Task.State
+STATE_ALIASES = {"RETRYING": "FAILED", "DEAD": "DEAD_LETTERED", "CANCELED": "CANCELLED"}
+STATE_NAMES = [v.name.removeprefix("STATE_") for v in State.DESCRIPTOR.values if v.number]
+
+IdArg = Annotated[str, typer.Argument(metavar="ID", help="Task id (UUID).")]
+
+
+class PriorityChoice(enum.StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+PRIORITY = {
+    PriorityChoice.low: task_pb2.PRIORITY_LOW,
+    PriorityChoice.medium: task_pb2.PRIORITY_MEDIUM,
+    PriorityChoice.high: task_pb2.PRIORITY_HIGH,
+}
+
+
+# -- local input ------------------------------------------------------------------
+
+
+def parse_payload(text: str) -> struct_pb2.Struct:
+    """A JSON object from the argument, `@file.json` or `-` (stdin)."""
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as error:
+            bad_input(f"cannot read PAYLOAD file {text[1:]}: {error.strerror}")
+    try:
+        value: Any = json.loads(text)
+    except json.JSONDecodeError as error:
+        bad_input(f"PAYLOAD is not valid JSON: {error}")
+    if not isinstance(value, dict):
+        bad_input(f"PAYLOAD must be a JSON object, not {type(value).__name__}")
+    payload = struct_pb2.Struct()
+    payload.update(value)
+    return payload
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; without an offset it is local time."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        bad_input(f"--scheduled-at: {text!r} is not an ISO 8601 time, e.g. 2024-01-15T10:00:00Z")
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def parse_state(text: str) -> State.ValueType:
+    """`completed`, `dead-lettered`, `STATE_PENDING`... (any case)."""
+    name = text.strip().upper().replace("-", "_").removeprefix("STATE_")
+    name = STATE_ALIASES.get(name, name)
+    if name not in STATE_NAMES:
+        names = ", ".join(n.lower() for n in STATE_NAMES)
+        bad_input(f"--status: unknown state {text!r}; one of {names}")
+    return State.Value(f"STATE_{name}")
+
+
+def _submit_request(
+    task_type: str,
+    payload: str,
+    priority: PriorityChoice | None,
+    timeout: float | None,
+    scheduled_at: str | None,
+    max_retries: int | None,
+    queue: str | None,
+    idempotency_key: str | None,
+    lease_duration: float | None,
+) -> task_service_pb2.SubmitTaskRequest:
+    request = task_service_pb2.SubmitTaskRequest(
+        type=task_type,
+        payload=parse_payload(payload),
+        priority=PRIORITY[priority] if priority else task_pb2.PRIORITY_UNSPECIFIED,
+        queue=queue or "",
+        max_retries=max_retries,
+        idempotency_key=idempotency_key or "",
+    )
+    if timeout is not None:
+        request.timeout.FromNanoseconds(round(timeout * 1e9))
+    if lease_duration is not None:
+        request.lease_duration.FromNanoseconds(round(lease_duration * 1e9))
+    if scheduled_at is not None:
+        request.scheduled_at.FromDatetime(parse_time(scheduled_at))
+    return request
+
+
+# -- following a task ---------------------------------------------------------------
+
+
+def follow(
+    client: Client, task_id: str, on_change: Callable[[task_pb2.Task], None]
+) -> task_pb2.Task | None:
+    """Stream the task's changes until the server ends the stream (a terminal state)."""
+    last: task_pb2.Task | None = None
+    for message in client.tasks.WatchTask(task_service_pb2.WatchTaskRequest(id=task_id)):
+        last = message.task
+        on_change(last)
+    return last
+
+
+def require_completed(task_id: str, last: task_pb2.Task | None) -> None:
+    """Exit 1 unless the task ended COMPLETED: `--wait` and `watch` gate scripts."""
+    if last is None or last.state != State.STATE_COMPLETED:
+        ended = output.state_name(last.state) if last else "in an unknown state"
+        fail(f"task {task_id} ended {ended}, not completed")
+
+
+def show_task(reply: Any, title: str, json_out: bool) -> None:
+    """A reply holding one `task`: JSON, or a panel titled `title`."""
+    if json_out:
+        output.emit_json(reply)
+    else:
+        output.task_detail(reply.task, title)
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+@task_app.command()
+def submit(
+    task_type: Annotated[
+        str, typer.Argument(metavar="TYPE", help="Task type, the handler's name.")
+    ],
+    payload: Annotated[
+        str, typer.Argument(metavar="PAYLOAD", help="JSON object, @file.json, or - for stdin.")
+    ] = "{}",
+    priority: Annotated[
+        PriorityChoice | None,
+        typer.Option(case_sensitive=False, help="Priority within the queue [default: medium]."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(metavar="SECONDS", help="Longest run of one attempt [server default 300]."),
+    ] = None,
+    scheduled_at: Annotated[
+        str | None,
+        typer.Option(metavar="ISO8601", help="Run no earlier than this (no offset: local time)."),
+    ] = None,
+    max_retries: Annotated[
+        int | None,
+        typer.Option(metavar="N", min=0, help="Retries after the first attempt [server default]."),
+    ] = None,
+    queue: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Queue [default: default].")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(metavar="KEY", help="Submit at most once per key and queue.")
+    ] = None,
+    lease_duration: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="Lease length without a heartbeat.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the task; exit 1 unless it completes.")
+    ] = False,
+    server: ServerOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Submit a task of TYPE with a JSON PAYLOAD."""
+    request = _submit_request(
+        task_type,
+        payload,
+        priority,
+        timeout,
+        scheduled_at,
+        max_retries,
+        queue,
+        idempotency_key,
+        lease_duration,
+    )
+    with connect(server) as client:
+        reply = client.tasks.SubmitTask(request, timeout=DEADLINE)
+        title = "Task already submitted (same key)" if reply.deduplicated else "Task submitted"
+        if not wait:
+            show_task(reply, title, json_out)
+            return
+        if json_out:  # one document: the submission, with the task as it ended
+            last = follow(client, reply.task.id, reply.task.CopyFrom)
+            output.emit_json(reply)
+        else:
+            output.task_detail(reply.task, title)
+            last = follow(client, reply.task.id, output.watch_line)
+    require_completed(reply.task.id, last)
+
+
+@task_app.command()
+def get(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+    """Show one task, with its payload and result."""
+    with connect(server) as client:
+        reply = client.tasks.GetTask(task_service_pb2.GetTaskRequest(id=task_id), timeout=DEADLINE)
+    show_task(reply, "Task", json_out)
+
+
+def _page(
+    client: Client, request: task_service_pb2.ListTasksRequest, page: int
+) -> task_service_pb2.ListTasksResponse:
+    """Page `page` (from 1), reached by following `next_page_token`s."""
+    for _ in range(page - 1):
+        reply = client.tasks.ListTasks(request, timeout=DEADLINE)
+        if not reply.next_page_token:
+            return task_service_pb2.ListTasksResponse()
+        request.page_token = reply.next_page_token
+    return client.tasks.ListTasks(request, timeout=DEADLINE)
+
+
+@task_app.command("list")
+def list_tasks(
+    status: Annotated[
+        str | None,
+        typer.Option(metavar="STATE", help="Only this state: pending, completed, dead-lettered..."),
+    ] = None,
+    task_type: Annotated[str | None, typer.Option("--type", help="Only this task type.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    page: Annotated[int, typer.Option(min=1, help="Page number, from 1.")] = 1,
+    size: Annotated[int, typer.Option(min=1, max=1000, help="Tasks per page.")] = 20,
+    server: ServerOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List tasks, newest first."""
+    request = task_service_pb2.ListTasksRequest(
+        page_size=size,
+        state=parse_state(status) if status else State.STATE_UNSPECIFIED,
+        type=task_type or "",
+        queue=queue or "",
+    )
+    with connect(server) as client:
+        reply = _page(client, request, page)
+    if json_out:
+        output.emit_json(reply)
+    else:
+        output.task_table(reply, page)
+
+
+@task_app.command()
+def cancel(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+    """Cancel a task that has not finished (a running one is interrupted)."""
+    with connect(server) as client:
+        request = task_service_pb2.CancelTaskRequest(id=task_id)
+        reply = client.tasks.CancelTask(request, timeout=DEADLINE)
+    show_task(reply, "Task cancelled", json_out)
+
+
+@task_app.command()
+def retry(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+    """Run a failed or dead-lettered task again now."""
+    with connect(server) as client:
+        reply = client.tasks.RetryTask(
+            task_service_pb2.RetryTaskRequest(id=task_id), timeout=DEADLINE
+        )
+    show_task(reply, "Task queued again", json_out)
+
+
+@task_app.command()
+def watch(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+    """Print each change of state until the task ends; exit 1 unless it completed."""
+
+    def show(task: task_pb2.Task) -> None:
+        if json_out:
+            output.emit_json(task_service_pb2.WatchTaskResponse(task=task), line=True)
+        else:
+            output.watch_line(task)
+
+    with connect(server) as client:
+        last = follow(client, task_id, show)
+    require_completed(task_id, last)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(task_app, name="task")
