@@ -25,12 +25,12 @@ REDIS_URL = os.environ.get("DTQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 LOCK_KEY = "dtq-test:claimed"
 
 
-def _with_db(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
-def _sa(url: str) -> str:
+def sqlalchemy_url(url: str) -> str:
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             return "postgresql+psycopg2://" + url[len(prefix) :]
@@ -43,12 +43,12 @@ def private_database() -> Iterator[str]:
     from dtq.adapters import pg_migrate
 
     name = f"dtq_test_{secrets.token_hex(4)}"
-    admin = create_engine(_sa(ADMIN_DB_URL), isolation_level="AUTOCOMMIT")
+    admin = create_engine(sqlalchemy_url(ADMIN_DB_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = _with_db(ADMIN_DB_URL, name)
+    url = with_database(ADMIN_DB_URL, name)
     try:
-        pg_migrate.upgrade(_sa(url))
+        pg_migrate.upgrade(sqlalchemy_url(url))
         yield url
     finally:
         with admin.connect() as conn:
@@ -82,7 +82,7 @@ def private_redis() -> Iterator[str]:
 
 def reset(db_url: str, redis_url: str) -> None:
     """Empty the tables and the Redis database, between tests."""
-    engine = create_engine(_sa(db_url))
+    engine = create_engine(sqlalchemy_url(db_url))
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE tasks"))
     engine.dispose()
