@@ -43,8 +43,7 @@ tasks_finished = Counter(
 leases_granted = Counter("dtq_leases_granted_total", "Leases handed to workers", ["queue"])
 stale_outcomes = Counter(
     "dtq_stale_outcomes_total",
-    "Outcomes or extensions refused because their lease was not current",
-    ["queue"],
+    "Outcomes refused because their lease was not current (expired, revoked or forged)",
 )
 worker_streams = Gauge("dtq_worker_streams", "Open worker lease streams on this server")
 stream_slots = Gauge(
@@ -60,6 +59,18 @@ leases_expired = Counter(
 tasks_promoted = Counter(
     "dtq_tasks_promoted_total", "Scheduled or retrying tasks made ready", ["queue"]
 )
+queue_depth = Gauge(
+    "dtq_queue_depth", "Ready (PENDING) tasks by queue and priority", ["queue", "priority"]
+)
+queue_tasks = Gauge(
+    "dtq_queue_tasks",
+    "Tasks by queue and state (running, scheduled, retrying, dead_lettered)",
+    ["queue", "state"],
+)
+queue_oldest_age = Gauge(
+    "dtq_queue_oldest_pending_age_seconds", "Wait of the oldest ready task", ["queue"]
+)
+queue_paused = Gauge("dtq_queue_paused", "1 while the queue is paused", ["queue"])
 
 # -- worker ---------------------------------------------------------------------
 worker_tasks = Counter(

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dtq import metrics
 from dtq.app.leasing import Leasing
 from dtq.domain.errors import DtqError
 from dtq.domain.model import Lease, LeaseRef, Subscription, Task
@@ -106,10 +107,17 @@ class Dispatcher:
         self.sessions[session.id] = session
         self._mark_all(session)
         self._wake.set()
+        self._gauge()
 
     def detach(self, session: Session) -> None:
         session.closed = True
         self.sessions.pop(session.id, None)
+        self._gauge()
+
+    def _gauge(self) -> None:
+        metrics.worker_streams.set(len(self.sessions))
+        metrics.stream_slots.labels("capacity").set(sum(s.capacity for s in self.sessions.values()))
+        metrics.stream_slots.labels("held").set(sum(len(s.held) for s in self.sessions.values()))
 
     def notify(self, queue: str, task_type: str) -> None:
         """Work may be ready in (queue, type); "*" means any type."""
@@ -165,6 +173,7 @@ class Dispatcher:
             except TimeoutError:
                 self.sweep()
             self._wake.clear()
+            self._gauge()
             try:
                 more = await self._round()
             except asyncio.CancelledError:

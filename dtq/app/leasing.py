@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dtq import metrics
 from dtq.app.tasks import ready_of
 from dtq.domain.errors import STALE_LEASE, DtqError
 from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
@@ -27,6 +28,12 @@ from dtq.domain.retry import RetryPolicy, exhausted
 from dtq.ports import Clock, DispatchQueue, Grant, Resolution, TaskStore
 
 log = logging.getLogger(__name__)
+# The `outcome` label of dtq_tasks_finished_total, by the state an outcome left.
+OUTCOME = {
+    TaskState.COMPLETED: "completed",
+    TaskState.FAILED: "failed",
+    TaskState.DEAD_LETTERED: "dead_lettered",
+}
 
 
 def stale(task_id: uuid.UUID) -> DtqError:
@@ -75,6 +82,7 @@ class Leasing:
         ]
         await self.queue.set_deadlines(queue, odd)
         await self.queue.publish_changes(leased)
+        metrics.leases_granted.labels(queue).inc(len(leased))
         return [Lease(t, token_of[t.id], redis_now + t.lease_duration) for t in leased]
 
     async def report(self, outcomes: Sequence[Outcome]) -> list[Task | DtqError]:
@@ -90,19 +98,23 @@ class Leasing:
             self._after_failure,
             now,
         )
-        recorded: dict[uuid.UUID, Task] = {}
+        # By (task, token): a stale outcome must not take the answer of a current
+        # one for the same task.
+        recorded: dict[tuple[uuid.UUID, str], Task] = {}
         for outcome, task in [*zip(ok, done, strict=True), *zip(bad, failed, strict=True)]:
             if task is not None:
-                recorded[outcome.task_id] = task
+                recorded[(outcome.task_id, outcome.token)] = task
         await self._settle(outcomes, recorded)
-        return [recorded.get(o.task_id) or stale(o.task_id) for o in outcomes]
+        return [recorded.get((o.task_id, o.token)) or stale(o.task_id) for o in outcomes]
 
-    async def _settle(self, outcomes: Sequence[Outcome], recorded: dict[uuid.UUID, Task]) -> None:
+    async def _settle(
+        self, outcomes: Sequence[Outcome], recorded: dict[tuple[uuid.UUID, str], Task]
+    ) -> None:
         """Redis side of recorded outcomes: drop leases, count, publish."""
         by_queue: dict[str, list[LeaseRef]] = defaultdict(list)
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for o in outcomes:
-            task = recorded.get(o.task_id)
+            task = recorded.get((o.task_id, o.token))
             if task is None:
                 continue
             by_queue[task.queue].append(LeaseRef(o.task_id, o.token))

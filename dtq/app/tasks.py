@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from dtq import metrics
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.domain import paging, validation
 from dtq.domain.errors import DtqError
@@ -57,6 +58,10 @@ class Tasks:
                 raise error.prefixed(f"requests[{i}]") if batch else error from None
         submitted = await self.store.insert(new, now)
         fresh = [s.task for s in submitted if not s.deduplicated]
+        for task in fresh:
+            metrics.tasks_submitted.labels(task.queue, task.type, task.priority.name.lower()).inc()
+        for dup in (s.task for s in submitted if s.deduplicated):
+            metrics.tasks_deduplicated.labels(dup.queue).inc()
         await self._index(fresh)
         return submitted
 
@@ -84,7 +89,10 @@ class Tasks:
         size = validation.page_size(page_size, default=50)
         fp = paging.fingerprint(filters.state, filters.type, filters.queue)
         last = paging.decode(token, fp)
-        before = uuid.UUID(last) if last else None
+        try:
+            before = uuid.UUID(last) if last else None
+        except ValueError:  # well-formed, but not made by us: a forged or corrupted token
+            raise DtqError.invalid("page_token", "is not a token this API issued") from None
         items = await self.store.list_tasks(filters, before, size + 1, full)
         more = len(items) > size
         items = items[:size]

@@ -7,6 +7,8 @@ import contextlib
 import logging
 
 from dtq.adapters.redis_notify import RedisNotifier
+from dtq.app.admin import Admin
+from dtq.manager.observer import QueueObserver
 from dtq.manager.reaper import Reaper
 from dtq.manager.scheduler import Scheduler
 from dtq.ops_http import HealthBoard, start_ops_server
@@ -21,6 +23,7 @@ async def run(settings: Settings) -> None:
     board = HealthBoard("manager")
     scheduler = Scheduler(core.store, core.queue, core.clock)
     reaper = Reaper(core.leasing, core.queue)
+    observer = QueueObserver(Admin(core.store, core.queue, core.queue, core.clock))
     notifier = RedisNotifier(core.redis, schedule=True)
     notifier.on_schedule.append(scheduler.wake)
     notifier.on_resync.append(lambda: scheduler.wake(0.0))
@@ -31,6 +34,7 @@ async def run(settings: Settings) -> None:
     loops = [
         asyncio.create_task(scheduler.run(), name="scheduler"),
         asyncio.create_task(reaper.run(), name="reaper"),
+        asyncio.create_task(observer.run(), name="observer"),
         asyncio.create_task(watch_dependencies(core, board), name="health"),
     ]
     log.info("manager_started")

