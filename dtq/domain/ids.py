@@ -17,6 +17,8 @@ from dtq.domain.model import LeaseRef
 
 TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
 
+_RAND_BITS = 74
+_RAND_MASK = (1 << _RAND_BITS) - 1
 _lock = threading.Lock()
 _last = 0
 
@@ -26,15 +28,16 @@ def uuid7(now: float | None = None) -> uuid.UUID:
     global _last  # noqa: PLW0603 - one monotonic counter per process
     ms = int((time.time() if now is None else now) * 1000)
     rand = int.from_bytes(os.urandom(10), "big")
-    # 48 bits of milliseconds, then 74 random bits; within one millisecond the
+    # 48 bits of milliseconds, then 74 random bits (exactly what the UUID
+    # holds, so the counter orders like the UUIDs); within one millisecond the
     # value is bumped so that ids stay ordered.
-    value = (ms << 80) | (rand & ((1 << 80) - 1))
+    value = (ms << _RAND_BITS) | (rand & _RAND_MASK)
     with _lock:
         if value <= _last:
             value = _last + 1
         _last = value
-    ms_part, low = value >> 80, value & ((1 << 80) - 1)
-    rand_a, rand_b = (low >> 62) & 0xFFF, low & ((1 << 62) - 1)
+    ms_part, low = value >> _RAND_BITS, value & _RAND_MASK
+    rand_a, rand_b = low >> 62, low & ((1 << 62) - 1)
     return uuid.UUID(int=(ms_part << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b)
 
 

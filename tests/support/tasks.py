@@ -8,10 +8,10 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from dtq.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
-from google.rpc import error_details_pb2
 
 State = task_pb2.Task.State
 TERMINAL = {
