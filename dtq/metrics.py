@@ -50,6 +50,21 @@ stream_slots = Gauge(
     "dtq_worker_stream_slots", "Capacity and held leases of the open streams", ["kind"]
 )
 
+dependency_errors = Counter(
+    "dtq_dependency_errors_total",
+    "Calls to PostgreSQL or Redis that failed because it was unreachable",
+    ["dependency"],
+)
+breaker_state = Gauge(
+    "dtq_circuit_breaker_state",
+    "Circuit breaker of a dependency: 0 closed, 1 half-open, 2 open (failing fast)",
+    ["dependency"],
+)
+index_deferred = Gauge(
+    "dtq_index_deferred_tasks",
+    "Accepted tasks waiting for Redis to come back before they can be dispatched",
+)
+
 # -- queue manager ------------------------------------------------------------
 leases_expired = Counter(
     "dtq_leases_expired_total",
@@ -71,6 +86,11 @@ queue_oldest_age = Gauge(
     "dtq_queue_oldest_pending_age_seconds", "Wait of the oldest ready task", ["queue"]
 )
 queue_paused = Gauge("dtq_queue_paused", "1 while the queue is paused", ["queue"])
+reconciled = Counter(
+    "dtq_reconciled_total",
+    "Redis entries restored from PostgreSQL by the reconciler (ready tasks, leases, pauses)",
+    ["kind"],
+)
 
 # -- worker ---------------------------------------------------------------------
 worker_tasks = Counter(

@@ -136,6 +136,10 @@ class TaskStore(Protocol):
         were never marked running and need re-indexing)."""
         ...
 
+    async def scan_open(self, after: uuid.UUID | None, limit: int) -> list[Task]:
+        """PENDING and RUNNING tasks in id order after `after` (reconciliation)."""
+        ...
+
     async def state_counts(self, queue: str | None) -> dict[tuple[str, TaskState], int]:
         """Counts of SCHEDULED, FAILED, DEAD_LETTERED tasks by queue."""
         ...
@@ -195,6 +199,30 @@ class DispatchQueue(Protocol):
     async def wake_scheduler(self, due: float) -> None: ...
 
     async def ping(self) -> None: ...
+
+    async def restore_ready(self, tasks: Sequence[Task]) -> int:
+        """Index PENDING tasks missing from Redis; returns how many were missing."""
+        ...
+
+    async def restore_leases(self, items: Sequence[tuple[str, LeaseRef, float]]) -> int:
+        """Re-create leases (queue, lease, deadline) missing from Redis."""
+        ...
+
+    async def epoch(self) -> str | None: ...
+
+    async def set_epoch(self, value: str) -> None: ...
+
+    async def now(self) -> float:
+        """Redis's clock (Unix s), the clock of lease deadlines."""
+        ...
+
+
+class QueueSettings(Protocol):
+    """Durable queue settings (PostgreSQL)."""
+
+    async def set_paused(self, queue: str, paused: bool) -> None: ...
+
+    async def paused(self) -> dict[str, bool]: ...
 
 
 class WorkerRegistry(Protocol):

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # Seconds a worker stopping on SIGTERM lets running tasks finish.
     worker_shutdown_grace: float = Field(default=30.0, ge=0)
 
+    # Seconds between full checks that Redis agrees with PostgreSQL (the
+    # reconciler also runs at once when Redis lost its data or comes back).
+    reconcile_interval: float = Field(default=300.0, gt=0)
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 

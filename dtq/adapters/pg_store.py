@@ -25,6 +25,7 @@ from psycopg2.extras import execute_values
 from sqlalchemy import Connection, create_engine, exc, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
+from dtq.adapters.breaker import CircuitBreaker
 from dtq.adapters.group_commit import GroupCommit
 from dtq.adapters.pg_tables import tasks
 from dtq.domain import states
@@ -163,11 +164,13 @@ class PgStore:
             pool_pre_ping=True,
             connect_args={
                 "connect_timeout": max(1, round(timeout)),
-                "options": f"-c statement_timeout={round(timeout * 1000)}",
+                # Ack after commit: never let a server default weaken durability.
+                "options": f"-c statement_timeout={round(timeout * 1000)} -c synchronous_commit=on",
                 "application_name": "dtq",
             },
         )
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="pg")
+        self.breaker = CircuitBreaker("postgres")
         self._insert = GroupCommit[InsertCall, list[Submitted]](
             partial(self._run, self._insert_flush), max_inflight=max(1, pool_size // 2)
         )
@@ -183,17 +186,23 @@ class PgStore:
         self.engine.dispose()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        self.breaker.before()  # fails fast while PostgreSQL is known to be down
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, partial(self._guard, fn, *args))
 
-    @staticmethod
-    def _guard(fn: Callable[..., T], *args: Any) -> T:
+    def _guard(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return fn(*args)
+            result = fn(*args)
         except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
+            self.breaker.failure()
             raise DtqError.unavailable(
                 "postgres", f"PostgreSQL is unreachable: {error.__class__.__name__}"
             ) from error
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        return result
 
     # -- submit -------------------------------------------------------------
 
@@ -536,6 +545,19 @@ class PgStore:
         )
         with self.engine.connect() as conn:
             return _ts(conn.execute(query).scalar())
+
+    # -- reconciliation -------------------------------------------------------------
+
+    async def scan_open(self, after: uuid.UUID | None, limit: int) -> list[Task]:
+        """PENDING and RUNNING tasks in id order, after `after` (keyset)."""
+        return await self._run(self._scan_open, after, limit)
+
+    def _scan_open(self, after: uuid.UUID | None, limit: int) -> list[Task]:
+        query = select(*BASIC_COLUMNS).where(tasks.c.state.in_([S.PENDING.value, S.RUNNING.value]))
+        if after is not None:
+            query = query.where(tasks.c.id > after)
+        with self.engine.connect() as conn:
+            return [to_task(r) for r in conn.execute(query.order_by(tasks.c.id).limit(limit))]
 
 
 def _execute_values(

@@ -1,7 +1,7 @@
 """PostgreSQL schema, as SQLAlchemy Core tables. Alembic migrations in
 migrations/versions/ create exactly this; a test compares the two.
 
-tasks: one row per task, the source of truth.
+tasks: one row per task, the source of truth. queues: durable queue settings.
 - payload/result: encoded protobuf (`google.protobuf.Struct` / `Value`), opaque
   to the database so the hot path never re-parses user data.
 - lease_token: the fencing token of the current lease; every write by a worker
@@ -13,6 +13,7 @@ tasks: one row per task, the source of truth.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import UUID
@@ -78,4 +80,13 @@ tasks = Table(
     ),
     # Listing by state (dead letters, running tasks for the reconciler), newest first.
     Index("tasks_state_idx", "state", "id"),
+)
+
+# Durable per-queue settings; Redis holds a copy the lease script reads.
+queues = Table(
+    "queues",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

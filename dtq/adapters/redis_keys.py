@@ -12,6 +12,7 @@ single Redis Cluster slot.
 | dtq:{q}:completed:{bucket}   | STRING | completions in a 10 s bucket (expires in 2 min)    |
 | dtq:{q}:failed:{bucket}      | STRING | failed attempts in a 10 s bucket (expires in 2 min)|
 | dtq:queues                   | SET    | names of every queue that had a ready task         |
+| dtq:epoch                    | STRING | set by the reconciler; missing = Redis lost data   |
 | dtq:worker:{id}              | HASH   | a worker's registration, liveness (expires 1 day)  |
 | dtq:workers                  | ZSET   | worker ids, score = last seen (Unix s)             |
 
@@ -33,6 +34,7 @@ BUCKET_SECONDS = 10
 PRIORITY_ORDER = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
 
 QUEUES = "dtq:queues"
+EPOCH = "dtq:epoch"
 WORKERS = "dtq:workers"
 CANCEL_CHANNEL = "dtq:cancel"
 SCHEDULE_CHANNEL = "dtq:schedule"

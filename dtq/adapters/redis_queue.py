@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from dtq.adapters import redis_keys as keys
+from dtq.adapters.breaker import CircuitBreaker
 from dtq.domain.errors import DtqError
 from dtq.domain.model import LeaseRef, Priority, QueueStats, Task, WorkerInfo
 from dtq.ports import Ready
@@ -48,18 +49,28 @@ class RedisQueue:
         self.redis = client
         self.aging_us = int(aging_seconds * 1_000_000)
         self._scripts = {name: client.register_script(_script(name)) for name in _SCRIPTS}
+        self.breaker = CircuitBreaker("redis")
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        self.breaker.before()  # fails fast while Redis is known to be down
         try:
-            return await op()
+            result = await op()
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as error:
+            self.breaker.failure()
             raise DtqError.unavailable(
                 "redis", f"Redis is unreachable: {error.__class__.__name__}"
             ) from error
         except rexc.ResponseError as error:
             if "LOADING" in str(error) or "MASTERDOWN" in str(error):
+                self.breaker.failure()
                 raise DtqError.unavailable("redis", "Redis is loading its data") from error
+            self.breaker.release()
             raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        return result
 
     async def ping(self) -> None:
         await self._call(self.redis.ping)
@@ -225,6 +236,61 @@ class RedisQueue:
             oldest_pending_age=max(0.0, (now_us - oldest) / 1_000_000) if oldest else 0.0,
             paused=bool(paused),
         )
+
+    # -- reconciliation -----------------------------------------------------------
+
+    async def restore_ready(self, tasks: Sequence[Task]) -> int:
+        """Index PENDING tasks that Redis lost; returns how many were missing.
+        Each keeps its place: the score is the time it became ready."""
+        if not tasks:
+            return 0
+        by_key: dict[str, dict[bytes, float]] = defaultdict(dict)
+        for t in tasks:
+            by_key[keys.ready(t.queue, t.type, t.priority)][t.id.bytes] = int(t.updated_at * 1e6)
+
+        async def run() -> int:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, mapping in by_key.items():
+                pipe.zadd(key, mapping, nx=True)
+            for queue, task_type in {(t.queue, t.type) for t in tasks}:
+                pipe.sadd(keys.types(queue), task_type)
+                pipe.sadd(keys.QUEUES, queue)
+                pipe.publish(keys.notify_channel(queue), task_type.encode())
+            out = await pipe.execute()
+            return sum(out[: len(by_key)])
+
+        return await self._call(run)
+
+    async def restore_leases(self, items: Sequence[tuple[str, LeaseRef, float]]) -> int:
+        """Re-create leases of RUNNING tasks (queue, lease, deadline in Unix s)."""
+        if not items:
+            return 0
+        by_queue: dict[str, dict[bytes, int]] = defaultdict(dict)
+        for queue, ref, deadline in items:
+            by_queue[queue][keys.lease_member(ref.task_id, ref.token)] = int(deadline * 1000)
+
+        async def run() -> int:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue, mapping in by_queue.items():
+                pipe.zadd(keys.leases(queue), mapping, nx=True)
+                pipe.sadd(keys.QUEUES, queue)
+            out = await pipe.execute()
+            return sum(out[0::2])
+
+        return await self._call(run)
+
+    async def epoch(self) -> str | None:
+        """Marker of an index that was built or checked; gone when Redis lost its data."""
+        value = await self._call(lambda: self.redis.get(keys.EPOCH))
+        return None if value is None else _text(value)
+
+    async def set_epoch(self, value: str) -> None:
+        await self._call(lambda: self.redis.set(keys.EPOCH, value))
+
+    async def now(self) -> float:
+        """Redis's clock (Unix s): the clock of lease deadlines."""
+        seconds, micros = await self._call(self.redis.time)
+        return float(seconds) + micros / 1e6
 
     # -- notifications ------------------------------------------------------------
 

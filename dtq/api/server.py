@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dtq.adapters.pg_queues import PgQueues
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.api.admin_servicer import AdminServicer
 from dtq.api.task_servicer import TaskServicer
@@ -24,6 +25,7 @@ from dtq.app.admin import Admin
 from dtq.app.dispatch import Dispatcher
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
+from dtq.domain.errors import DtqError
 from dtq.ops_http import HealthBoard, start_ops_server
 from dtq.settings import Settings
 from dtq.v1 import (
@@ -54,13 +56,28 @@ OPTIONS = [
 ]
 
 
+async def flush_deferred(tasks: Tasks, every: float = 0.25) -> None:
+    """Index tasks accepted while Redis was down, as soon as it is back."""
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(DtqError):
+            await tasks.flush_deferred()
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     core = build_core(settings)
     board = HealthBoard("server")
     notifier = RedisNotifier(core.redis, ready=True, cancels=True)
     dispatcher = Dispatcher(core.leasing, settings.worker_poll_interval)
     tasks = Tasks(core.store, core.queue, core.clock, core.limits, notifier, [dispatcher.notify])
-    admin = Admin(core.store, core.queue, core.queue, core.clock, settings.heartbeat_interval)
+    admin = Admin(
+        core.store,
+        core.queue,
+        core.queue,
+        core.clock,
+        settings.heartbeat_interval,
+        PgQueues(core.store),
+    )
     streams = Streams(core.leasing, dispatcher, core.queue, core.store, core.clock)
     notifier.on_ready.append(dispatcher.notify)
     notifier.on_cancel.append(dispatcher.cancel)
@@ -88,6 +105,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     notifier.start()
     dispatcher.start()
     watcher = asyncio.get_running_loop().create_task(watch_dependencies(core, board))
+    catch_up = asyncio.get_running_loop().create_task(flush_deferred(tasks))
     await server.start()
     for name in ["", *SERVICES]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -103,9 +121,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     await server.stop(settings.server_grace)
     for part in (dispatcher.stop(), notifier.stop()):
         await part
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    for loop_task in (watcher, catch_up):
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task
     if ops:
         ops.stop()
     await core.close()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from dtq.domain import paging, validation
 from dtq.domain.errors import DtqError
 from dtq.domain.model import QueueStats, TaskState, WorkerInfo
-from dtq.ports import Clock, DispatchQueue, TaskStore, WorkerRegistry
+from dtq.ports import Clock, DispatchQueue, QueueSettings, TaskStore, WorkerRegistry
 
 HEALTH_TIMEOUT = 2.0
 
@@ -54,6 +54,8 @@ class Admin:
     registry: WorkerRegistry
     clock: Clock
     heartbeat_interval: float = 10.0
+    # Durable pause state; Redis keeps the copy the lease script reads.
+    settings: QueueSettings | None = None
 
     # -- workers --------------------------------------------------------------
 
@@ -105,6 +107,8 @@ class Admin:
         name = validation.queue_name(queue)
         if not queue:
             raise DtqError.invalid("queue", "is required")
+        if self.settings is not None:
+            await self.settings.set_paused(name, paused)  # PostgreSQL first: it is the truth
         await self.queue.set_paused(name, paused)
         (stats,) = await self.queue_stats(name)
         return stats

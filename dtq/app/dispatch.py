@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from dtq import metrics
 from dtq.app.leasing import Leasing
 from dtq.domain.errors import DtqError
-from dtq.domain.model import Lease, LeaseRef, Subscription, Task
+from dtq.domain.model import Lease, LeaseRef, Subscription, Task, WorkerInfo
 
 log = logging.getLogger(__name__)
 MAX_GRANT = 256  # most leases granted to one stream in one step
@@ -64,6 +64,9 @@ class Session:
     draining: bool = False
     closed: bool = False
     id: int = field(default_factory=lambda: next(_ids))
+    # The worker's registration, re-written on every heartbeat so that the
+    # registry heals itself if Redis loses it.
+    info: WorkerInfo | None = None
 
     @property
     def free(self) -> int:

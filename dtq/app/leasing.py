@@ -145,8 +145,31 @@ class Leasing:
     async def extend(
         self, queue: str, refs: Sequence[tuple[LeaseRef, float]]
     ) -> list[float | None]:
-        """Extend held leases of one queue; None where a lease is lost."""
-        return await self.queue.extend(queue, refs)
+        """Extend held leases of one queue; None where a lease is lost.
+
+        A lease missing from Redis while PostgreSQL still shows the task RUNNING
+        under the same token (Redis lost its data) is re-created, not revoked:
+        PostgreSQL is the truth, and revoking would make the task run twice."""
+        deadlines = await self.queue.extend(queue, refs)
+        missing = [(ref, s) for (ref, s), d in zip(refs, deadlines, strict=True) if d is None]
+        if not missing:
+            return deadlines
+        current = {t.id: t for t in await self.store.get_many([r.task_id for r, _ in missing])}
+        now = await self.queue.now()
+        revived = {
+            ref: now + seconds
+            for ref, seconds in missing
+            if (t := current.get(ref.task_id))
+            and t.state == TaskState.RUNNING
+            and t.lease_token == ref.token
+        }
+        if revived:
+            await self.queue.restore_leases([(queue, r, d) for r, d in revived.items()])
+            log.warning("leases_restored", extra={"queue": queue, "count": len(revived)})
+        return [
+            d if d is not None else revived.get(ref)
+            for (ref, _), d in zip(refs, deadlines, strict=True)
+        ]
 
     async def extend_one(self, ref: LeaseRef, seconds: float | None) -> float:
         """ExtendLease for clients without a stream: checks the token in PostgreSQL."""

@@ -7,13 +7,13 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dtq.app.dispatch import Dispatcher, Held, Push, Session
 from dtq.app.leasing import Leasing
 from dtq.domain import validation
 from dtq.domain.errors import DtqError
-from dtq.domain.model import LeaseRef, Outcome, Subscription, TaskState
+from dtq.domain.model import LeaseRef, Outcome, Subscription, TaskState, WorkerInfo
 from dtq.ports import Clock, TaskStore, WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Streams:
         self, worker_id: str, sub: Subscription, slots: int, held: Sequence[LeaseRef]
     ) -> Session:
         session = Session(validation.worker_id(worker_id, "open.worker_id"), sub, slots)
+        session.info = await self._registration(session)
         if held:
             await self._adopt(session, held)
         await self._touch(session)
@@ -113,8 +114,30 @@ class Streams:
         self.dispatcher.detach(session)
         log.info("stream_closed", extra={"worker_id": session.worker_id, "held": len(session.held)})
 
-    async def _touch(self, session: Session) -> None:
+    async def _registration(self, session: Session) -> WorkerInfo:
+        now = self.clock.now()
         with contextlib.suppress(DtqError):
-            await self.registry.touch(
-                session.worker_id, len(session.held), session.draining, self.clock.now()
+            known = await self.registry.get(session.worker_id)
+            if known is not None:
+                return known
+        sub = session.sub
+        return WorkerInfo(
+            session.worker_id, "", 0, sub.queues, sub.task_types, session.capacity, "", {}, now, now
+        )
+
+    async def _touch(self, session: Session) -> None:
+        now = self.clock.now()
+        with contextlib.suppress(DtqError):
+            if session.info is None:
+                await self.registry.touch(
+                    session.worker_id, len(session.held), session.draining, now
+                )
+                return
+            await self.registry.upsert(
+                replace(
+                    session.info,
+                    active_tasks=len(session.held),
+                    draining=session.draining,
+                    last_seen_at=now,
+                )
             )

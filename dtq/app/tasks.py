@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # How often a watch re-reads the task even without a notification (pub/sub
 # may drop messages while Redis reconnects).
 WATCH_RECHECK = 2.0
+# Most accepted-but-unindexed tasks a server keeps to retry itself.
+MAX_DEFERRED = 100_000
 
 
 def ready_of(task: Task) -> Ready:
@@ -41,6 +43,7 @@ class Tasks:
     # Called for each (queue, type) made ready: wakes this process's
     # dispatcher without waiting for the pub/sub echo.
     on_ready: list[Callable[[str, str], None]] = field(default_factory=list)
+    deferred: dict[uuid.UUID, Ready] = field(default_factory=dict)
 
     async def submit(self, specs: Sequence[SubmitSpec], batch: bool = False) -> list[Submitted]:
         """Validate, commit to PostgreSQL, then index in Redis.
@@ -70,14 +73,39 @@ class Tasks:
         later = [t.scheduled_at for t in fresh if t.state == TaskState.SCHEDULED and t.scheduled_at]
         try:
             await self.queue.enqueue(ready)
-            if later:
-                await self.queue.wake_scheduler(min(later))
         except DtqError as error:
-            log.warning("index_deferred", extra={"tasks": len(ready), "reason": error.reason})
+            self._defer(ready, error)
             return
+        self._woken(ready)
+        if later:
+            with contextlib.suppress(DtqError):  # the scheduler re-reads within 1 s anyway
+                await self.queue.wake_scheduler(min(later))
+
+    def _woken(self, ready: Sequence[Ready]) -> None:
         for queue, task_type in {(r.queue, r.type) for r in ready}:
             for callback in self.on_ready:
                 callback(queue, task_type)
+
+    def _defer(self, ready: Sequence[Ready], error: DtqError) -> None:
+        """Committed but not indexed (Redis down): retried by `flush_deferred`;
+        past the cap, the manager's reconciler indexes them when Redis is back."""
+        room = MAX_DEFERRED - len(self.deferred)
+        self.deferred.update({r.id: r for r in ready[: max(room, 0)]})
+        metrics.index_deferred.set(len(self.deferred))
+        log.warning("index_deferred", extra={"tasks": len(ready), "reason": error.reason})
+
+    async def flush_deferred(self) -> int:
+        """Index tasks accepted while Redis was unreachable; returns how many."""
+        if not self.deferred:
+            return 0
+        batch = list(self.deferred.values())
+        await self.queue.enqueue(batch)
+        for r in batch:
+            self.deferred.pop(r.id, None)
+        metrics.index_deferred.set(len(self.deferred))
+        self._woken(batch)
+        log.info("index_caught_up", extra={"tasks": len(batch)})
+        return len(batch)
 
     async def get(self, task_id: uuid.UUID, full: bool = True) -> Task:
         task = await self.store.get(task_id, with_payload=full)

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 
+from dtq.adapters.pg_queues import PgQueues
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.app.admin import Admin
 from dtq.manager.observer import QueueObserver
 from dtq.manager.reaper import Reaper
+from dtq.manager.reconciler import Reconciler
 from dtq.manager.scheduler import Scheduler
 from dtq.ops_http import HealthBoard, start_ops_server
 from dtq.settings import Settings
@@ -24,6 +26,9 @@ async def run(settings: Settings) -> None:
     scheduler = Scheduler(core.store, core.queue, core.clock)
     reaper = Reaper(core.leasing, core.queue)
     observer = QueueObserver(Admin(core.store, core.queue, core.queue, core.clock))
+    reconciler = Reconciler(
+        core.store, core.queue, PgQueues(core.store), settings.reconcile_interval
+    )
     notifier = RedisNotifier(core.redis, schedule=True)
     notifier.on_schedule.append(scheduler.wake)
     notifier.on_resync.append(lambda: scheduler.wake(0.0))
@@ -35,6 +40,7 @@ async def run(settings: Settings) -> None:
         asyncio.create_task(scheduler.run(), name="scheduler"),
         asyncio.create_task(reaper.run(), name="reaper"),
         asyncio.create_task(observer.run(), name="observer"),
+        asyncio.create_task(reconciler.run(), name="reconciler"),
         asyncio.create_task(watch_dependencies(core, board), name="health"),
     ]
     log.info("manager_started")
