@@ -151,7 +151,8 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             self.worker_id = reply.worker_id
-            self.heartbeat_interval = reply.heartbeat_interval.seconds or 10.0
+            interval = reply.heartbeat_interval
+            self.heartbeat_interval = (interval.seconds + interval.nanos / 1e9) or 10.0
             log.info(
                 "worker_registered", extra={"worker_id": self.worker_id, "types": self.task_types}
             )
