@@ -10,7 +10,7 @@ Task handlers are registered on an `App`:
     def send(payload: dict) -> dict: ...
 """
 
-from dtq.worker.app import App, PermanentError, TaskContext
+from dtq.worker.app import App, PermanentError, TaskContext, TaskInterrupted
 
 __version__ = "0.1.0"
-__all__ = ["App", "PermanentError", "TaskContext", "__version__"]
+__all__ = ["App", "PermanentError", "TaskContext", "TaskInterrupted", "__version__"]

@@ -86,6 +86,12 @@ queue_oldest_age = Gauge(
     "dtq_queue_oldest_pending_age_seconds", "Wait of the oldest ready task", ["queue"]
 )
 queue_paused = Gauge("dtq_queue_paused", "1 while the queue is paused", ["queue"])
+tasks_purged = Counter(
+    "dtq_tasks_purged_total",
+    "Tasks deleted, by reason: retention (completed or cancelled, past their age) or "
+    "dead_letter_purge (an operator purged dead letters)",
+    ["reason"],
+)
 reconciled = Counter(
     "dtq_reconciled_total",
     "Redis entries restored from PostgreSQL by the reconciler (ready tasks, leases, pauses)",

@@ -121,6 +121,34 @@ class TaskStore(Protocol):
         budget of retries."""
         ...
 
+    async def requeue_dead(
+        self,
+        queue: str,
+        task_type: str | None,
+        limit: int,
+        now: float,
+        after: uuid.UUID | None = None,
+    ) -> list[Task]:
+        """Up to `limit` DEAD_LETTERED tasks of `queue` (ids after `after`) ->
+        PENDING, oldest first, each with a fresh budget of retries as `retry`
+        gives; returns them in id order."""
+        ...
+
+    async def count_dead(self, queue: str, task_type: str | None) -> int:
+        """DEAD_LETTERED tasks of `queue` (of `task_type`)."""
+        ...
+
+    async def purge_dead(self, queue: str, task_type: str | None) -> int:
+        """Delete the DEAD_LETTERED tasks of `queue` (of `task_type`), in small
+        transactions; returns how many."""
+        ...
+
+    async def purge_finished(self, before: float, limit: int) -> int:
+        """Delete at most `limit` COMPLETED and CANCELLED tasks that finished
+        before `before` (Unix s), in one transaction; returns how many. Dead
+        letters are never deleted here."""
+        ...
+
     async def promote_due(self, now: float, limit: int) -> list[Task]:
         """SCHEDULED/FAILED whose time came -> PENDING."""
         ...
@@ -134,6 +162,12 @@ class TaskStore(Protocol):
     ) -> tuple[list[Task], list[Task]]:
         """Expired leases: (tasks moved by decide, tasks found PENDING that
         were never marked running and need re-indexing)."""
+        ...
+
+    async def release(self, refs: Sequence[LeaseRef], now: float) -> list[Task]:
+        """Leases a worker gave back unfinished: RUNNING -> PENDING where the
+        token matches, the attempt uncounted (attempts - 1), the worker id kept.
+        Returns the tasks that moved."""
         ...
 
     async def scan_open(self, after: uuid.UUID | None, limit: int) -> list[Task]:

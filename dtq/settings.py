@@ -68,12 +68,24 @@ class Settings(BaseSettings):
     # Seconds between the dispatcher's safety sweeps for work a lost
     # notification left behind. The hot path is pushed, never polled.
     worker_poll_interval: float = Field(default=1.0, gt=0)
-    # Seconds a worker stopping on SIGTERM lets running tasks finish.
+    # Seconds a worker stopping on SIGTERM lets running tasks finish; then it
+    # interrupts them and hands their leases back.
     worker_shutdown_grace: float = Field(default=30.0, ge=0)
+    # Where handlers run: "thread" (this process; a sync handler is stopped by
+    # an exception raised in its thread) or "process" (a child process per
+    # slot, killed on timeout or cancellation: the hard guarantee).
+    worker_pool: Literal["thread", "process"] = "thread"
 
     # Seconds between full checks that Redis agrees with PostgreSQL (the
     # reconciler also runs at once when Redis lost its data or comes back).
     reconcile_interval: float = Field(default=300.0, gt=0)
+
+    # Retention: COMPLETED and CANCELLED tasks are deleted this many seconds
+    # after they finished (default 7 days; 0 keeps them forever). Dead letters
+    # are never deleted by retention. The manager checks every
+    # `retention_interval` seconds.
+    retention_completed: float = Field(default=7 * 24 * 3600.0, ge=0)
+    retention_interval: float = Field(default=60.0, gt=0)
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"

@@ -80,6 +80,12 @@ tasks = Table(
     ),
     # Listing by state (dead letters, running tasks for the reconciler), newest first.
     Index("tasks_state_idx", "state", "id"),
+    # Retention: finished tasks by age.
+    Index(
+        "tasks_finished_idx",
+        "finished_at",
+        postgresql_where=text("state IN ('completed', 'cancelled')"),
+    ),
 )
 
 # Durable per-queue settings; Redis holds a copy the lease script reads.

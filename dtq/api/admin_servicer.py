@@ -1,4 +1,4 @@
-"""AdminService: queue statistics, pause/resume, workers, health."""
+"""AdminService: queue statistics, pause/resume, workers, health, dead letters."""
 
 from __future__ import annotations
 
@@ -56,3 +56,21 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self, request: pb.GetSystemHealthRequest, context: Ctx
     ) -> pb.GetSystemHealthResponse:
         return convert.health(await self.admin.health(), __version__)
+
+    @unary
+    async def RequeueDeadLetters(
+        self, request: pb.RequeueDeadLettersRequest, context: Ctx
+    ) -> pb.RequeueDeadLettersResponse:
+        count = await self.admin.requeue_dead_letters(
+            request.queue, request.task_type, request.limit
+        )
+        return pb.RequeueDeadLettersResponse(requeued_count=count)
+
+    @unary
+    async def PurgeDeadLetters(
+        self, request: pb.PurgeDeadLettersRequest, context: Ctx
+    ) -> pb.PurgeDeadLettersResponse:
+        count = await self.admin.purge_dead_letters(
+            request.queue, request.task_type, request.confirm, request.validate_only
+        )
+        return pb.PurgeDeadLettersResponse(purged_count=count)

@@ -98,6 +98,8 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             task = asyncio.get_running_loop().create_task(self._report(session, outcomes))
             pending.add(task)
             task.add_done_callback(pending.discard)
+        if message.releases:
+            await self.streams.release(session, convert.refs(message.releases, "releases"))
         if message.heartbeats:
             try:
                 await self.streams.heartbeat(

@@ -1,20 +1,28 @@
-"""Use cases of workers and operators: registration, listing, stats, health."""
+"""Use cases of workers and operators: registration, listing, stats, dead
+letters, health."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
+from dtq import metrics
+from dtq.app.tasks import ready_of
 from dtq.domain import paging, validation
 from dtq.domain.errors import DtqError
-from dtq.domain.model import QueueStats, TaskState, WorkerInfo
+from dtq.domain.model import QueueStats, Task, TaskState, WorkerInfo
 from dtq.ports import Clock, DispatchQueue, QueueSettings, TaskStore, WorkerRegistry
 
+log = logging.getLogger(__name__)
+
 HEALTH_TIMEOUT = 2.0
+REQUEUE_BATCH = 500  # dead letters moved (and indexed) per transaction
 
 
 class Health(enum.IntEnum):
@@ -113,6 +121,54 @@ class Admin:
         (stats,) = await self.queue_stats(name)
         return stats
 
+    # -- dead letters ---------------------------------------------------------
+
+    async def requeue_dead_letters(self, queue: str, task_type: str, limit: int) -> int:
+        """DEAD_LETTERED -> PENDING with a fresh retry budget, oldest first,
+        `limit` at most (0: all), batch by batch, each indexed in Redis at once.
+        Every task is visited once, so a task that dies again meanwhile waits
+        for the next call."""
+        name, only = _dead_letter_filter(queue, task_type)
+        if limit < 0:
+            raise DtqError.invalid("limit", "must not be negative")
+        total = 0
+        after: uuid.UUID | None = None  # keyset: each task visited once
+        while limit == 0 or total < limit:
+            want = REQUEUE_BATCH if limit == 0 else min(REQUEUE_BATCH, limit - total)
+            batch = await self.store.requeue_dead(name, only, want, self.clock.now(), after)
+            total += len(batch)
+            if batch:
+                await self._index(batch)
+                after = batch[-1].id
+            if len(batch) < want:
+                break
+        log.info("dead_letters_requeued", extra={"queue": name, "count": total})
+        return total
+
+    async def _index(self, batch: Sequence[Task]) -> None:
+        try:
+            await self.queue.enqueue([ready_of(t) for t in batch])
+            await self.queue.publish_changes(batch)
+        except DtqError as error:  # committed: the manager's reconciler indexes them
+            log.warning("index_deferred", extra={"tasks": len(batch), "reason": error.reason})
+
+    async def purge_dead_letters(
+        self, queue: str, task_type: str, confirm: bool, validate_only: bool = False
+    ) -> int:
+        """Delete dead letters for good (`confirm` required); with
+        `validate_only`, count them instead."""
+        name, only = _dead_letter_filter(queue, task_type)
+        if validate_only:
+            return await self.store.count_dead(name, only)
+        if not confirm:
+            raise DtqError.invalid(
+                "confirm", "must be true: purged tasks cannot be restored", "CONFIRMATION_REQUIRED"
+            )
+        purged = await self.store.purge_dead(name, only)
+        metrics.tasks_purged.labels("dead_letter_purge").inc(purged)
+        log.info("dead_letters_purged", extra={"queue": name, "count": purged})
+        return purged
+
     # -- health ---------------------------------------------------------------
 
     async def health(self) -> SystemHealth:
@@ -142,3 +198,11 @@ async def _probe(name: str, ping: Callable[[], Awaitable[None]]) -> Component:
             name, Health.UNHEALTHY, time.perf_counter() - start, str(error) or "timeout"
         )
     return Component(name, Health.HEALTHY, time.perf_counter() - start, "ok")
+
+
+def _dead_letter_filter(queue: str, task_type: str) -> tuple[str, str | None]:
+    """The required queue and the optional task type of a dead-letter action."""
+    if not queue:
+        raise DtqError.invalid("queue", "is required")
+    name = validation.queue_name(queue)
+    return name, validation.task_type(task_type, "task_type") if task_type else None

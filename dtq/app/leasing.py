@@ -183,6 +183,30 @@ class Leasing:
             raise stale(ref.task_id)
         return deadline
 
+    async def release(self, refs: Sequence[LeaseRef]) -> list[Task]:
+        """Take back leases a worker gives up unfinished (it is shutting down):
+        the tasks are PENDING again at once and the attempt does not count.
+
+        PostgreSQL first (compare-and-set on the token), then Redis: re-index,
+        then drop the lease. A crash in between leaves a lease that expires;
+        the reaper then finds the task PENDING and re-indexes it."""
+        released = await self.store.release(refs, self.clock.now())
+        if not released:
+            return []
+        moved = {t.id for t in released}
+        by_queue: dict[str, list[LeaseRef]] = defaultdict(list)
+        queue_of = {t.id: t.queue for t in released}
+        for ref in refs:
+            if ref.task_id in moved:
+                by_queue[queue_of[ref.task_id]].append(ref)
+        await self.queue.enqueue([ready_of(t) for t in released])
+        for queue, dropped in by_queue.items():
+            await self.queue.drop_leases(queue, dropped)
+        await self.queue.publish_changes(released)
+        for task in released:
+            log.info("lease_released", extra={"task_id": str(task.id), "worker_id": task.worker_id})
+        return released
+
     async def reap(self, queue: str, limit: int = 1000) -> int:
         """Hand tasks of expired leases back (or dead-letter them)."""
         claimed = await self.queue.claim_expired(queue, limit)

@@ -102,6 +102,21 @@ class Streams:
             log.warning("leases_lost", extra={"worker_id": session.worker_id, "tasks": len(lost)})
         await self._touch(session)
 
+    async def release(self, session: Session, refs: Sequence[LeaseRef]) -> None:
+        """The worker gives leases back unfinished. Best effort: if PostgreSQL
+        or Redis is unreachable the leases simply expire, as if never given back."""
+        for ref in refs:
+            held = session.held.get(ref.task_id)
+            if held is not None and held.token == ref.token:
+                del session.held[ref.task_id]
+        self.dispatcher.freed(session)
+        try:
+            await self.leasing.release(refs)
+        except DtqError as error:
+            log.warning(
+                "release_failed", extra={"worker_id": session.worker_id, "reason": error.reason}
+            )
+
     def set_capacity(self, session: Session, slots: int) -> None:
         session.draining = slots == 0
         if slots:

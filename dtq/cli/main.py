@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dtq.cli import admin, processes, tasks
+from dtq.cli import admin, dlq, processes, tasks
 
 app = typer.Typer(
     name="dtq",
@@ -16,6 +16,7 @@ app = typer.Typer(
 processes.register(app)
 tasks.register(app)
 admin.register(app)
+dlq.register(app)
 
 
 def main() -> None:

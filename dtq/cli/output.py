@@ -198,6 +198,42 @@ def task_table(reply: task_service_pb2.ListTasksResponse, page: int) -> None:
     console().print(table)
 
 
+def _error_summary(t: task_pb2.Task, width: int = 80) -> str:
+    if not t.HasField("last_error"):
+        return "-"
+    e = t.last_error
+    text = (f"{e.type}: " if e.type else "") + e.message.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def dead_letter_table(reply: task_service_pb2.ListTasksResponse, page: int) -> None:
+    table = _table()
+    for name in ("ID", "TYPE", "QUEUE", "ATTEMPTS", "DEAD SINCE", "LAST ERROR"):
+        table.add_column(name, no_wrap=name == "ID", overflow="fold")
+    for t in reply.tasks:
+        table.add_row(
+            t.id,
+            t.type,
+            t.queue,
+            str(t.attempts),
+            when(t.finished_at),
+            Text(_error_summary(t), "red"),
+        )
+    more = f"; next: --page {page + 1}" if reply.next_page_token else ""
+    table.caption = f"page {page}: {len(reply.tasks)} dead-lettered task(s){more}"
+    console().print(table)
+
+
+def dead_letter_detail(t: task_pb2.Task) -> None:
+    """The task, then its last error's traceback in full."""
+    dead = t.state == task_pb2.Task.State.STATE_DEAD_LETTERED
+    task_detail(t, "Dead-lettered task" if dead else f"Task ({state_name(t.state)})")
+    if t.HasField("last_error") and t.last_error.traceback:
+        tb = Text(t.last_error.traceback.rstrip())
+        panel = Panel(tb, title="traceback", title_align="left", expand=False)
+        console().print(panel, width=panel_width())
+
+
 def watch_line(t: task_pb2.Task) -> None:
     extra = f"attempt {t.attempts}" + (f" on {t.worker_id}" if t.worker_id else "")
     if t.HasField("last_error") and t.last_error.message:

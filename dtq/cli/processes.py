@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -46,7 +46,7 @@ def manager(
         int | None, typer.Option(help="/metrics and /health port, 0 = off [DTQ_METRICS_PORT].")
     ] = None,
 ) -> None:
-    """Run the queue manager: scheduled tasks, expired leases, retries."""
+    """Run the queue manager: scheduled tasks, retries, expired leases, retention."""
     from dtq.manager.main import run
 
     settings = _settings(metrics_port=metrics_port)
@@ -83,6 +83,13 @@ def worker(
     worker_id: Annotated[
         str | None, typer.Option("--id", help="Worker id. Default: host-random.")
     ] = None,
+    pool: Annotated[
+        Literal["thread", "process"] | None,
+        typer.Option(
+            help="Where handlers run: threads of the worker, or one child process per slot "
+            "(killed on timeout or cancellation) [DTQ_WORKER_POOL]."
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="/metrics and /health port, 0 = off [DTQ_METRICS_PORT].")
     ] = None,
@@ -96,6 +103,7 @@ def worker(
         worker_concurrency=concurrency,
         worker_queues=queue or None,
         server_address=server_address,
+        worker_pool=pool,
         metrics_port=metrics_port,
     )
     logs.configure(settings.log_level, settings.log_format, "worker")

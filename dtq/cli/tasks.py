@@ -215,7 +215,7 @@ def get(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -> 
     show_task(reply, "Task", json_out)
 
 
-def _page(
+def fetch_page(
     client: Client, request: task_service_pb2.ListTasksRequest, page: int
 ) -> task_service_pb2.ListTasksResponse:
     """Page `page` (from 1), reached by following `next_page_token`s."""
@@ -248,7 +248,7 @@ def list_tasks(
         queue=queue or "",
     )
     with connect(server) as client:
-        reply = _page(client, request, page)
+        reply = fetch_page(client, request, page)
     if json_out:
         output.emit_json(reply)
     else:

@@ -1,4 +1,5 @@
-"""The `dtq manager` process: scheduler and lease reaper. Safe to run twice."""
+"""The `dtq manager` process: scheduler, lease reaper, reconciler and retention.
+Safe to run twice."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dtq.app.admin import Admin
 from dtq.manager.observer import QueueObserver
 from dtq.manager.reaper import Reaper
 from dtq.manager.reconciler import Reconciler
+from dtq.manager.retention import Retention
 from dtq.manager.scheduler import Scheduler
 from dtq.ops_http import HealthBoard, start_ops_server
 from dtq.settings import Settings
@@ -29,6 +31,9 @@ async def run(settings: Settings) -> None:
     reconciler = Reconciler(
         core.store, core.queue, PgQueues(core.store), settings.reconcile_interval
     )
+    retention = Retention(
+        core.store, core.clock, settings.retention_completed, settings.retention_interval
+    )
     notifier = RedisNotifier(core.redis, schedule=True)
     notifier.on_schedule.append(scheduler.wake)
     notifier.on_resync.append(lambda: scheduler.wake(0.0))
@@ -41,6 +46,7 @@ async def run(settings: Settings) -> None:
         asyncio.create_task(reaper.run(), name="reaper"),
         asyncio.create_task(observer.run(), name="observer"),
         asyncio.create_task(reconciler.run(), name="reconciler"),
+        asyncio.create_task(retention.run(), name="retention"),
         asyncio.create_task(watch_dependencies(core, board), name="health"),
     ]
     log.info("manager_started")

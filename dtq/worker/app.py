@@ -17,6 +17,11 @@ A handler takes the task's payload (a dict) and, if it declares a second
 parameter, a `TaskContext`. It returns any JSON value (the task's result) or
 raises: `PermanentError` dead-letters the task at once; any other exception is
 retried with backoff until the task's `max_retries` are spent.
+
+A handler that outlives its task's `timeout`, or whose task is cancelled, is
+interrupted: an async handler is cancelled at its next `await`, a sync one gets
+`TaskInterrupted` raised in its thread (or, with `--pool process`, its process
+is killed).
 """
 
 from __future__ import annotations
@@ -32,6 +37,17 @@ HandlerFn = Callable[..., Any]
 
 class PermanentError(Exception):
     """Raise from a handler when retrying cannot help (bad input, ...)."""
+
+
+class TaskInterrupted(BaseException):
+    """Raised inside a sync handler's thread when its task timed out, was
+    cancelled or lost its lease, or the worker is shutting down.
+
+    A BaseException (like KeyboardInterrupt), so that `except Exception` in a
+    handler does not swallow it; `finally` blocks still run. It lands at the
+    next Python bytecode: a thread blocked in C code (`time.sleep`, a socket
+    read) sees it only when the call returns. `dtq worker --pool process`
+    kills the handler's process instead, which stops any code."""
 
 
 @dataclass(frozen=True)

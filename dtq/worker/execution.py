@@ -1,17 +1,17 @@
 """Running handlers without ever blocking the worker's stream.
 
-Sync handlers run in a thread pool (`concurrency` threads); async handlers run
-on a second event loop in its own thread. The stream, heartbeats and outcome
-delivery live on the main loop, so a handler that blocks its loop or hogs the
-CPU delays only other handlers, never a heartbeat.
+Handlers run in a `HandlerPool`: threads of this process (the default; async
+handlers on a second event loop) or child processes (`--pool process`). The
+stream, heartbeats and outcome delivery live on the main loop, so a handler
+that blocks its loop or hogs the CPU delays only other handlers, never a
+heartbeat. A handler that outlives its timeout, or whose task is cancelled, is
+interrupted (thread) or killed (process); see dtq/worker/pools.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
-import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -21,7 +21,8 @@ from google.protobuf import json_format, struct_pb2
 
 from dtq import metrics
 from dtq.v1 import task_pb2, worker_service_pb2
-from dtq.worker.app import App, Handler, PermanentError, TaskContext
+from dtq.worker.app import App, PermanentError, TaskContext
+from dtq.worker.pools import HandlerFailed, HandlerPool
 
 MAX_TRACEBACK = 32 * 1024
 
@@ -49,31 +50,32 @@ def _to_value(result: Any) -> struct_pb2.Value:
     return value
 
 
-def _error(exc: BaseException, permanent: bool) -> task_pb2.TaskError:
+def _error(exc: BaseException) -> task_pb2.TaskError:
+    if isinstance(exc, HandlerFailed):  # raised in a child process
+        return task_pb2.TaskError(
+            message=exc.message,
+            type=exc.type_name,
+            traceback=exc.traceback[-MAX_TRACEBACK:],
+            permanent=exc.permanent,
+        )
     tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
     return task_pb2.TaskError(
         message=str(exc) or exc.__class__.__name__,
         type=exc.__class__.__name__,
         traceback=tb,
-        permanent=permanent,
+        permanent=isinstance(exc, PermanentError),
     )
 
 
 class Executor:
     """Runs handlers for leases and turns their ends into TaskOutcomes."""
 
-    def __init__(self, app: App, concurrency: int) -> None:
+    def __init__(self, app: App, pool: HandlerPool) -> None:
         self.app = app
-        self.pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="handler")
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="async-handlers", daemon=True
-        )
-        self._thread.start()
+        self.pool = pool
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
 
     def start(self, lease: worker_service_pb2.Lease) -> Execution:
         task = lease.task
@@ -100,8 +102,9 @@ class Executor:
             if handler is None:
                 raise PermanentError(f"this worker has no handler for task type {task.type!r}")
             payload = json_format.MessageToDict(task.payload)
+            # Cancelling the pool's call (timeout, revocation) interrupts the handler.
             result = await asyncio.wait_for(
-                self._call(handler, payload, execution), execution.context.timeout
+                self.pool.call(handler, payload, execution.context), execution.context.timeout
             )
             outcome.result.CopyFrom(_to_value(result))
             kind = "completed"
@@ -110,33 +113,16 @@ class Executor:
             error = TimeoutError(
                 f"the handler ran longer than its {execution.context.timeout:g}s timeout"
             )
-            outcome.error.CopyFrom(_error(error, permanent=False))
+            outcome.error.CopyFrom(_error(error))
             kind = "timed_out"
-        except PermanentError as exc:
-            outcome.error.CopyFrom(_error(exc, permanent=True))
-            kind = "failed"
         except asyncio.CancelledError:
             execution.context.cancelled.set()
             raise
-        except Exception as exc:
-            outcome.error.CopyFrom(_error(exc, permanent=False))
+        except BaseException as exc:  # SystemExit in a handler fails only its task
+            outcome.error.CopyFrom(_error(exc))
             kind = "failed"
         finally:
             metrics.worker_running.dec()
         metrics.worker_tasks.labels(task.type, kind).inc()
         metrics.worker_task_duration.labels(task.type).observe(time.perf_counter() - started)
         return outcome
-
-    async def _call(self, handler: Handler, payload: dict[str, Any], execution: Execution) -> Any:
-        args: tuple[Any, ...] = (
-            (payload, execution.context) if handler.wants_context else (payload,)
-        )
-        if handler.is_async:
-            future = asyncio.run_coroutine_threadsafe(handler.fn(*args), self.loop)
-            try:
-                return await asyncio.wrap_future(future)
-            except asyncio.CancelledError:
-                future.cancel()  # interrupts the coroutine on the handler loop
-                raise
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: handler.fn(*args))

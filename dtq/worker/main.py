@@ -8,9 +8,13 @@ import signal
 
 from dtq.ops_http import HealthBoard, start_ops_server
 from dtq.settings import Settings
+from dtq.worker.child import ChildSpec
 from dtq.worker.execution import Executor
 from dtq.worker.loader import LoadError, load
+from dtq.worker.pools import HandlerPool
+from dtq.worker.process_pool import ProcessPool
 from dtq.worker.runtime import Worker, WorkerConfig
+from dtq.worker.thread_pool import ThreadPool
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,7 @@ async def run(settings: Settings, modules: list[str], worker_id: str | None = No
     board = HealthBoard("worker")
     board.set("server", False, "connecting")
     ops = start_ops_server(board, settings.metrics_host, settings.metrics_port_for("worker"))
-    executor = Executor(app, settings.worker_concurrency)
+    executor = Executor(app, make_pool(settings, modules))
     worker = Worker(
         WorkerConfig(
             server_address=settings.server_address,
@@ -45,6 +49,7 @@ async def run(settings: Settings, modules: list[str], worker_id: str | None = No
             "server": settings.server_address,
             "types": sorted(app.handlers),
             "concurrency": settings.worker_concurrency,
+            "pool": settings.worker_pool,
         },
     )
     try:
@@ -54,3 +59,11 @@ async def run(settings: Settings, modules: list[str], worker_id: str | None = No
         executor.close()
         if ops:
             ops.stop()
+
+
+def make_pool(settings: Settings, modules: list[str]) -> HandlerPool:
+    """Threads of this process, or one child process per slot (`--pool process`)."""
+    if settings.worker_pool == "process":
+        spec = ChildSpec(modules, settings.log_level, settings.log_format)
+        return ProcessPool(settings.worker_concurrency, spec)
+    return ThreadPool(settings.worker_concurrency)

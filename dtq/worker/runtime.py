@@ -6,8 +6,10 @@
   unacknowledged outcomes are listed in heartbeats (and in `open.held` after a
   reconnect), so they stay valid while the worker is alive.
 - Heartbeats run on the main event loop, apart from the handlers.
-- On SIGTERM: capacity 0 (no new leases), running tasks get the grace period,
-  outcomes are flushed, then the worker exits.
+- On SIGTERM: capacity 0 (no new leases), running tasks get the grace period;
+  the ones still running then are interrupted and their leases handed back
+  (`releases`: PENDING again at once, the attempt not counted), outcomes are
+  flushed, then the worker exits.
 """
 
 from __future__ import annotations
@@ -241,15 +243,22 @@ class Worker:
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self._deadline - FLUSH_SECONDS - _now())
-        for execution in list(self.running.values()):
-            log.warning("task_abandoned", extra={"task_id": execution.task_id})
-            execution.abandoned = True
-            execution.context.cancelled.set()
-            if execution.future:
-                execution.future.cancel()
+        self._hand_back()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._flushed.wait(), max(0.0, self._deadline - _now()))
         self._outbox.put_nowait(None)
+
+    def _hand_back(self) -> None:
+        """Grace is over: interrupt what still runs and give its leases back."""
+        refs = []
+        for execution in list(self.running.values()):
+            log.warning("task_released", extra={"task_id": execution.task_id})
+            self._abandon(execution)
+            self.running.pop(execution.task_id, None)
+            refs.append(execution.ref())
+        if refs:
+            self._outbox.put_nowait(pb.LeaseTasksRequest(releases=refs))
+        self._update_idle()
 
     # -- messages from the server ----------------------------------------------
 
@@ -295,13 +304,18 @@ class Worker:
         self.unacked.pop(task_id, None)
         if execution is None:
             return
-        execution.abandoned = True
-        execution.context.cancelled.set()
-        if execution.future:
-            execution.future.cancel()
+        self._abandon(execution)
         log.info(
             "lease_revoked", extra={"task_id": task_id, "reason": pb.Revocation.Reason.Name(reason)}
         )
+
+    @staticmethod
+    def _abandon(execution: Execution) -> None:
+        """Stop a handler whose outcome nobody wants any more."""
+        execution.abandoned = True
+        execution.context.cancelled.set()
+        if execution.future:
+            execution.future.cancel()  # interrupts the handler (thread) or kills it (process)
 
     def _update_idle(self) -> None:
         for event, busy in ((self._idle, self.running), (self._flushed, self.unacked)):

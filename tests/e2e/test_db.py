@@ -40,7 +40,7 @@ def test_upgrade_creates_the_schema_and_is_idempotent(empty_database: str) -> No
     assert "current: none" in before.stdout
     first = dtq(empty_database, "db", "upgrade")
     assert first.returncode == 0, first.stderr
-    assert "0002" in first.stdout
+    assert "0003" in first.stdout
     assert dtq(empty_database, "db", "upgrade").returncode == 0  # nothing to do, no error
     engine = create_engine(sqlalchemy_url(empty_database))
     try:

@@ -47,6 +47,11 @@ def test_partial_indexes_and_checks_exist(pg_url: str) -> None:
         checks = {c["name"] for c in found.get_check_constraints("tasks")}
     finally:
         engine.dispose()
-    assert set(indexes) == {"tasks_idempotency_idx", "tasks_due_idx", "tasks_state_idx"}
+    assert set(indexes) == {
+        "tasks_idempotency_idx",
+        "tasks_due_idx",
+        "tasks_state_idx",
+        "tasks_finished_idx",
+    }
     assert indexes["tasks_idempotency_idx"]["unique"]
     assert checks == {"tasks_state_check", "tasks_priority_check"}

@@ -101,6 +101,11 @@ def test_seed_worker_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.worker_poll_interval == 0.5
 
 
+def test_worker_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().worker_pool == "thread"
+    assert env(monkeypatch, worker_pool="process").worker_pool == "process"
+
+
 def test_metrics_port_defaults_per_process() -> None:
     s = Settings()
     assert [s.metrics_port_for(p) for p in ("server", "worker", "manager")] == [9090, 9091, 9092]
@@ -120,6 +125,7 @@ def test_metrics_port_setting_wins(monkeypatch: pytest.MonkeyPatch, port: str) -
         ("lease_duration", "0.5"),
         ("database_port", "not-a-number"),
         ("log_format", "xml"),
+        ("worker_pool", "fork"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -337,3 +337,115 @@ class GetSystemHealthResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSystemHealthResponse: _TypeAlias = GetSystemHealthResponse  # noqa: Y015
+
+@_typing.final
+class RequeueDeadLettersRequest(_message.Message):
+    """Which dead-lettered tasks to queue again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Queue name."""
+    task_type: _builtins.str
+    """Only tasks of this type. Default: every type."""
+    limit: _builtins.int
+    """Most tasks to queue again, oldest first; 0 (the default) means all of them.
+    Must not be negative.
+    """
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        task_type: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "queue", b"queue", "task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequeueDeadLettersRequest: _TypeAlias = RequeueDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class RequeueDeadLettersResponse(_message.Message):
+    """The outcome of a re-queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEUED_COUNT_FIELD_NUMBER: _builtins.int
+    requeued_count: _builtins.int
+    """Tasks moved from DEAD_LETTERED to PENDING."""
+    def __init__(
+        self,
+        *,
+        requeued_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requeued_count", b"requeued_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequeueDeadLettersResponse: _TypeAlias = RequeueDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class PurgeDeadLettersRequest(_message.Message):
+    """Which dead-lettered tasks to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    CONFIRM_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Queue name."""
+    confirm: _builtins.bool
+    """Must be true: the deletion cannot be undone. INVALID_ARGUMENT otherwise
+    (unless `validate_only` is set).
+    """
+    task_type: _builtins.str
+    """Only tasks of this type. Default: every type."""
+    validate_only: _builtins.bool
+    """Delete nothing; `purged_count` tells how many tasks would be deleted now."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        confirm: _builtins.bool = ...,
+        task_type: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm", b"confirm", "queue", b"queue", "task_type", b"task_type", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeDeadLettersRequest: _TypeAlias = PurgeDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class PurgeDeadLettersResponse(_message.Message):
+    """The outcome of a purge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURGED_COUNT_FIELD_NUMBER: _builtins.int
+    purged_count: _builtins.int
+    """Tasks deleted (with `validate_only`: tasks that would be deleted)."""
+    def __init__(
+        self,
+        *,
+        purged_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purged_count", b"purged_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeDeadLettersResponse: _TypeAlias = PurgeDeadLettersResponse  # noqa: Y015

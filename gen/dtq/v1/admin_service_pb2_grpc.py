@@ -60,6 +60,16 @@ class AdminServiceStub:
                 request_serializer=dtq_dot_v1_dot_admin__service__pb2.GetSystemHealthRequest.SerializeToString,
                 response_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetSystemHealthResponse.FromString,
                 _registered_method=True)
+        self.RequeueDeadLetters = channel.unary_unary(
+                '/dtq.v1.AdminService/RequeueDeadLetters',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.RequeueDeadLettersRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.RequeueDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/dtq.v1.AdminService/PurgeDeadLetters',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -101,6 +111,25 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequeueDeadLetters(self, request, context):
+        """Queues the dead-lettered tasks of a queue to run again now, oldest first.
+        Each gets a fresh budget of `max_retries`, exactly as RetryTask gives one
+        task, and is dispatched to workers at once. Tasks dead-lettered while the
+        call runs are left for the next call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadLetters(self, request, context):
+        """Deletes the dead-lettered tasks of a queue for good. The request must set
+        `confirm` (or `validate_only` to count them first); dead letters are never
+        deleted otherwise, not even by retention.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +157,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetSystemHealth,
                     request_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetSystemHealthRequest.FromString,
                     response_serializer=dtq_dot_v1_dot_admin__service__pb2.GetSystemHealthResponse.SerializeToString,
+            ),
+            'RequeueDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequeueDeadLetters,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.RequeueDeadLettersRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.RequeueDeadLettersResponse.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +305,60 @@ class AdminService:
             '/dtq.v1.AdminService/GetSystemHealth',
             dtq_dot_v1_dot_admin__service__pb2.GetSystemHealthRequest.SerializeToString,
             dtq_dot_v1_dot_admin__service__pb2.GetSystemHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequeueDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/RequeueDeadLetters',
+            dtq_dot_v1_dot_admin__service__pb2.RequeueDeadLettersRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.RequeueDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/PurgeDeadLetters',
+            dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,17 @@ class AdminServiceStub:
     """Workers known to the system, most recently seen first."""
     GetSystemHealth: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetSystemHealthRequest, _admin_service_pb2.GetSystemHealthResponse]
     """Health of PostgreSQL, Redis and the worker fleet."""
+    RequeueDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RequeueDeadLettersRequest, _admin_service_pb2.RequeueDeadLettersResponse]
+    """Queues the dead-lettered tasks of a queue to run again now, oldest first.
+    Each gets a fresh budget of `max_retries`, exactly as RetryTask gives one
+    task, and is dispatched to workers at once. Tasks dead-lettered while the
+    call runs are left for the next call.
+    """
+    PurgeDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PurgeDeadLettersRequest, _admin_service_pb2.PurgeDeadLettersResponse]
+    """Deletes the dead-lettered tasks of a queue for good. The request must set
+    `confirm` (or `validate_only` to count them first); dead letters are never
+    deleted otherwise, not even by retention.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -59,6 +70,17 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Workers known to the system, most recently seen first."""
     GetSystemHealth: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetSystemHealthRequest, _admin_service_pb2.GetSystemHealthResponse]  # type: ignore[assignment]
     """Health of PostgreSQL, Redis and the worker fleet."""
+    RequeueDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RequeueDeadLettersRequest, _admin_service_pb2.RequeueDeadLettersResponse]  # type: ignore[assignment]
+    """Queues the dead-lettered tasks of a queue to run again now, oldest first.
+    Each gets a fresh budget of `max_retries`, exactly as RetryTask gives one
+    task, and is dispatched to workers at once. Tasks dead-lettered while the
+    call runs are left for the next call.
+    """
+    PurgeDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PurgeDeadLettersRequest, _admin_service_pb2.PurgeDeadLettersResponse]  # type: ignore[assignment]
+    """Deletes the dead-lettered tasks of a queue for good. The request must set
+    `confirm` (or `validate_only` to count them first); dead letters are never
+    deleted otherwise, not even by retention.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Lets operators watch and steer the system."""
@@ -102,5 +124,28 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.GetSystemHealthResponse, _abc.Awaitable[_admin_service_pb2.GetSystemHealthResponse]]:
         """Health of PostgreSQL, Redis and the worker fleet."""
+
+    @_abc_1.abstractmethod
+    def RequeueDeadLetters(
+        self,
+        request: _admin_service_pb2.RequeueDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RequeueDeadLettersResponse, _abc.Awaitable[_admin_service_pb2.RequeueDeadLettersResponse]]:
+        """Queues the dead-lettered tasks of a queue to run again now, oldest first.
+        Each gets a fresh budget of `max_retries`, exactly as RetryTask gives one
+        task, and is dispatched to workers at once. Tasks dead-lettered while the
+        call runs are left for the next call.
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeDeadLetters(
+        self,
+        request: _admin_service_pb2.PurgeDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.PurgeDeadLettersResponse, _abc.Awaitable[_admin_service_pb2.PurgeDeadLettersResponse]]:
+        """Deletes the dead-lettered tasks of a queue for good. The request must set
+        `confirm` (or `validate_only` to count them first); dead letters are never
+        deleted otherwise, not even by retention.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

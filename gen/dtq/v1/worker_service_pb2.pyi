@@ -258,6 +258,7 @@ class LeaseTasksRequest(_message.Message):
     OUTCOMES_FIELD_NUMBER: _builtins.int
     HEARTBEATS_FIELD_NUMBER: _builtins.int
     CAPACITY_FIELD_NUMBER: _builtins.int
+    RELEASES_FIELD_NUMBER: _builtins.int
     capacity: _builtins.int
     """New capacity. 0 stops new leases (the worker is draining)."""
     @_builtins.property
@@ -272,6 +273,13 @@ class LeaseTasksRequest(_message.Message):
     def heartbeats(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
         """Leases still being worked on; each is extended by its lease duration."""
 
+    @_builtins.property
+    def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
+        """Leases the worker gives back unfinished, e.g. on shutdown after its grace
+        period. Each task is PENDING again at once (not at lease expiry) and the
+        attempt is not counted. A lease that is no longer current is ignored.
+        """
+
     def __init__(
         self,
         *,
@@ -279,10 +287,11 @@ class LeaseTasksRequest(_message.Message):
         outcomes: _abc.Iterable[Global___TaskOutcome] | None = ...,
         heartbeats: _abc.Iterable[Global___LeaseRef] | None = ...,
         capacity: _builtins.int | None = ...,
+        releases: _abc.Iterable[Global___LeaseRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_capacity", b"_capacity", "capacity", b"capacity", "open", b"open"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_capacity", b"_capacity", "capacity", b"capacity", "heartbeats", b"heartbeats", "open", b"open", "outcomes", b"outcomes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_capacity", b"_capacity", "capacity", b"capacity", "heartbeats", b"heartbeats", "open", b"open", "outcomes", b"outcomes", "releases", b"releases"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__capacity: _TypeAlias = _typing.Literal["capacity"]  # noqa: Y015
     _WhichOneofArgType__capacity: _TypeAlias = _typing.Literal["_capacity", b"_capacity"]  # noqa: Y015

@@ -1,0 +1,77 @@
+"""Inside a child process of `--pool process`: run the handlers the parent sends.
+
+The child imports the same handler modules as the parent, then answers one job
+at a time over its pipe until the parent closes it. SIGTERM (the parent
+stopping a timed-out or cancelled task) raises `TaskInterrupted` so that the
+handler's `finally` blocks run, then the child exits; SIGKILL follows if it
+does not. Ctrl-C is left to the parent, which stops its children itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any
+
+from dtq import logs
+from dtq.worker.app import App, PermanentError, TaskContext, TaskInterrupted
+from dtq.worker.loader import load
+
+# To the child: (task type, payload, TaskContext fields but `cancelled`).
+Job = tuple[str, dict[str, Any], dict[str, Any]]
+# From the child: ("ok", JSON value) or ("error", type, message, traceback, permanent).
+Reply = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What a child needs to start: the handler modules and how to log."""
+
+    modules: list[str]
+    log_level: str = "INFO"
+    log_format: str = "auto"
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise TaskInterrupted("the worker stopped this task")
+
+
+def main(conn: Connection, spec: ChildSpec) -> None:
+    """Entry point of a child process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _interrupt)
+    logs.configure(spec.log_level, spec.log_format, "worker")
+    try:
+        app = load(spec.modules)
+        loop = asyncio.new_event_loop()
+        while True:
+            try:
+                job: Job = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            conn.send(run(app, loop, job))
+    except TaskInterrupted:
+        return
+
+
+def run(app: App, loop: asyncio.AbstractEventLoop, job: Job) -> Reply:
+    """Run one job; the reply is plain data, so it always pickles."""
+    task_type, payload, fields = job
+    handler = app.handlers[task_type]
+    ctx = TaskContext(**fields)
+    args: tuple[Any, ...] = (payload, ctx) if handler.wants_context else (payload,)
+    try:
+        if handler.is_async:
+            result = loop.run_until_complete(handler.fn(*args))
+        else:
+            result = handler.fn(*args)
+        return ("ok", json.loads(json.dumps(result, default=str)))
+    except Exception as exc:
+        tb = "".join(traceback.format_exception(exc))
+        message = str(exc) or exc.__class__.__name__
+        return ("error", exc.__class__.__name__, message, tb, isinstance(exc, PermanentError))
