@@ -10,7 +10,8 @@ import time
 import pytest
 from sqlalchemy import text
 
-from dtq.adapters.pg_store import PURGE_BATCH, PgStore
+from dtq.adapters.pg_dead_letters import PURGE_BATCH
+from dtq.adapters.pg_store import PgStore
 from dtq.app.admin import Admin
 from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import Task, TaskFilter, TaskState

@@ -1,0 +1,68 @@
+"""What every PostgreSQL adapter shares: the engine, the thread pool that runs
+blocking psycopg2 calls off the event loop, and the circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy import create_engine, exc, text
+
+from dtq.adapters.breaker import CircuitBreaker
+from dtq.domain.errors import DtqError
+
+T = TypeVar("T")
+
+
+class PgBase:
+    """Engine, pool and breaker; `_run` runs a blocking call off the event loop."""
+
+    def __init__(self, dsn: str, pool_size: int = 8, timeout: float = 5.0) -> None:
+        self.engine = create_engine(
+            dsn,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=timeout,
+            pool_pre_ping=True,
+            connect_args={
+                "connect_timeout": max(1, round(timeout)),
+                # Ack after commit: never let a server default weaken durability.
+                "options": f"-c statement_timeout={round(timeout * 1000)} -c synchronous_commit=on",
+                "application_name": "dtq",
+            },
+        )
+        self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="pg")
+        self.breaker = CircuitBreaker("postgres")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.dispose()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        self.breaker.before()  # fails fast while PostgreSQL is known to be down
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, partial(self._guard, fn, *args))
+
+    def _guard(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            result = fn(*args)
+        except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
+            self.breaker.failure()
+            raise DtqError.unavailable(
+                "postgres", f"PostgreSQL is unreachable: {error.__class__.__name__}"
+            ) from error
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        return result
+
+    async def ping(self) -> None:
+        await self._run(self._ping)
+
+    def _ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
