@@ -220,8 +220,11 @@ class Dispatcher:
             sub = Subscription((queue,), tuple(wanted))
             leases = await self.leasing.grant(session.worker_id, sub, queue, n)
             if session.closed:
-                # The worker left while we leased: the leases expire and are
-                # reclaimed; nothing is lost.
+                # The worker left while we leased: give the tasks back at once
+                # (if that fails, the leases expire and are reclaimed).
+                refs = [LeaseRef(lease.task.id, lease.token) for lease in leases]
+                with contextlib.suppress(DtqError):
+                    await self.leasing.release(refs)
                 continue
             session.deliver(leases)
             if len(leases) < n:
