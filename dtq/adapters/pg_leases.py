@@ -179,10 +179,11 @@ class PgLeases(PgBase):
         return await self._run(self._release, refs, now) if refs else []
 
     def _release(self, refs: Sequence[LeaseRef], now: float) -> list[Task]:
-        # The worker gave the lease back unfinished: the attempt does not count.
+        # The worker gave the lease back unfinished. The attempt keeps its number
+        # (attempt numbers are never reused), but does not use up a retry.
         sql = f"""
             UPDATE tasks t SET state = '{states.target(Event.EXPIRE).value}',
-                attempts = GREATEST(t.attempts - 1, 0), lease_token = NULL,
+                max_retries = t.max_retries + 1, lease_token = NULL,
                 updated_at = %(now)s
             FROM (VALUES %s) AS v(id, token)
             WHERE t.id = v.id::uuid AND t.lease_token = v.token

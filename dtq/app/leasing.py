@@ -105,6 +105,10 @@ class Leasing:
             if task is not None:
                 recorded[(outcome.task_id, outcome.token)] = task
         await self._settle(outcomes, recorded)
+        for task in recorded.values():
+            metrics.tasks_finished.labels(task.queue, task.type, OUTCOME[task.state]).inc()
+        # An outcome refused for its lease is a task that ran twice (or a forgery).
+        metrics.stale_outcomes.inc(len(outcomes) - len(recorded))
         return [recorded.get((o.task_id, o.token)) or stale(o.task_id) for o in outcomes]
 
     async def _settle(
@@ -207,11 +211,12 @@ class Leasing:
             log.info("lease_released", extra={"task_id": str(task.id), "worker_id": task.worker_id})
         return released
 
-    async def reap(self, queue: str, limit: int = 1000) -> int:
-        """Hand tasks of expired leases back (or dead-letter them)."""
+    async def reap(self, queue: str, limit: int = 1000) -> tuple[int, int]:
+        """Hand tasks of expired leases back (or dead-letter them). Returns
+        (leases claimed, running tasks whose lease really expired)."""
         claimed = await self.queue.claim_expired(queue, limit)
         if not claimed:
-            return 0
+            return 0, 0
         moved, orphans = await self.store.expire(claimed, self._after_expiry, self.clock.now())
         back = [t for t in moved if t.state == TaskState.PENDING] + orphans
         await self.queue.enqueue([ready_of(t) for t in back])
@@ -221,4 +226,4 @@ class Leasing:
                 "lease_expired",
                 extra={"task_id": str(task.id), "attempts": task.attempts, "now": task.state.value},
             )
-        return len(claimed)
+        return len(claimed), len(moved)

@@ -52,7 +52,7 @@ def _libc_prctl() -> Callable[..., int] | None:
 _PRCTL = _libc_prctl()  # resolved before any fork: the child only calls it
 
 
-def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
     """A preexec_fn: the child gets `sig` when its parent thread ends."""
     parent = os.getpid()
 
@@ -131,7 +131,7 @@ class ChildServer:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C reaches the supervisor, not the server
-            preexec_fn=_die_with_parent(self.death_signal),  # noqa: PLW1509 - only calls prctl
+            preexec_fn=die_with_parent(self.death_signal),  # noqa: PLW1509 - only calls prctl
             cwd=self.data_dir,  # a folder the server's user can enter
             user=uid,
             group=gid,

@@ -34,10 +34,11 @@ class Reaper:
         total = 0
         for queue in sorted(await self.queue.queues()):
             while True:
-                n = await self.leasing.reap(queue, BATCH)
-                if n:
-                    metrics.leases_expired.labels(queue).inc(n)
-                total += n
-                if n < BATCH:
+                claimed, expired = await self.leasing.reap(queue, BATCH)
+                # Only leases of tasks still RUNNING expired; the others had
+                # finished and their leases were merely left behind.
+                metrics.leases_expired.labels(queue).inc(expired)
+                total += expired
+                if claimed < BATCH:
                     break
         return total

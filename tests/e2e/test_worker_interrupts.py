@@ -211,10 +211,11 @@ def test_sigterm_hands_an_unfinished_task_back_at_once(tasks, run_worker, tmp_pa
     first.signal(signal.SIGTERM)
     pending = wait_for(tasks, task.id, {PENDING}, timeout=10)
     assert time.monotonic() - stopped < 8  # the lease (30 s) did not have to expire
-    assert pending.attempts == 0  # the handed-back attempt does not count
+    assert pending.attempts == 1  # attempt numbers are never reused...
+    assert pending.max_retries == task.max_retries + 1  # ...but no retry was used up
     assert first.popen.wait(10) == 0
     assert "task_released" in first.output()
     run_worker()
     done = wait_for(tasks, task.id, timeout=20)
-    assert (done.state, done.attempts) == (COMPLETED, 1)
+    assert (done.state, done.attempts) == (COMPLETED, 2)
     assert result_of(done) == "second run"

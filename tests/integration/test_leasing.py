@@ -239,9 +239,9 @@ async def test_reap_hands_an_expired_task_back(pg_url: str, redis_url: str) -> N
     async with world(pg_url, redis_url, default_lease=SHORT) as w:
         task = await w.submit(lease=SHORT)
         (lease,) = await w.grant()
-        assert await w.leasing.reap("q") == 0  # not expired yet
+        assert await w.leasing.reap("q") == (0, 0)  # not expired yet
         await asyncio.sleep(SHORT + 0.1)
-        assert await w.leasing.reap("q") == 1
+        assert await w.leasing.reap("q") == (1, 1)
         stored = await w.task(task.id)
         assert (stored.state, stored.attempts, stored.lease_token) == (S.PENDING, 1, None)
         assert stored.error is not None
@@ -257,7 +257,7 @@ async def test_reap_dead_letters_an_exhausted_task(pg_url: str, redis_url: str) 
         task = await w.submit(lease=SHORT, max_retries=0)
         await w.grant()
         await asyncio.sleep(SHORT + 0.1)
-        assert await w.leasing.reap("q") == 1
+        assert await w.leasing.reap("q") == (1, 1)
         stored = await w.task(task.id)
         assert (stored.state, stored.attempts) == (S.DEAD_LETTERED, 1)
         assert stored.finished_at is not None
@@ -275,7 +275,8 @@ async def test_reap_reindexes_a_task_popped_but_never_marked_running(
         popped, _ = await w.queue.lease("q", ["t"], [token()], SHORT)
         assert [r.id for r in popped] == [task.id]
         await asyncio.sleep(SHORT + 0.1)
-        assert await w.leasing.reap("q") == 1
+        # Claimed, but no running task's lease expired: it was never running.
+        assert await w.leasing.reap("q") == (1, 0)
         assert (await w.task(task.id)).state == S.PENDING
         (lease,) = await w.grant()
         assert (lease.task.id, lease.task.attempts) == (task.id, 1)

@@ -17,12 +17,14 @@ S = TaskState
 
 
 @async_test
-async def test_release_makes_the_task_pending_and_uncounts_the_attempt(pg_url: str) -> None:
+async def test_release_makes_the_task_pending_without_using_a_retry(pg_url: str) -> None:
     async with pg_store(pg_url) as store:
         running = await lease_one(store, (await insert_one(store)).id)
         assert running.attempts == 1
         (released,) = await store.release([ref(running)], time.time())
-        assert (released.state, released.attempts) == (S.PENDING, 0)
+        # Attempt numbers are never reused; the retry budget grows by the released one.
+        assert (released.state, released.attempts) == (S.PENDING, 1)
+        assert released.max_retries == running.max_retries + 1
         assert released.lease_token is None
         assert released.worker_id == "w-1"  # kept, for the record
 
@@ -60,7 +62,8 @@ async def test_release_twice_moves_the_task_once(pg_url: str) -> None:
         assert len(await store.release([ref(running)], time.time())) == 1
         assert await store.release([ref(running)], time.time()) == []
         after = await store.get(running.id)
-        assert after is not None and after.attempts == 0
+        assert after is not None
+        assert (after.attempts, after.max_retries) == (1, running.max_retries + 1)
 
 
 @async_test
@@ -79,4 +82,5 @@ async def test_leasing_release_reindexes_the_task_and_drops_the_lease(
         (again,) = await w.grant()  # ready again at once, under a new token
         assert again.task.id == task.id
         assert again.token != lease.token
-        assert again.task.attempts == 1  # the released attempt did not count
+        assert again.task.attempts == 2  # a new attempt number
+        assert again.task.max_retries == task.max_retries + 1  # but no retry used up

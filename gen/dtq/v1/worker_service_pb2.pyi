@@ -276,8 +276,9 @@ class LeaseTasksRequest(_message.Message):
     @_builtins.property
     def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
         """Leases the worker gives back unfinished, e.g. on shutdown after its grace
-        period. Each task is PENDING again at once (not at lease expiry) and the
-        attempt is not counted. A lease that is no longer current is ignored.
+        period. Each task is PENDING again at once (not at lease expiry); the
+        attempt keeps its number but does not use up a retry (`max_retries` grows
+        by one). A lease that is no longer current is ignored.
         """
 
     def __init__(
