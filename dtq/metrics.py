@@ -23,8 +23,8 @@ grpc_requests = Counter(
 )
 grpc_latency = Histogram(
     "dtq_grpc_request_duration_seconds",
-    "Time to answer a unary gRPC call (streams: time to the end of the stream)",
-    ["method"],
+    "Time to answer a unary gRPC call (streams: time to the end of the stream), by status code",
+    ["method", "code"],
     buckets=LATENCY_BUCKETS,
 )
 tasks_submitted = Counter(
@@ -37,13 +37,33 @@ tasks_deduplicated = Counter(
 )
 tasks_finished = Counter(
     "dtq_tasks_finished_total",
-    "Attempts whose outcome was recorded, by outcome (completed, failed, dead_lettered)",
+    "Attempts whose outcome was recorded, by outcome: completed, failed (a retry is "
+    "scheduled) or dead_lettered (permanent error or attempts spent)",
+    ["queue", "type", "priority", "outcome"],
+)
+tasks_retried = Counter(
+    "dtq_tasks_retried_total",
+    "Tasks given another attempt, by reason: failure (backoff scheduled), lease_expired "
+    "(the worker went silent) or operator (RetryTask, dead letter requeue)",
+    ["queue", "type", "priority", "reason"],
+)
+task_queue_wait = Histogram(
+    "dtq_task_queue_wait_seconds",
+    "From ready (submitted, or due when scheduled) to leased to a worker",
+    ["queue", "priority"],
+    buckets=LATENCY_BUCKETS,
+)
+task_duration = Histogram(
+    "dtq_task_duration_seconds",
+    "From leased to outcome recorded (server clock), by outcome",
     ["queue", "type", "outcome"],
+    buckets=TASK_BUCKETS,
 )
 leases_granted = Counter("dtq_leases_granted_total", "Leases handed to workers", ["queue"])
 stale_outcomes = Counter(
     "dtq_stale_outcomes_total",
-    "Outcomes refused because their lease was not current (expired, revoked or forged)",
+    "Outcomes refused because their lease was not current (expired, revoked or forged): "
+    "each is a duplicate execution, caught by fencing",
 )
 worker_streams = Gauge("dtq_worker_streams", "Open worker lease streams on this server")
 stream_slots = Gauge(
@@ -83,7 +103,9 @@ queue_tasks = Gauge(
     ["queue", "state"],
 )
 queue_oldest_age = Gauge(
-    "dtq_queue_oldest_pending_age_seconds", "Wait of the oldest ready task", ["queue"]
+    "dtq_queue_oldest_pending_age_seconds",
+    "Wait of the oldest ready task, by queue and priority",
+    ["queue", "priority"],
 )
 queue_paused = Gauge("dtq_queue_paused", "1 while the queue is paused", ["queue"])
 tasks_purged = Counter(
@@ -106,4 +128,5 @@ worker_task_duration = Histogram(
     "dtq_worker_task_duration_seconds", "Handler run time", ["type"], buckets=TASK_BUCKETS
 )
 worker_running = Gauge("dtq_worker_tasks_running", "Handlers running now")
+worker_slots = Gauge("dtq_worker_slots", "Tasks this worker runs at once (its concurrency)")
 worker_connected = Gauge("dtq_worker_connected", "1 while the lease stream is open")

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     retention_completed: float = Field(default=7 * 24 * 3600.0, ge=0)
     retention_interval: float = Field(default=60.0, gt=0)
 
+    # Seconds between refreshes of the queue gauges (depth, oldest age) the
+    # manager exports.
+    observe_interval: float = Field(default=5.0, gt=0)
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 

@@ -219,21 +219,24 @@ class RedisQueue:
         pipe.time()
         out = await pipe.execute()
         by_priority = dict.fromkeys(keys.PRIORITY_ORDER, 0)
-        oldest: float | None = None
+        heads: dict[Priority, float] = {}  # priority -> enqueue time (us) of its oldest task
         for i in range(len(type_names) * 3):
-            by_priority[keys.PRIORITY_ORDER[i % 3]] += out[2 * i]
+            priority = keys.PRIORITY_ORDER[i % 3]
+            by_priority[priority] += out[2 * i]
             head = out[2 * i + 1]
             if head:
-                oldest = head[0][1] if oldest is None else min(oldest, head[0][1])
+                heads[priority] = min(heads.get(priority, head[0][1]), head[0][1])
         running, paused, done, failed, now = out[len(type_names) * 6 :]
         now_us = now[0] * 1_000_000 + now[1]
+        ages = {p: max(0.0, (now_us - t) / 1_000_000) for p, t in heads.items()}
         return QueueStats(
             queue=queue,
             pending_by_priority={Priority(p): n for p, n in by_priority.items()},
             running=running,
             completed_last_minute=sum(int(x) for x in done if x),
             failed_last_minute=sum(int(x) for x in failed if x),
-            oldest_pending_age=max(0.0, (now_us - oldest) / 1_000_000) if oldest else 0.0,
+            oldest_pending_age=max(ages.values(), default=0.0),
+            oldest_age_by_priority=ages,
             paused=bool(paused),
         )
 

@@ -73,7 +73,7 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DtqError) ->
 
 def _record(method: str, code: str, start: float) -> None:
     metrics.grpc_requests.labels(method, code).inc()
-    metrics.grpc_latency.labels(method).observe(time.perf_counter() - start)
+    metrics.grpc_latency.labels(method, code).observe(time.perf_counter() - start)
 
 
 Unary = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from dtq import metrics
+from dtq.app import task_metrics
 from dtq.app.tasks import ready_of
 from dtq.domain import paging, validation
 from dtq.domain.errors import DtqError
@@ -137,6 +138,7 @@ class Admin:
             want = REQUEUE_BATCH if limit == 0 else min(REQUEUE_BATCH, limit - total)
             batch = await self.store.requeue_dead(name, only, want, self.clock.now(), after)
             total += len(batch)
+            task_metrics.retried(batch, "operator")
             if batch:
                 await self._index(batch)
                 after = batch[-1].id

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dtq import metrics
+from dtq.app import task_metrics
 from dtq.app.tasks import ready_of
 from dtq.domain.errors import STALE_LEASE, DtqError
 from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
@@ -28,12 +29,6 @@ from dtq.domain.retry import RetryPolicy, exhausted
 from dtq.ports import Clock, DispatchQueue, Grant, Resolution, TaskStore
 
 log = logging.getLogger(__name__)
-# The `outcome` label of dtq_tasks_finished_total, by the state an outcome left.
-OUTCOME = {
-    TaskState.COMPLETED: "completed",
-    TaskState.FAILED: "failed",
-    TaskState.DEAD_LETTERED: "dead_lettered",
-}
 
 
 def stale(task_id: uuid.UUID) -> DtqError:
@@ -83,6 +78,7 @@ class Leasing:
         await self.queue.set_deadlines(queue, odd)
         await self.queue.publish_changes(leased)
         metrics.leases_granted.labels(queue).inc(len(leased))
+        task_metrics.leased(leased)
         return [Lease(t, token_of[t.id], redis_now + t.lease_duration) for t in leased]
 
     async def report(self, outcomes: Sequence[Outcome]) -> list[Task | DtqError]:
@@ -105,8 +101,7 @@ class Leasing:
             if task is not None:
                 recorded[(outcome.task_id, outcome.token)] = task
         await self._settle(outcomes, recorded)
-        for task in recorded.values():
-            metrics.tasks_finished.labels(task.queue, task.type, OUTCOME[task.state]).inc()
+        task_metrics.finished(recorded.values())
         # An outcome refused for its lease is a task that ran twice (or a forgery).
         metrics.stale_outcomes.inc(len(outcomes) - len(recorded))
         return [recorded.get((o.task_id, o.token)) or stale(o.task_id) for o in outcomes]
@@ -221,6 +216,7 @@ class Leasing:
         back = [t for t in moved if t.state == TaskState.PENDING] + orphans
         await self.queue.enqueue([ready_of(t) for t in back])
         await self.queue.publish_changes(moved)
+        task_metrics.expired(moved)
         for task in moved:
             log.warning(
                 "lease_expired",

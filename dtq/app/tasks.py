@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from dtq import metrics
 from dtq.adapters.redis_notify import RedisNotifier
+from dtq.app import task_metrics
 from dtq.domain import paging, validation
 from dtq.domain.errors import DtqError
 from dtq.domain.model import LeaseRef, Page, Submitted, Task, TaskFilter, TaskState
@@ -142,6 +143,7 @@ class Tasks:
     async def retry(self, task_id: uuid.UUID) -> Task:
         task = await self.store.retry(task_id, self.clock.now())
         log.info("task_requeued", extra={"task_id": str(task_id)})
+        task_metrics.retried([task], "operator")
         await self._index([task])
         with contextlib.suppress(DtqError):
             await self.queue.publish_changes([task])

@@ -170,6 +170,7 @@ class QueueStats:
     completed_last_minute: int = 0
     failed_last_minute: int = 0
     oldest_pending_age: float = 0.0
+    oldest_age_by_priority: dict[Priority, float] = field(default_factory=dict)
     paused: bool = False
 
     @property

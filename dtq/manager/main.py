@@ -27,7 +27,9 @@ async def run(settings: Settings) -> None:
     board = HealthBoard("manager")
     scheduler = Scheduler(core.store, core.queue, core.clock)
     reaper = Reaper(core.leasing, core.queue)
-    observer = QueueObserver(Admin(core.store, core.queue, core.queue, core.clock))
+    observer = QueueObserver(
+        Admin(core.store, core.queue, core.queue, core.clock), settings.observe_interval
+    )
     reconciler = Reconciler(
         core.store, core.queue, PgQueues(core.store), settings.reconcile_interval
     )

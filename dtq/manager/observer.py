@@ -30,7 +30,10 @@ class QueueObserver:
         for stats in await self.admin.queue_stats():
             q = stats.queue
             for priority, depth in stats.pending_by_priority.items():
-                metrics.queue_depth.labels(q, priority.name.lower()).set(depth)
+                name = priority.name.lower()
+                metrics.queue_depth.labels(q, name).set(depth)
+                age = stats.oldest_age_by_priority.get(priority, 0.0)
+                metrics.queue_oldest_age.labels(q, name).set(age)
             for state, n in (
                 ("running", stats.running),
                 ("scheduled", stats.scheduled),
@@ -38,5 +41,4 @@ class QueueObserver:
                 ("dead_lettered", stats.dead_lettered),
             ):
                 metrics.queue_tasks.labels(q, state).set(n)
-            metrics.queue_oldest_age.labels(q).set(stats.oldest_pending_age)
             metrics.queue_paused.labels(q).set(int(stats.paused))

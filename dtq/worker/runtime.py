@@ -100,6 +100,7 @@ class Worker:
         return asyncio.get_running_loop().time() > self._deadline
 
     async def run(self) -> int:
+        metrics.worker_slots.set(self.config.concurrency)
         target, options = channel_target(self.config.server_address)
         async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS + options) as channel:
             stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
