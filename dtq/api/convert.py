@@ -75,7 +75,10 @@ def seconds_of(msg: timestamp_pb2.Timestamp | duration_pb2.Duration) -> float:
 # -- tasks --------------------------------------------------------------------
 
 
-def submit_spec(req: task_service_pb2.SubmitTaskRequest) -> SubmitSpec:
+def submit_spec(
+    req: task_service_pb2.SubmitTaskRequest, trace_context: dict[str, str] | None = None
+) -> SubmitSpec:
+    """`trace_context`: the server's own, used when the request carries none."""
     return SubmitSpec(
         type=req.type,
         payload=req.payload.SerializeToString(deterministic=True),
@@ -86,6 +89,7 @@ def submit_spec(req: task_service_pb2.SubmitTaskRequest) -> SubmitSpec:
         scheduled_at=seconds_of(req.scheduled_at) if req.HasField("scheduled_at") else None,
         idempotency_key=req.idempotency_key,
         lease_duration=seconds_of(req.lease_duration) if req.HasField("lease_duration") else None,
+        trace_context=dict(req.trace_context) or trace_context,
     )
 
 
@@ -117,6 +121,8 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
             getattr(msg, name).CopyFrom(timestamp(value))
     if t.error:
         msg.last_error.CopyFrom(task_error(t.error))
+    if t.trace_context:
+        msg.trace_context.update(t.trace_context)
     if full and t.payload is not None:
         msg.payload.MergeFromString(t.payload)
     if full and t.result is not None:

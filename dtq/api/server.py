@@ -16,9 +16,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dtq import tracing
 from dtq.adapters.pg_queues import PgQueues
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.api.admin_servicer import AdminServicer
+from dtq.api.rpc_tracing import server_interceptors
 from dtq.api.task_servicer import TaskServicer
 from dtq.api.worker_servicer import WorkerServicer
 from dtq.app.admin import Admin
@@ -65,6 +67,7 @@ async def flush_deferred(tasks: Tasks, every: float = 0.25) -> None:
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    tracing.setup("dtq-server")
     core = build_core(settings)
     board = HealthBoard("server")
     notifier = RedisNotifier(core.redis, ready=True, cancels=True)
@@ -83,7 +86,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     notifier.on_cancel.append(dispatcher.cancel)
     notifier.on_resync.append(dispatcher.sweep)
 
-    server = grpc.aio.server(options=OPTIONS)
+    server = grpc.aio.server(options=OPTIONS, interceptors=server_interceptors())
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(admin, core.leasing, streams, settings.heartbeat_interval), server

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from dtq import tracing
 from dtq.api import convert
 from dtq.api.errors import streaming, unary
 from dtq.app.tasks import Tasks
@@ -28,14 +29,15 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Ctx
     ) -> pb.SubmitTaskResponse:
-        (submitted,) = await self.tasks.submit([convert.submit_spec(request)])
+        (submitted,) = await self.tasks.submit([convert.submit_spec(request, tracing.carrier())])
         return _submitted(submitted)
 
     @unary
     async def BatchSubmitTasks(
         self, request: pb.BatchSubmitTasksRequest, context: Ctx
     ) -> pb.BatchSubmitTasksResponse:
-        specs = [convert.submit_spec(r) for r in request.requests]
+        trace_context = tracing.carrier()
+        specs = [convert.submit_spec(r, trace_context) for r in request.requests]
         submitted = await self.tasks.submit(specs, batch=True)
         return pb.BatchSubmitTasksResponse(results=[_submitted(s) for s in submitted])
 

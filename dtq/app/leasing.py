@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dtq import metrics
+from dtq import metrics, tracing
 from dtq.app import task_metrics
 from dtq.app.tasks import ready_of
 from dtq.domain.errors import STALE_LEASE, DtqError
@@ -83,6 +83,7 @@ class Leasing:
 
     async def report(self, outcomes: Sequence[Outcome]) -> list[Task | DtqError]:
         """Record outcomes; each gets its task or a STALE_LEASE error."""
+        started = tracing.now_ns()
         now = self.clock.now()
         ok = [o for o in outcomes if o.succeeded]
         bad = [o for o in outcomes if not o.succeeded]
@@ -102,6 +103,7 @@ class Leasing:
                 recorded[(outcome.task_id, outcome.token)] = task
         await self._settle(outcomes, recorded)
         task_metrics.finished(recorded.values())
+        tracing.outcomes_recorded(recorded.values(), started)
         # An outcome refused for its lease is a task that ran twice (or a forgery).
         metrics.stale_outcomes.inc(len(outcomes) - len(recorded))
         return [recorded.get((o.task_id, o.token)) or stale(o.task_id) for o in outcomes]
@@ -209,6 +211,7 @@ class Leasing:
     async def reap(self, queue: str, limit: int = 1000) -> tuple[int, int]:
         """Hand tasks of expired leases back (or dead-letter them). Returns
         (leases claimed, running tasks whose lease really expired)."""
+        started = tracing.now_ns()
         claimed = await self.queue.claim_expired(queue, limit)
         if not claimed:
             return 0, 0
@@ -217,6 +220,7 @@ class Leasing:
         await self.queue.enqueue([ready_of(t) for t in back])
         await self.queue.publish_changes(moved)
         task_metrics.expired(moved)
+        tracing.outcomes_recorded(moved, started)
         for task in moved:
             log.warning(
                 "lease_expired",

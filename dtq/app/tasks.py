@@ -64,9 +64,13 @@ class Tasks:
         fresh = [s.task for s in submitted if not s.deduplicated]
         for task in fresh:
             metrics.tasks_submitted.labels(task.queue, task.type, task.priority.name.lower()).inc()
-        for dup in (s.task for s in submitted if s.deduplicated):
+        dups = [s.task for s in submitted if s.deduplicated]
+        for dup in dups:
             metrics.tasks_deduplicated.labels(dup.queue).inc()
-        await self._index(fresh)
+        # A repeat of a request whose first answer was lost (a retry after a
+        # timeout) may find its task committed but never indexed: index ready
+        # ones again. NX in Redis leaves one already indexed where it is.
+        await self._index(fresh + [t for t in dups if t.state == TaskState.PENDING])
         return submitted
 
     async def _index(self, fresh: Sequence[Task]) -> None:

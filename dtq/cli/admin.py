@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 import typer
 
-from dtq.cli import output
+from dtq.cli import live, output
 from dtq.cli.client import DEADLINE, ServerOpt, connect
 from dtq.cli.output import JsonOpt
 from dtq.cli.processes import worker_app
@@ -24,12 +25,29 @@ def stats(
     queue: Annotated[
         str | None, typer.Option(metavar="NAME", help="Only this queue [default: all].")
     ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(metavar="S", min=0.1, help="With --watch: seconds between refreshes.")
+    ] = 2.0,
+    count: Annotated[
+        int | None,
+        typer.Option(metavar="N", min=1, help="With --watch: stop after N refreshes."),
+    ] = None,
     server: ServerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Depth, running, scheduled, dead-lettered and throughput of each queue."""
+    """Depth, running, scheduled, dead-lettered and throughput of each queue.
+
+    --watch refreshes the table in place on a terminal, and prints it again
+    each time in a pipe; with --json, one JSON line per refresh."""
+    request = pb.GetQueueStatsRequest(queue=queue or "")
     with connect(server) as client:
-        request = pb.GetQueueStatsRequest(queue=queue or "")
+        if watch or count is not None:
+            fetch = functools.partial(client.admin.GetQueueStats, request, timeout=DEADLINE)
+            live.watch_stats(fetch, interval, count, json_out)
+            return
         reply = client.admin.GetQueueStats(request, timeout=DEADLINE)
     if json_out:
         output.emit_json(reply)

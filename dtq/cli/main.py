@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dtq.cli import admin, dlq, processes, tasks
+from dtq.cli import admin, bench, dev, dlq, processes, tasks
 
 app = typer.Typer(
     name="dtq",
@@ -17,6 +17,8 @@ processes.register(app)
 tasks.register(app)
 admin.register(app)
 dlq.register(app)
+dev.register(app)
+bench.register(app)
 
 
 def main() -> None:

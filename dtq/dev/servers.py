@@ -22,8 +22,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-from dtq.dev.binaries import find_postgres_bindir, find_redis_server
-from dtq.dev.child import ChildServer, ServerError, ids
+from dtq.dev.binaries import find_postgres_bindir, find_redis_server, runnable_by
+from dtq.dev.child import ChildServer, ServerError, dying_with_parent
 
 
 def _searchable_by(path: Path, who: pwd.struct_passwd) -> Path | None:
@@ -64,10 +64,10 @@ class PostgresServer(ChildServer):
         user: str = "nobody",
     ) -> None:
         super().__init__(data_dir, port)
-        self.bindir = find_postgres_bindir(bindir)
         self.database = database
         self.settings = {"max_connections": "200", **(settings or {})}
         self.run_as = pwd.getpwnam(user) if os.geteuid() == 0 else None
+        self.bindir = runnable_by(find_postgres_bindir(bindir), self.run_as)
         self._created = False
 
     @property
@@ -123,18 +123,14 @@ class PostgresServer(ChildServer):
         ]
         if self.settings.get("fsync") == "off":
             args.append("--no-sync")
-        uid, gid, groups = ids(self.run_as)
         done = subprocess.run(
-            args,
+            dying_with_parent(args, signal.SIGKILL, self.run_as),
             env=self._env(),
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
             cwd=self.data_dir,
-            user=uid,
-            group=gid,
-            extra_groups=groups,
         )
         if done.returncode != 0:
             raise ServerError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")

@@ -64,6 +64,8 @@ class NewTask:
     # Digest of everything that defines the request, to tell a true retry of a
     # submission from a different request reusing its idempotency key.
     request_hash: bytes
+    # Trace propagation fields of the submission (W3C traceparent/tracestate).
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ class Task:
     worker_id: str | None = None
     idempotency_key: str | None = None
     lease_token: str | None = field(default=None, repr=False)
+    # Trace propagation fields of the submission; None when it was not traced.
+    trace_context: dict[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ MAX_RETRIES = 100
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 24 * 3600.0
 MIN_LEASE, MAX_LEASE = 1.0, 3600.0
 MAX_BATCH = 1000
+TRACE_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+MAX_TRACE_ENTRIES, MAX_TRACE_BYTES = 16, 4096
 DEFAULT_QUEUE = "default"
 
 
@@ -46,6 +48,7 @@ class SubmitSpec:
     scheduled_at: float | None = None
     idempotency_key: str = ""
     lease_duration: float | None = None
+    trace_context: dict[str, str] | None = None
 
 
 def task_type(value: str, field_path: str = "type") -> str:
@@ -83,6 +86,24 @@ def priority(value: int, field_path: str = "priority") -> Priority:
         return Priority(value)
     except ValueError:
         raise DtqError.invalid(field_path, f"unknown priority {value}") from None
+
+
+def trace_context(
+    value: dict[str, str] | None, field_path: str = "trace_context"
+) -> dict[str, str] | None:
+    """Propagation fields (`traceparent`, ...): bounded, lowercase keys; None when empty."""
+    if not value:
+        return None
+    if len(value) > MAX_TRACE_ENTRIES:
+        raise DtqError.invalid(field_path, f"must hold at most {MAX_TRACE_ENTRIES} entries")
+    for key in value:
+        if not TRACE_KEY_RE.match(key):
+            raise DtqError.invalid(
+                field_path, f"key {key[:64]!r}: keys must be 1-64 characters of [a-z0-9_.-]"
+            )
+    if sum(len(k) + len(v) for k, v in value.items()) > MAX_TRACE_BYTES:
+        raise DtqError.invalid(field_path, f"must be at most {MAX_TRACE_BYTES} characters in all")
+    return value
 
 
 def _bounded(value: float | None, default: float, lo: float, hi: float, path: str) -> float:
@@ -127,6 +148,7 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
         scheduled_at=scheduled_at,
         idempotency_key=spec.idempotency_key or None,
         request_hash=b"",
+        trace_context=trace_context(spec.trace_context),
     )
     return _with_hash(task, spec)
 

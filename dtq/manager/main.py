@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 
+from dtq import tracing
 from dtq.adapters.pg_queues import PgQueues
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.app.admin import Admin
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 async def run(settings: Settings) -> None:
+    tracing.setup("dtq-manager")
     core = build_core(settings)
     board = HealthBoard("manager")
     scheduler = Scheduler(core.store, core.queue, core.clock)

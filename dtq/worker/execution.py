@@ -17,9 +17,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from opentelemetry.trace import Span
 
-from dtq import metrics
+from dtq import metrics, tracing
 from dtq.v1 import task_pb2, worker_service_pb2
 from dtq.worker.app import App, PermanentError, TaskContext
 from dtq.worker.pools import HandlerFailed, HandlerPool
@@ -42,6 +43,10 @@ class Execution:
 
     def ref(self) -> worker_service_pb2.LeaseRef:
         return worker_service_pb2.LeaseRef(task_id=self.task_id, lease_token=self.lease.lease_token)
+
+
+def _seconds(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
 
 
 def _to_value(result: Any) -> struct_pb2.Value:
@@ -90,7 +95,18 @@ class Executor:
         return Execution(lease, ctx)
 
     async def run(self, execution: Execution) -> worker_service_pb2.TaskOutcome:
-        """Run the handler under the task's timeout; never raises."""
+        """Run the handler under the task's timeout, in the task's trace; never raises."""
+        task = execution.lease.task
+        waited = (
+            _seconds(task.scheduled_at) or _seconds(task.created_at),
+            _seconds(task.started_at),
+        )
+        with tracing.task_run(
+            task.trace_context, task.id, task.type, task.queue, task.attempts, waited
+        ) as span:
+            return await self._run(execution, span)
+
+    async def _run(self, execution: Execution, span: Span | None) -> worker_service_pb2.TaskOutcome:
         task = execution.lease.task
         handler = self.app.handlers.get(task.type)
         outcome = worker_service_pb2.TaskOutcome(
@@ -115,12 +131,14 @@ class Executor:
             )
             outcome.error.CopyFrom(_error(error))
             kind = "timed_out"
+            tracing.run_failed(span, error, kind)
         except asyncio.CancelledError:
             execution.context.cancelled.set()
             raise
         except BaseException as exc:  # SystemExit in a handler fails only its task
             outcome.error.CopyFrom(_error(exc))
             kind = "failed"
+            tracing.run_failed(span, exc, kind)
         finally:
             metrics.worker_running.dec()
         metrics.worker_tasks.labels(task.type, kind).inc()

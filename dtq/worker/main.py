@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from dtq import tracing
 from dtq.ops_http import HealthBoard, start_ops_server
 from dtq.settings import Settings
 from dtq.worker.child import ChildSpec
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 async def run(settings: Settings, modules: list[str], worker_id: str | None = None) -> int:
+    tracing.setup("dtq-worker")
     try:
         app = load(modules)
     except LoadError as error:

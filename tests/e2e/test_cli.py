@@ -32,8 +32,9 @@ from tests.support.procs import dtq_args, free_port, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean")]
 State = task_pb2.Task.State
 UNREACHABLE = (
-    "error: cannot reach the dtq server at {} (is it running? start one with "
-    '"dtq server", or pass --server/DTQ_SERVER_ADDRESS)\n'
+    "error: cannot reach the dtq server at {} ({}): start one with "
+    '"dtq dev" (everything on this machine) or "dtq server", '
+    "or point --server/DTQ_SERVER_ADDRESS at a running one\n"
 )
 
 
@@ -373,9 +374,10 @@ def test_unreachable_server_gets_a_helpful_message(server: Server) -> None:
     for args in (("task", "get", "x"), ("queue", "stats"), ("system", "health", "--json")):
         result = dtq(server, *args, "--server", address)
         assert result.returncode == 1
-        assert result.stderr == UNREACHABLE.format(address)
+        assert result.stderr == UNREACHABLE.format(address, "from --server")
     result = dtq(server, "worker", "list", DTQ_SERVER_ADDRESS=address)
-    assert (result.returncode, result.stderr) == (1, UNREACHABLE.format(address))
+    expected = UNREACHABLE.format(address, "from DTQ_SERVER_ADDRESS")
+    assert (result.returncode, result.stderr) == (1, expected)
 
 
 # -- queues, workers, health ------------------------------------------------------------

@@ -10,18 +10,19 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from tests.support.env import ADMIN_DB_URL, sqlalchemy_url, with_database
+from dtq.adapters import pg_migrate
+from tests.support.env import sqlalchemy_url, with_database
 from tests.support.procs import ROOT, dtq_args
 
 
 @pytest.fixture
-def empty_database() -> Iterator[str]:
+def empty_database(admin_db_url: str) -> Iterator[str]:
     name = f"dtq_empty_{secrets.token_hex(4)}"
-    admin = create_engine(sqlalchemy_url(ADMIN_DB_URL), isolation_level="AUTOCOMMIT")
+    admin = create_engine(sqlalchemy_url(admin_db_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield with_database(ADMIN_DB_URL, name)
+        yield with_database(admin_db_url, name)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -40,7 +41,7 @@ def test_upgrade_creates_the_schema_and_is_idempotent(empty_database: str) -> No
     assert "current: none" in before.stdout
     first = dtq(empty_database, "db", "upgrade")
     assert first.returncode == 0, first.stderr
-    assert "0003" in first.stdout
+    assert str(pg_migrate.head()) in first.stdout
     assert dtq(empty_database, "db", "upgrade").returncode == 0  # nothing to do, no error
     engine = create_engine(sqlalchemy_url(empty_database))
     try:

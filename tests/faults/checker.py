@@ -133,7 +133,12 @@ def judge(
     return Verdict(
         scenario=scenario,
         tasks=len(ids),
-        lost=[i for i in ids if i not in first or first[i].state not in TERMINAL],
+        # With its state, to tell "never stored" from "stuck": id=STATE.
+        lost=[
+            f"{i}={first[i].state if i in first else 'MISSING'}"
+            for i in ids
+            if i not in first or first[i].state not in TERMINAL
+        ],
         wrong_state=[
             i for i in ids if i in first and first[i].state != expected.get(i, "completed")
         ],

@@ -53,7 +53,9 @@ def backend_pids(url: str) -> list[int]:
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL")
+            cur.execute(  # not our own backend: it ends with this connection
+                "SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL AND pid <> pg_backend_pid()"
+            )
             return [int(row[0]) for row in cur.fetchall()]
     finally:
         conn.close()

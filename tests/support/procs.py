@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dtq.dev.child import die_with_parent
+from dtq.dev.child import dying_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = Path(os.environ.get("DTQ_TEST_LOGS", "/tmp/dtq-test-logs"))
@@ -44,13 +44,12 @@ class Proc:
         self.log_path = LOGS / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
-            args,
+            # Ends with the test run even if pytest itself is killed.
+            dying_with_parent(args, signal.SIGTERM),
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            # Ends with the test run even if pytest itself is killed.
-            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - only calls prctl
         )
 
     @property

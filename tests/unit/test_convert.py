@@ -209,3 +209,24 @@ def test_outcome_with_a_bad_token_names_the_field() -> None:
     with pytest.raises(DtqError) as caught:
         convert.outcome(msg, "outcomes[4]")
     assert [v.field for v in caught.value.violations] == ["outcomes[4].lease_token"]
+
+
+# -- trace context --------------------------------------------------------------------
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_trace_context_goes_out_with_the_task() -> None:
+    assert dict(convert.task(a_task(trace_context={"traceparent": PARENT})).trace_context) == {
+        "traceparent": PARENT
+    }
+    assert not convert.task(a_task()).trace_context
+
+
+def test_submit_spec_trace_context_of_the_request_wins_over_the_servers() -> None:
+    own = {"traceparent": "00-11111111111111111111111111111111-2222222222222222-01"}
+    req = task_service_pb2.SubmitTaskRequest(type="t", trace_context={"traceparent": PARENT})
+    assert convert.submit_spec(req, own).trace_context == {"traceparent": PARENT}
+    plain = task_service_pb2.SubmitTaskRequest(type="t")
+    assert convert.submit_spec(plain, own).trace_context == own
+    assert convert.submit_spec(plain).trace_context is None

@@ -11,24 +11,32 @@ Typer app, every metric an alert or dashboard queries is exported by
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import grpc
 import pytest
 import typer
 import yaml
 from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-import dtq.metrics  # noqa: F401  (registers every dtq metric)
+import dtq.metrics
 from dtq.cli.main import app
 from dtq.settings import Settings
+from dtq.v1 import admin_service_pb2, task_service_pb2, worker_service_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -38,6 +46,7 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 PROMETHEUS = DEPLOY / "prometheus"
 GRAFANA = DEPLOY / "grafana"
+GEN_DASHBOARDS = ROOT / "scripts" / "gen_dashboards.py"
 
 PROCESSES = ("server", "worker", "manager")  # the CLI commands that serve /metrics
 OPS_PATHS = {"/health", "/healthz", "/ready", "/readyz"}
@@ -151,6 +160,232 @@ def promql_metric_names(expr: str) -> set[str]:
 
 def unknown_metrics(expr: str) -> set[str]:
     return promql_metric_names(expr) - exported_metrics() - SCRAPE_METRICS
+
+
+# Labels Prometheus attaches to every scraped sample (the scrape job's target).
+TARGET_LABELS = frozenset({"job", "instance"})
+# Functions that need a counter (or a histogram's _bucket/_sum/_count).
+COUNTER_FUNCTIONS = ("rate", "irate", "increase", "resets")
+# Functions that only make sense on a gauge.
+GAUGE_FUNCTIONS = ("delta", "idelta", "deriv", "predict_linear")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample name a dtq process exports: its metric, labels, and whether it
+    only grows (a counter's _total, a histogram's _bucket/_sum/_count)."""
+
+    family: str
+    labels: frozenset[str]
+    cumulative: bool
+
+
+@cache
+def exported_samples() -> dict[str, Sample]:
+    """Sample name -> Sample, derived from the metric objects of dtq.metrics."""
+    samples: dict[str, Sample] = {}
+    for metric in vars(dtq.metrics).values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        name, kind = metric._name, metric._type
+        labels = frozenset(metric._labelnames) | TARGET_LABELS
+        if kind == "counter":
+            samples[name + "_total"] = Sample(name, labels, cumulative=True)
+        elif kind == "histogram":
+            samples[name + "_bucket"] = Sample(name, labels | {"le"}, cumulative=True)
+            samples[name + "_sum"] = Sample(name, labels, cumulative=True)
+            samples[name + "_count"] = Sample(name, labels, cumulative=True)
+        elif kind == "gauge":
+            samples[name] = Sample(name, labels, cumulative=False)
+        elif kind == "info":
+            info_labels = frozenset(metric._value)  # type: ignore[attr-defined]
+            samples[name + "_info"] = Sample(name, labels | info_labels, cumulative=False)
+        else:
+            raise AssertionError(f"{name}: teach exported_samples() about {kind} metrics")
+    samples["up"] = Sample("up", TARGET_LABELS, cumulative=False)
+    return samples
+
+
+# (metric family or "*" for any, label, values, where the code sets them): label
+# values the code writes as literals. test_literal_label_values_are_in_the_code
+# checks each value is still spelled there.
+LITERAL_LABEL_VALUES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("*", "dependency", ("postgres", "redis"), "dtq/adapters"),
+    ("dtq_queue_tasks", "state", ("running", "scheduled", "retrying", "dead_lettered"),
+     "dtq/manager/observer.py"),
+    ("dtq_tasks_retried", "reason", ("failure", "lease_expired", "operator"), "dtq/app"),
+    ("dtq_worker_stream_slots", "kind", ("capacity", "held"), "dtq/app/dispatch.py"),
+    ("dtq_worker_tasks", "outcome", ("completed", "failed", "timed_out"),
+     "dtq/worker/execution.py"),
+)  # fmt: skip
+
+
+@cache
+def known_label_values() -> dict[tuple[str, str], frozenset[str]]:
+    """(metric family or "*", label) -> every value dtq gives that label: from the
+    code where it has the list (enums, the gRPC services), else the literals."""
+    from dtq.app.task_metrics import OUTCOME
+    from dtq.domain.model import Priority
+
+    methods = frozenset(
+        method.name
+        for module in (task_service_pb2, worker_service_pb2, admin_service_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    )
+    values = {
+        ("*", "priority"): frozenset(p.name.lower() for p in Priority),
+        ("*", "code"): frozenset(code.name for code in grpc.StatusCode),
+        ("*", "method"): methods,
+        ("dtq_tasks_finished", "outcome"): frozenset(OUTCOME.values()),
+        ("dtq_task_duration_seconds", "outcome"): frozenset(OUTCOME.values()),
+    }
+    for family, label, literals, _ in LITERAL_LABEL_VALUES:
+        values[family, label] = frozenset(literals)
+    return values
+
+
+def label_values_for(family: str, label: str) -> frozenset[str] | None:
+    values = known_label_values()
+    return values.get((family, label), values.get(("*", label)))
+
+
+def balanced(text: str, open_at: int) -> str:
+    """The text inside the parenthesis that opens at text[open_at]."""
+    assert text[open_at] == "("
+    depth = 0
+    for i in range(open_at, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[open_at + 1 : i]
+    raise AssertionError(f"unbalanced parentheses: {text!r}")
+
+
+def balanced_before(text: str, close_at: int) -> str:
+    """The text inside the parenthesis that closes at text[close_at]."""
+    assert text[close_at] == ")"
+    depth = 0
+    for i in range(close_at, -1, -1):
+        depth += {")": 1, "(": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[i + 1 : close_at]
+    raise AssertionError(f"unbalanced parentheses: {text!r}")
+
+
+def _blank(expr: str) -> str:
+    """Strings and range durations blanked (same length), so that only
+    PromQL structure is left to scan."""
+    text = _STRINGS.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', expr)
+    return _RANGES.sub(lambda m: "[" + " " * (len(m.group()) - 2) + "]", text)
+
+
+_MATCHER_SETS = re.compile(
+    r"(?P<metric>(?<![\w:])[A-Za-z_:][\w:]*)?\s*\{(?P<body>(?:\"(?:\\.|[^\"\\])*\"|[^{}\"])*)\}"
+)
+_MATCHER = re.compile(
+    r'(?P<label>[A-Za-z_]\w*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:\\.|[^"\\])*)"'
+)
+_GROUPING = re.compile(
+    r"\b(?P<kind>by|without|on|ignoring|group_left|group_right)\s*\((?P<labels>[^()]*)\)"
+)
+
+
+def _labels_of(names: set[str]) -> frozenset[str] | None:
+    """Labels every one of these samples has (None: no dtq sample among them)."""
+    samples = exported_samples()
+    sets = [samples[n].labels for n in names if n in samples]
+    return frozenset.intersection(*sets) if sets else None
+
+
+def _matcher_problems(expr: str) -> Iterator[str]:
+    """Matchers naming a label their metric lacks, or a value dtq never gives it."""
+    samples = exported_samples()
+    for m in _MATCHER_SETS.finditer(expr):
+        metric = m.group("metric")
+        if not metric or metric not in samples:
+            continue
+        sample = samples[metric]
+        for matcher in _MATCHER.finditer(m.group("body")):
+            label, op, value = matcher.group("label", "op", "value")
+            if label not in sample.labels:
+                yield f"{metric} has no label {label!r}"
+                continue
+            known = label_values_for(sample.family, label)
+            if known is None or "$" in value:
+                continue  # free-form (queue, type), or a Grafana variable
+            if op in {"=", "!="}:
+                wanted = {value}
+            elif re.fullmatch(r"[\w-]+(?:\|[\w-]+)*", value):
+                wanted = set(value.split("|"))
+            else:
+                continue  # a real regex: not checked
+            if wanted - known:
+                yield f"{metric}{{{label}}} is never {sorted(wanted - known)}"
+
+
+def _label_list(text: str) -> set[str]:
+    return {label.strip() for label in text.split(",") if label.strip()}
+
+
+def _grouping_problems(expr: str) -> Iterator[str]:
+    """by/without(...) naming a label missing from what it aggregates, and
+    on/ignoring/group_*(...) naming a label no metric of the expression has."""
+    samples = exported_samples()
+    text = _blank(expr)
+    everywhere = frozenset().union(
+        *(samples[n].labels for n in promql_metric_names(expr) if n in samples)
+    )
+    for g in _GROUPING.finditer(text):
+        kind, labels = g.group("kind"), _label_list(g.group("labels"))
+        if kind not in {"by", "without"}:
+            if labels - everywhere:
+                yield f"{kind} ({', '.join(sorted(labels - everywhere))}): on no metric"
+            continue
+        rest = text[g.end() :]
+        if rest.lstrip().startswith("("):  # sum by (x) (argument)
+            argument = balanced(text, len(text) - len(rest.lstrip()))
+        else:  # sum (argument) by (x)
+            argument = balanced_before(text, len(text[: g.start()].rstrip()) - 1)
+        available = _labels_of(promql_metric_names(argument))
+        if available is None:
+            continue
+        inner = re.match(r"\s*\w+\s+by\s*\(([^()]*)\)", argument)
+        if inner:  # an aggregation of an aggregation: only its by() labels are left
+            available &= _label_list(inner.group(1))
+        if labels - available:
+            yield f"{kind} ({', '.join(sorted(labels - available))}): not on {argument.strip()!r}"
+
+
+def _function_problems(expr: str) -> Iterator[str]:
+    """rate() and friends of gauges, delta() and friends of counters, and
+    histogram_quantile() of no _bucket or with `le` aggregated away."""
+    samples = exported_samples()
+    text = _blank(expr)
+    for name in (*COUNTER_FUNCTIONS, *GAUGE_FUNCTIONS, "histogram_quantile"):
+        for call in re.finditer(rf"(?<![\w:]){name}\s*\(", text):
+            argument = balanced(text, call.end() - 1)
+            metrics = {n for n in promql_metric_names(argument) if n in samples}
+            if name in COUNTER_FUNCTIONS:
+                if gauges := sorted(n for n in metrics if not samples[n].cumulative):
+                    yield f"{name}() of gauges {gauges}"
+            elif name in GAUGE_FUNCTIONS:
+                if counters := sorted(n for n in metrics if samples[n].cumulative):
+                    yield f"{name}() of counters {counters}"
+            else:
+                if not any(n.endswith("_bucket") for n in metrics):
+                    yield f"histogram_quantile() of no _bucket: {argument!r}"
+                for g in _GROUPING.finditer(argument):
+                    if (g.group("kind") == "by") != ("le" in _label_list(g.group("labels"))):
+                        yield f"histogram_quantile() loses le: {g.group()!r}"
+
+
+def promql_problems(expr: str) -> list[str]:
+    """What is wrong with a PromQL expression, checked against dtq.metrics."""
+    return [
+        *_matcher_problems(expr),
+        *_grouping_problems(expr),
+        *_function_problems(expr),
+    ]
 
 
 # -- helpers: files -------------------------------------------------------------
@@ -612,24 +847,145 @@ def test_prometheus_scrapes_every_dtq_process_on_its_metrics_port() -> None:
     assert any("worker" in d["names"] for j in worker_jobs for d in j["dns_sd_configs"])
 
 
+_DURATION = re.compile(r"(?:\d+(?:ms|[smhdwy]))+|0")
+
+
 def test_alert_rules_are_complete() -> None:
     rules = alert_rules()
     for rule in rules:
-        assert {"alert", "expr", "labels", "annotations"} <= set(rule), rule.get("alert")
-        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
-        assert rule["annotations"].get("summary"), rule["alert"]
+        name = rule.get("alert")
+        assert {"alert", "expr", "for", "labels", "annotations"} <= set(rule), name
+        assert _DURATION.fullmatch(str(rule["for"])), f"{name}: for: {rule['for']!r}"
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        assert rule["annotations"].get("summary"), name
+        assert rule["annotations"].get("description"), name
     names = {rule["alert"] for rule in rules}
     assert len(names) == len(rules), "alert names repeat"
     assert names >= {
         "DtqProcessDown", "DtqNoWorkersConnected", "DtqDeadLettersGrowing",
-        "DtqHighTaskFailureRate", "DtqQueueStuck", "DtqApiErrorRate",
+        "DtqHighTaskFailureRate", "DtqQueueStuck", "DtqQueueNoLeases", "DtqApiErrorRate",
+        "DtqDependencyCircuitOpen", "DtqDuplicateExecutions",
     }  # fmt: skip
 
 
+def test_alert_annotations_use_only_labels_the_alert_keeps() -> None:
+    """{{ $labels.x }} in an annotation renders empty unless the result has x."""
+    for rule in alert_rules():
+        used = set(re.findall(r"\$labels\.(\w+)", json.dumps(rule["annotations"])))
+        kept = _result_labels(rule["expr"])
+        if kept is not None:
+            assert used <= kept, f"{rule['alert']}: {sorted(used - kept)} not in the result"
+
+
+_AGGREGATIONS = {"sum", "min", "max", "avg", "count", "stddev", "stdvar", "group"}
+
+
+def _operand_labels(operand: str) -> set[str] | None:
+    """Labels of an operand that is an aggregation, a histogram_quantile of one,
+    or a bare selector; None for anything else (not worked out)."""
+    head = re.match(r"[\s(]*([\w:]+)\s*(?:by\s*\(([^()]*)\))?", operand)
+    if not head:
+        return None
+    word, by = head.groups()
+    samples = exported_samples()
+    if word in samples:
+        return set(samples[word].labels)
+    if word in _AGGREGATIONS:
+        return _label_list(by) if by else set()
+    if word == "histogram_quantile":
+        inner = re.search(r"\bby\s*\(([^()]*)\)", operand)
+        return _label_list(inner.group(1)) - {"le"} if inner else set()
+    return None
+
+
+def _result_labels(expr: str) -> set[str] | None:
+    """Labels an alert's result has: `a and b`, `a unless b` keep a's; of `a or
+    b`, only the labels both have are sure. None when not worked out."""
+    kept: set[str] | None = None
+    for branch in re.split(r"\bor\b", _blank(expr)):
+        first = re.split(r"\b(?:and|unless)\b", branch)[0]
+        labels = _operand_labels(first)
+        if labels is None:
+            return None
+        kept = labels if kept is None else kept & labels
+    return kept
+
+
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
-def test_alert_queries_only_exported_metrics(rule: dict[str, Any]) -> None:
-    assert promql_metric_names(rule["expr"]), "no metric found in the expression"
-    assert unknown_metrics(rule["expr"]) == set()
+def test_alert_queries_are_sound(rule: dict[str, Any]) -> None:
+    """Labels, label values and functions fit the metrics (see promql_problems)."""
+    assert promql_problems(rule["expr"]) == []
+
+
+def test_latency_queries_leave_out_exactly_the_streaming_methods() -> None:
+    """A stream's duration is its client's session, not a latency."""
+    streams = {
+        method.name
+        for module in (task_service_pb2, worker_service_pb2, admin_service_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+        if method.server_streaming or method.client_streaming
+    }
+    exprs = [rule["expr"] for rule in alert_rules()]
+    exprs += [e for path in dashboards() for e in dashboard_exprs(json.loads(path.read_text()))]
+    latency = [e for e in exprs if "dtq_grpc_request_duration_seconds" in e]
+    assert latency
+    for expr in latency:
+        left_out = re.search(r'method!~"([^"]+)"', expr)
+        assert left_out, expr
+        assert set(left_out.group(1).split("|")) == streams, expr
+
+
+def promtool() -> str | None:
+    """On PATH, or fetched by scripts/get_promtool.sh (CI does)."""
+    fetched = ROOT / ".tools" / "bin" / "promtool"
+    return shutil.which("promtool") or (str(fetched) if fetched.exists() else None)
+
+
+@pytest.mark.skipif(promtool() is None, reason="promtool is not installed (Debian: prometheus)")
+def test_promtool_checks_the_config_and_rules(tmp_path: Path) -> None:
+    # The config names its rule files by their path in the container.
+    config = prometheus_config()
+    config["rule_files"] = [str(PROMETHEUS / PurePosixPath(f).name) for f in config["rule_files"]]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    # promtool has no offline "check this expression": the dashboards' queries,
+    # Grafana variables filled in, go through `check rules` as recording rules.
+    exprs = [e for path in dashboards() for e in dashboard_exprs(json.loads(path.read_text()))]
+    filled = [re.sub(r"\$\{?__\w+\}?", "5m", e).replace("$", "") for e in exprs]
+    rules = [{"record": f"dtq:dashboard_query:{i}", "expr": e} for i, e in enumerate(filled)]
+    (tmp_path / "dashboards.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]})
+    )
+    for args in (
+        ["check", "rules", str(tmp_path / "dashboards.yml")],
+        ["check", "config", str(tmp_path / "prometheus.yml")],
+        ["check", "rules", str(PROMETHEUS / "alerts.yml")],
+        ["test", "rules", str(PROMETHEUS / "alerts_test.yml")],
+    ):
+        done = subprocess.run([str(promtool()), *args], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_alert_unit_tests_cover_the_key_alerts() -> None:
+    """alerts_test.yml (run by promtool) exercises the alerts that page."""
+    data = load_yaml(PROMETHEUS / "alerts_test.yml")
+    assert data["rule_files"] == ["alerts.yml"]
+    tested = {
+        case["alertname"]
+        for test in data["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert tested >= {
+        "DtqProcessDown", "DtqNoWorkersConnected", "DtqQueueStuck", "DtqQueueNoLeases",
+        "DtqDeadLettersGrowing", "DtqDuplicateExecutions", "DtqDependencyCircuitOpen",
+    }  # fmt: skip
+    assert tested <= {rule["alert"] for rule in alert_rules()}
+    for test in data["tests"]:
+        for series in test["input_series"]:
+            name = series["series"].split("{")[0]
+            assert name in exported_samples(), name
+            assert promql_problems(series["series"]) == [], series["series"]
 
 
 def test_process_down_alert_matches_the_scrape_jobs() -> None:
@@ -675,6 +1031,37 @@ def test_grafana_dashboard_provider_points_at_the_repo_dashboards() -> None:
     assert dashboards()
 
 
+def load_gen_dashboards() -> Any:
+    spec = importlib.util.spec_from_file_location("gen_dashboards", GEN_DASHBOARDS)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dashboards_are_what_the_generator_writes() -> None:
+    """Edit scripts/gen_dashboards.py, then run it; never the JSON by hand."""
+    wanted = load_gen_dashboards().generate()
+    assert {p.name for p in dashboards()} == set(wanted)
+    for path in dashboards():
+        assert path.read_text() == wanted[path.name], f"stale {path.name}: run {GEN_DASHBOARDS}"
+
+
+def test_dashboards_cover_overview_queues_workers_latency() -> None:
+    boards = [json.loads(p.read_text()) for p in dashboards()]
+    uids = [b["uid"] for b in boards]
+    assert len(uids) == len(set(uids)), "dashboard uids repeat"
+    assert set(uids) == {"dtq-overview", "dtq-queues", "dtq-workers", "dtq-latency"}
+    assert len({b["title"] for b in boards}) == len(boards)
+
+
+def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
 @pytest.mark.parametrize("path", dashboards(), ids=lambda p: p.name)
 def test_dashboard_loads_and_queries_only_exported_metrics(path: Path) -> None:
     dashboard = json.loads(path.read_text())
@@ -682,11 +1069,95 @@ def test_dashboard_loads_and_queries_only_exported_metrics(path: Path) -> None:
     uids = {source["uid"] for source in provisioned("datasources")}
     exprs = list(dashboard_exprs(dashboard))
     assert exprs
-    for panel in dashboard["panels"]:
+    for panel in all_panels(dashboard):
+        if panel["type"] == "row":
+            continue
         assert panel["datasource"]["uid"] in uids, panel["title"]
+        assert panel.get("targets"), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] in uids, panel["title"]
     for expr in exprs:
         assert promql_metric_names(expr), expr
         assert unknown_metrics(expr) == set(), expr
+        assert promql_problems(expr) == [], expr
+
+
+@pytest.mark.parametrize("path", dashboards(), ids=lambda p: p.name)
+def test_dashboard_variables_exist_and_are_defined(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    defined = set()
+    for var in dashboard["templating"]["list"]:
+        defined.add(var["name"])
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+        match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", query)
+        assert match, f"${var['name']}: {query}"
+        metric, label = match.groups()
+        assert metric in exported_samples(), query
+        assert label in exported_samples()[metric].labels, query
+    for expr in dashboard_exprs(dashboard):
+        used = set(re.findall(r"\$\{?(\w+)", expr)) - {"__rate_interval", "__interval", "__range"}
+        assert used <= defined, f"undefined {sorted(used - defined)} in {expr}"
+
+
+@pytest.mark.parametrize("path", dashboards(), ids=lambda p: p.name)
+def test_dashboard_layout_fits_and_does_not_overlap(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    panels = list(all_panels(dashboard))
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["w"] > 0 and pos["h"] > 0 and pos["x"] >= 0 and pos["y"] >= 0
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[x, y]}"
+                cells[x, y] = panel["title"]
+
+
+def test_literal_label_values_are_in_the_code() -> None:
+    """LITERAL_LABEL_VALUES still matches what the code writes."""
+    for family, label, values, where in LITERAL_LABEL_VALUES:
+        source = ROOT / where
+        files = [source] if source.is_file() else sorted(source.rglob("*.py"))
+        text = "".join(f.read_text() for f in files)
+        for value in values:
+            assert f'"{value}"' in text, f"{family}{{{label}={value!r}}} not in {where}"
+        if family != "*":
+            labels = {sample.family: sample.labels for sample in exported_samples().values()}
+            assert label in labels[family], f"{family} has no label {label!r}"
+
+
+def test_promql_checks_catch_mistakes() -> None:
+    """The checks the alert and dashboard tests rely on do find each mistake."""
+    bad = {
+        'rate(dtq_queue_depth[5m])': "rate() of gauges",
+        'sum by (queue) (rate(dtq_stale_outcomes_total[5m]))': "by (queue)",
+        'dtq_queue_tasks{state="dead"}': "is never",
+        'dtq_worker_slots{queue="a"}': "has no label",
+        'deriv(dtq_leases_granted_total[5m])': "deriv() of counters",
+        "histogram_quantile(0.9, sum by (method) "
+        "(rate(dtq_grpc_request_duration_seconds_bucket[5m])))": "loses le",
+        "histogram_quantile(0.9, rate(dtq_grpc_request_duration_seconds_sum[5m]))": "no _bucket",
+        'sum by (state) (max by (queue) (dtq_queue_tasks))': "by (state)",
+        "sum(rate(dtq_stale_outcomes_total[5m])) by (queue)": "by (queue)",
+        'dtq_grpc_requests_total{code=~"INTERNAL|OOPS"}': "is never",
+    }  # fmt: skip
+    for expr, problem in bad.items():
+        problems = promql_problems(expr)
+        assert any(problem in p for p in problems), (expr, problems)
+    good = [
+        'sum by (queue) (increase(dtq_tasks_finished_total{outcome="dead_lettered"}[15m]))',
+        "sum(rate(dtq_leases_granted_total[5m])) by (queue)",
+        "histogram_quantile(0.99, sum by (le, queue) (rate(dtq_task_queue_wait_seconds_bucket"
+        '{queue=~"$queue"}[$__rate_interval])))',
+        "max by (queue) (dtq_queue_depth)"
+        " unless on (queue) (max by (queue) (dtq_queue_paused) == 1)",
+        'up{job=~"dtq-.*"} == 0',
+    ]  # fmt: skip
+    for expr in good:
+        assert promql_problems(expr) == [], expr
 
 
 # -- Kubernetes ------------------------------------------------------------------------
@@ -843,3 +1314,22 @@ def test_k8s_migration_job_and_manager() -> None:
     assert cli_parse(container["args"])[0] == "upgrade"
     assert job["spec"]["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}
     assert k8s_named("Deployment", "dtq-manager")["spec"]["replicas"] == 2
+
+
+# -- tracing ----------------------------------------------------------------------
+
+
+def test_compose_runs_jaeger_and_every_dtq_process_traces_to_it() -> None:
+    from dtq.tracing import exporters_wanted
+
+    jaeger = services()["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/")
+    published = {str(p).rsplit(":", 1)[-1] for p in jaeger["ports"]}
+    assert {"16686", "4317"} <= published  # UI, OTLP/gRPC
+    for name, svc in dtq_services().items():
+        if cli_parse(command_list(svc))[0] not in PROCESSES:
+            continue
+        env = container_env(svc)
+        assert exporters_wanted(env) == ["otlp"], name
+        host = env["OTEL_EXPORTER_OTLP_ENDPOINT"].split("//")[1].split(":")[0]
+        assert host in services(), name

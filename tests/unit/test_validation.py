@@ -233,3 +233,31 @@ def test_batch_item_errors_are_prefixed() -> None:
     assert prefixed.code == Code.INVALID_ARGUMENT
     assert prefixed.reason == caught.value.reason
     assert [v.field for v in prefixed.violations] == ["requests[2].type"]
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_trace_context_is_kept_and_empty_is_none() -> None:
+    fields = {"traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"}
+    assert new_task(spec(trace_context=fields), LIMITS, NOW).trace_context == fields
+    assert new_task(spec(trace_context={}), LIMITS, NOW).trace_context is None
+
+
+def test_trace_context_does_not_change_what_makes_a_submission_idempotent() -> None:
+    traced = new_task(spec(trace_context={"traceparent": TRACEPARENT}), LIMITS, NOW)
+    assert traced.request_hash == new_task(spec(), LIMITS, NOW).request_hash
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"TraceParent": TRACEPARENT},  # keys are lowercase, as propagators write them
+        {"": "x"},
+        {"k" * 65: "x"},
+        {f"k{i}": "x" for i in range(17)},
+        {"tracestate": "x" * 5000},
+    ],
+)
+def test_trace_context_limits(fields: dict[str, str]) -> None:
+    invalid("trace_context", trace_context=fields)

@@ -3,11 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -144,6 +146,26 @@ class Task(_message.Message):
     operator calls RetryTask.
     """
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
@@ -163,6 +185,7 @@ class Task(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, a UUID (version 7: time-ordered) in canonical text form."""
     type: _builtins.str
@@ -223,6 +246,17 @@ class Task(_message.Message):
         another worker.
         """
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Trace context of the submission, as OpenTelemetry propagators write it:
+        the W3C `traceparent` and, when present, `tracestate` (and `baggage` or
+        other propagation fields if the submitter uses them). The worker's
+        execution span continues this trace, so one trace shows the submission,
+        the wait in the queue, the run and the outcome. Set by the client on
+        submission, or else by the server from its SubmitTask span when tracing
+        is on; empty when neither traces. Kept for the life of the task.
+        """
+
     def __init__(
         self,
         *,
@@ -245,10 +279,11 @@ class Task(_message.Message):
         worker_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "last_error", b"last_error", "lease_duration", b"lease_duration", "payload", b"payload", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,6 +28,26 @@ class SubmitTaskRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TYPE_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
@@ -37,6 +57,7 @@ class SubmitTaskRequest(_message.Message):
     SCHEDULED_AT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Task type, naming the handler: 1 to 128 characters, a letter first, then
     letters, digits, `_`, `.` or `-`.
@@ -77,6 +98,16 @@ class SubmitTaskRequest(_message.Message):
         (`DTQ_LEASE_DURATION`).
         """
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Trace the task's execution continues: W3C `traceparent` and `tracestate`
+        (or other propagation fields). Default: the server's SubmitTask span when
+        the server traces, itself continuing the `traceparent` request header.
+        Set it only to attach the task to another trace. At most 16 entries, keys
+        of 1 to 64 characters `[a-z0-9_.-]`, 4 KiB in all. Not part of what makes
+        a submission idempotent.
+        """
+
     def __init__(
         self,
         *,
@@ -89,10 +120,11 @@ class SubmitTaskRequest(_message.Message):
         scheduled_at: _timestamp_pb2.Timestamp | None = ...,
         idempotency_key: _builtins.str = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "scheduled_at", b"scheduled_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015

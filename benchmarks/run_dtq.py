@@ -1,0 +1,237 @@
+#!/usr/bin/env python
+"""Start a dtq stack the way a user would, run `dtq bench` against it, stop it.
+
+The stack: `dtq db upgrade` on a fresh PostgreSQL database, `dtq server`,
+`dtq manager`, two `dtq worker` processes (built-in handlers, noop among them)
+taking one queue of their own, and `dtq envoy` for REST. Redis: a free logical
+database of the local server, claimed like the test suite claims one.
+
+    python benchmarks/run_dtq.py                       # all workloads, one run
+    python benchmarks/run_dtq.py --runs 3              # three runs, each on a fresh stack
+    python benchmarks/run_dtq.py --workloads burst --profile   # py-spy on server and a worker
+
+Results (JSON, one file per run) and profiles go to benchmarks/results/.
+Every wait is bounded; every process started is stopped, even on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import redis
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PG_ADMIN = os.environ.get("DTQ_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("DTQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+CLAIM = "dtq-test:claimed"  # the test suite's registry of Redis databases in use
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def sa_url(url: str) -> str:
+    return "postgresql+psycopg2://" + url.split("://", 1)[1]
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    name = f"dtq_bench_{secrets.token_hex(4)}"
+    admin = create_engine(sa_url(PG_ADMIN), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def free_redis_db() -> Iterator[str]:
+    registry = redis.Redis.from_url(f"{REDIS}/0")
+    try:
+        for db in range(1, 16):
+            if registry.set(f"{CLAIM}:{db}", f"bench-{os.getpid()}", nx=True, ex=7200):
+                client = redis.Redis.from_url(f"{REDIS}/{db}")
+                client.flushdb()
+                try:
+                    yield f"{REDIS}/{db}"
+                finally:
+                    client.flushdb()
+                    client.close()
+                    registry.delete(f"{CLAIM}:{db}")
+                return
+        raise RuntimeError("no free Redis database (1-15)")
+    finally:
+        registry.close()
+
+
+class Stack:
+    """The dtq processes of one run; `stop()` ends every one of them."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("wb")
+        dtq = shutil.which("dtq") or "dtq"
+        proc = subprocess.Popen([dtq, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}): see {self.logs}/{name}.log")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+def up(stack: Stack, queue: str, concurrency: int) -> dict[str, str | int]:
+    port, metrics, rest, admin = free_port(), free_port(), free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    subprocess.run(["dtq", "db", "upgrade"], env=stack.env, check=True, capture_output=True)
+    server = stack.start("server", "server", "--port", str(port), "--metrics-port", str(metrics))
+    ready = f"http://127.0.0.1:{metrics}/ready"
+    wait_until(lambda: http_ok(ready) or server.poll() is not None, 60, "dtq server")
+    stack.check_alive()
+    stack.start("manager", "manager", "--metrics-port", "0")
+    workers = []
+    for i in (1, 2):
+        w = stack.start(
+            f"worker{i}", "worker", "--server", address, "--queue", queue,
+            "--concurrency", str(concurrency), "--metrics-port", "0",
+        )  # fmt: skip
+        workers.append(w.pid)
+    stack.start(
+        "envoy", "envoy", "--port", str(rest), "--backend", address, "--admin-port", str(admin)
+    )
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{rest}/api/v1/health"), 60, "envoy")
+    for i in (1, 2):
+        log = stack.logs / f"worker{i}.log"
+        wait_until(lambda log=log: "worker_connected" in log.read_text(), 60, "worker stream")
+    stack.check_alive()
+    return {"address": address, "rest": f"http://127.0.0.1:{rest}", "server_pid": server.pid,
+            "worker_pid": workers[0]}  # fmt: skip
+
+
+def profile(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
+    """py-spy on `pid` for `seconds`, collapsed stacks (one line per stack)."""
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
+         "--duration", str(seconds), "--nonblocking", "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def one_run(args: argparse.Namespace, run: int, stamp: str) -> dict[str, object]:
+    logs = RESULTS / f"{stamp}-run{run}"
+    logs.mkdir(parents=True, exist_ok=True)
+    queue = f"bench-{stamp}-{run}"
+    with fresh_database() as db, free_redis_db() as redis_url:
+        env = {**os.environ, "DTQ_DATABASE_URL": db, "DTQ_REDIS_URL": redis_url,
+               "DTQ_LOG_FORMAT": "json", "DTQ_LOG_LEVEL": "INFO"}  # fmt: skip
+        stack = Stack(env, logs)
+        spies: list[subprocess.Popen[bytes]] = []
+        try:
+            where = up(stack, queue, args.concurrency)
+            if args.profile:
+                for name in ("server_pid", "worker_pid"):
+                    out = logs / f"{name.split('_')[0]}.pyspy.txt"
+                    spies.append(profile(int(where[name]), out, args.profile_seconds))
+            command = [
+                "dtq", "bench", "--server", str(where["address"]), "--queue", queue,
+                "--workloads", args.workloads, "--tasks", str(args.tasks), "--json",
+                "--rest", str(where["rest"]), "--server-pid", str(where["server_pid"]),
+                "--backlog", str(args.backlog), "--duration", str(args.duration), *args.extra,
+            ]  # fmt: skip
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            stack.check_alive()
+            if done.returncode != 0:
+                raise RuntimeError(f"dtq bench failed:\n{done.stderr}")
+            results: dict[str, object] = json.loads(done.stdout)
+        finally:
+            for spy in spies:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spy.wait(args.profile_seconds + 30)
+                if spy.poll() is None:
+                    spy.kill()
+                    spy.wait(5)
+            stack.stop()
+    results["concurrency"] = args.concurrency
+    (logs / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--workloads", default="burst,latency,fan-in,backlog")
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--concurrency", type=int, default=16, help="per worker process")
+    parser.add_argument("--profile", action="store_true", help="py-spy the server and a worker")
+    parser.add_argument("--profile-seconds", type=int, default=30)
+    parser.add_argument("extra", nargs="*", help="after --: more `dtq bench` options")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    from dtq.bench.report import table
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for run in range(1, args.runs + 1):
+        results = one_run(args, run, stamp)
+        print(f"--- run {run}/{args.runs} ---")
+        print(table(results), flush=True)
+    print(f"results: {RESULTS}/{stamp}-run*/results.json")
+
+
+if __name__ == "__main__":
+    main()
