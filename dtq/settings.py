@@ -61,6 +61,9 @@ class Settings(BaseSettings):
 
     # Workers (names from the seed).
     worker_concurrency: int = Field(default=4, ge=1, le=10_000)
+    # Leases a worker holds beyond its concurrency, ready to start the moment a
+    # slot frees (short tasks go faster; keep 0 for long tasks).
+    worker_prefetch: int = Field(default=0, ge=0, le=10_000)
     worker_queues: Annotated[list[str], NoDecode] = ["default"]
     worker_max_retries: int = Field(default=3, ge=0, le=100)
     worker_retry_backoff_base: float = Field(default=2.0, gt=0)

@@ -26,7 +26,11 @@ class PgBase:
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=timeout,
-            pool_pre_ping=True,
+            # No pre-ping: it cost a round trip on every checkout. After a
+            # restart of PostgreSQL the first call on a dead connection fails
+            # (UNAVAILABLE, which callers retry) and SQLAlchemy then replaces
+            # every pooled connection at once.
+            pool_pre_ping=False,
             connect_args={
                 "connect_timeout": max(1, round(timeout)),
                 # Ack after commit: never let a server default weaken durability.

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from dtq import metrics
+from dtq.adapters.group_commit import GroupCommit
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.app import task_metrics
 from dtq.domain import paging, validation
@@ -73,15 +74,25 @@ class Tasks:
         await self._index(fresh + [t for t in dups if t.state == TaskState.PENDING])
         return submitted
 
-    async def _index(self, fresh: Sequence[Task]) -> None:
-        ready = [ready_of(t) for t in fresh if t.state == TaskState.PENDING]
-        later = [t.scheduled_at for t in fresh if t.state == TaskState.SCHEDULED and t.scheduled_at]
+    def __post_init__(self) -> None:
+        # Concurrent submissions share one Redis call, as they share one commit.
+        self._indexing = GroupCommit[list[Ready], None](self._index_flush, max_inflight=1)
+
+    async def _index_flush(self, calls: list[list[Ready]]) -> list[BaseException | None]:
+        ready = [r for call in calls for r in call]
         try:
             await self.queue.enqueue(ready)
         except DtqError as error:
             self._defer(ready, error)
-            return
-        self._woken(ready)
+        else:
+            self._woken(ready)
+        return [None] * len(calls)
+
+    async def _index(self, fresh: Sequence[Task]) -> None:
+        ready = [ready_of(t) for t in fresh if t.state == TaskState.PENDING]
+        later = [t.scheduled_at for t in fresh if t.state == TaskState.SCHEDULED and t.scheduled_at]
+        if ready:
+            await self._indexing(ready)
         if later:
             with contextlib.suppress(DtqError):  # the scheduler re-reads within 1 s anyway
                 await self.queue.wake_scheduler(min(later))

@@ -71,6 +71,14 @@ def worker(
         int | None,
         typer.Option("--concurrency", "-c", help="Tasks run at once [DTQ_WORKER_CONCURRENCY]."),
     ] = None,
+    prefetch: Annotated[
+        int | None,
+        typer.Option(
+            "--prefetch",
+            help="Leases held beyond --concurrency, ready for the next free slot; "
+            "for short tasks [DTQ_WORKER_PREFETCH].",
+        ),
+    ] = None,
     queue: Annotated[
         list[str] | None,
         typer.Option(
@@ -102,6 +110,7 @@ def worker(
 
     settings = _settings(
         worker_concurrency=concurrency,
+        worker_prefetch=prefetch,
         worker_queues=queue or None,
         server_address=server_address,
         worker_pool=pool,

@@ -36,6 +36,7 @@ class Execution:
     context: TaskContext
     future: asyncio.Future[Any] | None = None
     abandoned: bool = False  # cancelled or lease lost: report nothing
+    started: bool = False  # a slot took it (False: prefetched, waiting)
 
     @property
     def task_id(self) -> str:

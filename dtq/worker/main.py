@@ -36,6 +36,7 @@ async def run(settings: Settings, modules: list[str], worker_id: str | None = No
             server_address=settings.server_address,
             queues=settings.worker_queues,
             concurrency=settings.worker_concurrency,
+            prefetch=settings.worker_prefetch,
             worker_id=worker_id or "",
             shutdown_grace=settings.worker_shutdown_grace,
         ),
@@ -51,6 +52,7 @@ async def run(settings: Settings, modules: list[str], worker_id: str | None = No
             "server": settings.server_address,
             "types": sorted(app.handlers),
             "concurrency": settings.worker_concurrency,
+            "prefetch": settings.worker_prefetch,
             "pool": settings.worker_pool,
         },
     )

@@ -32,6 +32,7 @@ from dtq.worker.execution import Execution, Executor
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 5.0  # after the grace period, to deliver the last outcomes
+RESEND_SECONDS = 1.0  # an outcome the server could not record is sent again after this
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
@@ -59,6 +60,10 @@ class WorkerConfig:
     queues: list[str]
     concurrency: int
     worker_id: str = ""
+    # Leases held beyond `concurrency`, waiting for a free slot: the next task
+    # is already here when one ends (short tasks), at the price of holding
+    # tasks another worker might have started sooner (long tasks: keep 0).
+    prefetch: int = 0
     shutdown_grace: float = 30.0
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -82,6 +87,7 @@ class Worker:
         self._flushed = asyncio.Event()  # every outcome acknowledged
         self._flushed.set()
         self._connected = False
+        self._slots = asyncio.Semaphore(config.concurrency)
 
     @property
     def task_types(self) -> list[str]:
@@ -170,7 +176,7 @@ class Worker:
         held += [
             pb.LeaseRef(task_id=o.task_id, lease_token=o.lease_token) for o in self.unacked.values()
         ]
-        capacity = 0 if self._stopping.is_set() else self.config.concurrency
+        capacity = 0 if self._stopping.is_set() else self.config.concurrency + self.config.prefetch
         opening = pb.StreamOpen(
             worker_id=self.worker_id,
             queues=self.config.queues,
@@ -242,6 +248,7 @@ class Worker:
             "worker_draining",
             extra={"running": len(self.running), "grace": self.config.shutdown_grace},
         )
+        self._hand_back(waiting_only=True)  # prefetched, never started: back at once
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self._deadline - FLUSH_SECONDS - _now())
         self._hand_back()
@@ -249,10 +256,13 @@ class Worker:
             await asyncio.wait_for(self._flushed.wait(), max(0.0, self._deadline - _now()))
         self._outbox.put_nowait(None)
 
-    def _hand_back(self) -> None:
-        """Grace is over: interrupt what still runs and give its leases back."""
+    def _hand_back(self, waiting_only: bool = False) -> None:
+        """Grace is over: interrupt what still runs and give its leases back
+        (`waiting_only`: just the prefetched leases no slot has taken yet)."""
         refs = []
         for execution in list(self.running.values()):
+            if waiting_only and execution.started:
+                continue
             log.warning("task_released", extra={"task_id": execution.task_id})
             self._abandon(execution)
             self.running.pop(execution.task_id, None)
@@ -260,6 +270,11 @@ class Worker:
         if refs:
             self._outbox.put_nowait(pb.LeaseTasksRequest(releases=refs))
         self._update_idle()
+
+    def _resend(self, task_id: str) -> None:
+        outcome = self.unacked.get(task_id)
+        if outcome is not None and self._connected:  # else the next stream's open carries it
+            self._outbox.put_nowait(pb.LeaseTasksRequest(outcomes=[outcome]))
 
     # -- messages from the server ----------------------------------------------
 
@@ -270,7 +285,10 @@ class Worker:
         for ack in response.acks:
             outcome = self.unacked.pop(ack.task_id, None)
             if ack.status.code and ack.status.code != FAILED_PRECONDITION and outcome is not None:
-                self.unacked[ack.task_id] = outcome  # not recorded: send again after reconnect
+                # Not recorded (PostgreSQL unreachable...): send it again soon,
+                # on this stream or the next. Heartbeats keep its lease alive.
+                self.unacked[ack.task_id] = outcome
+                asyncio.get_running_loop().call_later(RESEND_SECONDS, self._resend, ack.task_id)
                 log.warning(
                     "outcome_not_recorded", extra={"task_id": ack.task_id, "code": ack.status.code}
                 )
@@ -291,7 +309,9 @@ class Worker:
 
     async def _execute(self, execution: Execution) -> None:
         try:
-            outcome = await self.executor.run(execution)
+            async with self._slots:  # a prefetched lease waits here, its timeout not started
+                execution.started = True
+                outcome = await self.executor.run(execution)
         except asyncio.CancelledError:
             outcome = None
         self.running.pop(execution.task_id, None)

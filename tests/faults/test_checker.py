@@ -27,7 +27,7 @@ def test_the_checker_sees_what_it_must(cluster: Cluster) -> None:
     verdict = cluster.verify(
         "checker self-test", ids, timeout=0, expect={wrong: "dead_lettered"}, record=False
     )
-    assert verdict.lost == [lost]
+    assert verdict.lost == [f"{lost}=MISSING"]
     assert verdict.wrong_state == [wrong]
     assert verdict.duplicates == verdict.unexplained == [twice]
     assert verdict.unfenced == [unfenced]
