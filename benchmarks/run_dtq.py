@@ -134,7 +134,7 @@ class Stack:
                 proc.wait(5)
 
 
-def up(stack: Stack, queue: str, concurrency: int) -> dict[str, str | int]:
+def up(stack: Stack, queue: str, concurrency: int, prefetch: int) -> dict[str, str | int]:
     port, metrics, rest, admin = free_port(), free_port(), free_port(), free_port()
     address = f"127.0.0.1:{port}"
     subprocess.run(["dtq", "db", "upgrade"], env=stack.env, check=True, capture_output=True)
@@ -147,7 +147,7 @@ def up(stack: Stack, queue: str, concurrency: int) -> dict[str, str | int]:
     for i in (1, 2):
         w = stack.start(
             f"worker{i}", "worker", "--server", address, "--queue", queue,
-            "--concurrency", str(concurrency), "--metrics-port", "0",
+            "--concurrency", str(concurrency), "--prefetch", str(prefetch), "--metrics-port", "0",
         )  # fmt: skip
         workers.append(w.pid)
     stack.start(
@@ -181,7 +181,7 @@ def one_run(args: argparse.Namespace, run: int, stamp: str) -> dict[str, object]
         stack = Stack(env, logs)
         spies: list[subprocess.Popen[bytes]] = []
         try:
-            where = up(stack, queue, args.concurrency)
+            where = up(stack, queue, args.concurrency, args.prefetch)
             if args.profile:
                 for name in ("server_pid", "worker_pid"):
                     out = logs / f"{name.split('_')[0]}.pyspy.txt"
@@ -206,6 +206,7 @@ def one_run(args: argparse.Namespace, run: int, stamp: str) -> dict[str, object]
                     spy.wait(5)
             stack.stop()
     results["concurrency"] = args.concurrency
+    results["prefetch"] = args.prefetch
     (logs / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
@@ -218,6 +219,9 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16, help="per worker process")
+    parser.add_argument(
+        "--prefetch", type=int, default=32, help="leases a worker holds beyond its concurrency"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the server and a worker")
     parser.add_argument("--profile-seconds", type=int, default=30)
     parser.add_argument("extra", nargs="*", help="after --: more `dtq bench` options")

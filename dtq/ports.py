@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -224,6 +224,13 @@ class DispatchQueue(Protocol):
 
     async def publish_changes(self, tasks: Sequence[Task]) -> None:
         """Tell watchers that these tasks changed."""
+        ...
+
+    async def settle(
+        self, finished: Mapping[str, tuple[Sequence[LeaseRef], int, int]], changed: Sequence[Task]
+    ) -> None:
+        """Outcomes recorded: per queue, drop their leases and count them
+        (completed, failed); tell watchers of `changed`. One round trip."""
         ...
 
     async def publish_cancel(self, task: Task) -> None:

@@ -42,11 +42,11 @@ class PgLeases(PgBase):
     def __init__(self, dsn: str, pool_size: int = 8, timeout: float = 5.0) -> None:
         super().__init__(dsn, pool_size, timeout)
         self._lease = GroupCommit[tuple[Sequence[Grant], float], list[Task]](
-            partial(self._run, self._lease_flush), max_inflight=max(1, pool_size // 4)
+            partial(self._run, self._lease_flush), max_inflight=1
         )
         self._complete = GroupCommit[
             tuple[Sequence[tuple[LeaseRef, bytes | None]], float], list[Task | None]
-        ](partial(self._run, self._complete_flush), max_inflight=max(1, pool_size // 4))
+        ](partial(self._run, self._complete_flush), max_inflight=1)
 
     async def lease(self, grants: Sequence[Grant], now: float) -> list[Task]:
         return await self._lease((grants, now)) if grants else []

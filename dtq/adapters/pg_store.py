@@ -56,8 +56,11 @@ class PgStore(PgLeases, PgDeadLetters):
 
     def __init__(self, dsn: str, pool_size: int = 8, timeout: float = 5.0) -> None:
         super().__init__(dsn, pool_size, timeout)
+        # One flush at a time: calls that arrive meanwhile share the next one.
+        # More in flight made batches of one (measured: 96% of flushes) and
+        # cost more CPU per task than PostgreSQL saved in waiting.
         self._insert = GroupCommit[InsertCall, list[Submitted]](
-            partial(self._run, self._insert_flush), max_inflight=max(1, pool_size // 2)
+            partial(self._run, self._insert_flush), max_inflight=1
         )
 
     async def insert(self, new: Sequence[NewTask], now: float) -> list[Submitted]:

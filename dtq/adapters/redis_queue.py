@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar, cast
 
@@ -298,12 +298,26 @@ class RedisQueue:
     # -- notifications ------------------------------------------------------------
 
     async def publish_changes(self, tasks: Sequence[Task]) -> None:
-        if not tasks:
-            return
+        if tasks:
+            await self.settle({}, tasks)
+
+    async def settle(
+        self, finished: Mapping[str, tuple[Sequence[LeaseRef], int, int]], changed: Sequence[Task]
+    ) -> None:
+        bucket = int(time.time()) // keys.BUCKET_SECONDS
 
         async def run() -> None:
             pipe = self.redis.pipeline(transaction=False)
-            for task in tasks:
+            for queue, (refs, completed, failed) in finished.items():
+                if refs:
+                    members = [keys.lease_member(r.task_id, r.token) for r in refs]
+                    pipe.zrem(keys.leases(queue), *members)
+                for kind, n in (("completed", completed), ("failed", failed)):
+                    if n:
+                        key = keys.counter(queue, kind, bucket)
+                        pipe.incrby(key, n)
+                        pipe.expire(key, 120)
+            for task in changed:
                 pipe.publish(keys.task_channel(task.id), task.state.value.encode())
             await pipe.execute()
 

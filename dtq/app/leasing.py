@@ -120,11 +120,9 @@ class Leasing:
                 continue
             by_queue[task.queue].append(LeaseRef(o.task_id, o.token))
             counts[task.queue][0 if task.state == TaskState.COMPLETED else 1] += 1
+        finished = {q: (refs, counts[q][0], counts[q][1]) for q, refs in by_queue.items()}
         try:
-            for queue, refs in by_queue.items():
-                await self.queue.drop_leases(queue, refs)
-                await self.queue.count_finished(queue, *counts[queue])
-            await self.queue.publish_changes(list(recorded.values()))
+            await self.queue.settle(finished, list(recorded.values()))
             retries = [t.scheduled_at for t in recorded.values() if t.state == TaskState.FAILED]
             if retries:
                 await self.queue.wake_scheduler(min(s for s in retries if s is not None))

@@ -32,6 +32,7 @@ from dtq.worker.execution import Execution, Executor
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 5.0  # after the grace period, to deliver the last outcomes
+OUTCOME_LINGER = 0.002  # seconds an outcome waits for others to share its message
 RESEND_SECONDS = 1.0  # an outcome the server could not record is sent again after this
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
 CHANNEL_OPTIONS = [
@@ -222,6 +223,10 @@ class Worker:
             if message is None:
                 await call.done_writing()  # the server then ends the stream
                 return
+            if message.outcomes and self.running:
+                # Other tasks may end within a moment: one message (one
+                # commit, one ack) for all of them instead of one each.
+                await asyncio.sleep(OUTCOME_LINGER)
             while not self._outbox.empty():  # fold waiting messages into one
                 nxt = self._outbox.get_nowait()
                 if nxt is None:
