@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text
-from sqlalchemy.dialects.postgresql import insert
 
 from dtq.adapters.group_commit import GroupCommit
 from dtq.adapters.pg_dead_letters import PgDeadLetters
@@ -31,6 +30,7 @@ from dtq.adapters.pg_rows import (
     S,
     _dt,
     _in,
+    _insert_new,
     _new_row,
     _new_task,
     _ts,
@@ -101,8 +101,8 @@ class PgStore(PgLeases, PgDeadLetters):
         fresh = [r for r in rows if (r["queue"], r["idempotency_key"]) not in existing]
         inserted: set[uuid.UUID] = set()
         if fresh:
-            stmt = insert(tasks).on_conflict_do_nothing().returning(tasks.c.id)
-            inserted = set(conn.execute(stmt, fresh).scalars())
+            ids = _insert_new(conn, fresh)
+            inserted = {r["id"] for r in fresh if str(r["id"]) in ids}
         lost = {(r["queue"], r["idempotency_key"]) for r in fresh if r["id"] not in inserted}
         if lost:
             existing.update(self._by_keys(conn, lost))
