@@ -28,14 +28,23 @@ WORKER_TTL = 24 * 3600
 _SCRIPTS = ("enqueue", "lease", "extend", "claim_expired")
 
 
+MAX_CONNECTIONS = 100
+
+
 def connect(dsn: str, timeout: float) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+    """A client whose pool waits (up to `timeout`) for a free connection when
+    all are busy, instead of failing at once (a burst of worker
+    registrations used to get UNAVAILABLE: MaxConnectionsError)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         dsn,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
         decode_responses=False,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _script(name: str) -> str:
