@@ -59,9 +59,18 @@ test-faults:      ## kill, stop and restart real processes (tests/faults)
 test-load:        ## a short benchmark against a running system (dtq dev or compose)
 	dtq bench --tasks 2000 --workloads burst,latency --duration 5
 
-test-coverage:    ## the whole suite with line coverage, server and worker processes included
+# Line coverage of dtq, the server/worker/manager processes the tests start
+# included. Under coverage's tracer an exception raised into a thread
+# (PyThreadState_SetAsyncExc: the thread pool's interrupts) may never land, so
+# those tests are left out, as are the static gates and the slow process-heavy
+# modules (CLI, dev, faults: minutes each under the tracer).
+COVERAGE_TESTS = tests/unit tests/integration tests/e2e/test_lifecycle.py \
+	tests/e2e/test_metrics.py tests/e2e/test_prefetch.py tests/e2e/test_rest.py tests/e2e/test_leases.py
+test-coverage:    ## line coverage (README has the figure), processes included
 	$(PY) -m coverage erase
-	$(PY) -m coverage run -m pytest
+	$(PY) -m coverage run -m pytest $(COVERAGE_TESTS) --deselect tests/unit/test_quality.py \
+		--deselect tests/unit/test_thread_pool.py \
+		--deselect tests/e2e/test_lifecycle.py::test_timeout_interrupts_a_slow_handler
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
 

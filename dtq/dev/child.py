@@ -39,6 +39,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def kill_family(popen: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a child and every process below it (found before it dies)."""
+    family = _descendants(popen.pid)
+    popen.kill()
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    popen.wait(10)
+
+
 Identity = pwd.struct_passwd
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 
@@ -147,12 +157,7 @@ class ChildServer:
     def kill(self) -> None:
         """SIGKILL the server and every process it started, at once."""
         if self.popen is not None and self.alive():
-            family = _descendants(self.popen.pid)
-            self.popen.kill()
-            for pid in family:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.popen.wait(10)
+            kill_family(self.popen)
         self._close_log()
 
     def _close_log(self) -> None:

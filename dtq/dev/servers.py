@@ -18,27 +18,11 @@ from __future__ import annotations
 import os
 import pwd
 import signal
-import stat
 import subprocess
 from pathlib import Path
 
-from dtq.dev.binaries import find_postgres_bindir, find_redis_server, runnable_by
+from dtq.dev.binaries import blocked_folder, find_postgres_bindir, find_redis_server, runnable_by
 from dtq.dev.child import ChildServer, ServerError, dying_with_parent
-
-
-def _searchable_by(path: Path, who: pwd.struct_passwd) -> Path | None:
-    """The first folder above `path` that `who` cannot enter, if any."""
-    for folder in reversed(path.parents):
-        st = folder.stat()
-        if st.st_uid == who.pw_uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == who.pw_gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return folder
-    return None
 
 
 class PostgresServer(ChildServer):
@@ -92,7 +76,7 @@ class PostgresServer(ChildServer):
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.run_as is None:
             return
-        blocked = _searchable_by(self.data_dir, self.run_as)
+        blocked = blocked_folder(self.data_dir.parent, self.run_as)
         if blocked is not None:
             raise ServerError(
                 f"PostgreSQL refuses to run as root, so it runs as {self.run_as.pw_name}, "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import time
@@ -20,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from dtq.dev.child import _descendants, dying_with_parent
+from dtq.dev.child import dying_with_parent, kill_family
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +84,7 @@ class Service:
 
     def kill(self) -> None:
         if self.popen is not None and self.alive():
-            family = _descendants(self.popen.pid)
-            self.popen.kill()
-            for pid in family:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.popen.wait(10)
+            kill_family(self.popen)
         self._close_log()
 
     def tail(self, chars: int = 3000) -> str:
