@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
 
 from dtq.cli import output
@@ -148,7 +147,7 @@ def _confirm(count: int, queue: str, task_type: str | None) -> None:
     question = f"Purge {count} dead-lettered tasks{kind} from queue {queue}?"
     try:
         agreed = typer.confirm(question, default=False, err=True)
-    except click.exceptions.Abort:  # end of input
+    except typer.Abort:  # end of input
         agreed = False
     if not agreed:
         fail("nothing purged")
