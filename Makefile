@@ -57,7 +57,7 @@ test-faults:      ## kill, stop and restart real processes (tests/faults)
 	$(PY) -m pytest tests/faults
 
 test-load:        ## a short benchmark against a running system (dtq dev or compose)
-	dtq bench --tasks 2000 --workloads burst,latency --duration 5
+	dtq bench --queue default --tasks 2000 --workloads burst,latency --duration 5
 
 # Line coverage of dtq, the server/worker/manager processes the tests start
 # included. Under coverage's tracer an exception raised into a thread
