@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -209,11 +210,26 @@ class Dispatcher:
         hungry = [s for s in self.sessions.values() if s.free and self._wants(s)]
         if not hungry:
             return False
-        results = await asyncio.gather(*(self._fill(s) for s in hungry), return_exceptions=True)
+        # Streams that take the same work are filled one after another: once one
+        # comes back short, the queue is empty for the others too (200 idle
+        # workers cost one Redis call per sweep, not 200).
+        alike: dict[Subscription, list[Session]] = defaultdict(list)
+        for s in hungry:
+            alike[s.sub].append(s)
+        results = await asyncio.gather(
+            *(self._fill_alike(group) for group in alike.values()), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, DtqError):
                 log.error("fill_failed", exc_info=result)
         return any(r is True for r in results)
+
+    async def _fill_alike(self, sessions: list[Session]) -> bool:
+        more = False
+        for session in sessions:
+            if session.free and self._wants(session):
+                more = await self._fill(session) or more
+        return more
 
     def _wants(self, session: Session) -> bool:
         return any(
