@@ -58,7 +58,9 @@ def test_retry_storm(cluster: Cluster) -> None:
     below_one = sum(1 for b in backoff if b < 1.0) / STORM
     assert 0.25 <= below_one <= 0.75, f"{below_one:.0%} of backoffs under 1 s"
     assert quantile(backoff, 0.9) - quantile(backoff, 0.1) > 1.0, "backoffs are not spread"
-    assert busiest < STORM / 10, "the retries came back all at once"
+    # Without jitter all 1,000 would start within one 100 ms window; with it
+    # about 50 do on average, more where dispatch rounds group their starts.
+    assert busiest < STORM / 5, "the retries came back all at once"
 
 
 def test_priority_flood_low_still_progresses(cluster: Cluster) -> None:
