@@ -33,13 +33,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import claims  # benchmarks/claims.py, next to this script
 import redis
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 PG = os.environ.get("DTQ_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("DTQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-CLAIM = "dtq-test:claimed"  # the test suite's registry of Redis databases in use
 PEERS = ("pgqueuer", "dramatiq", "celery")
 
 
@@ -61,24 +61,8 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, every: floa
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
-@contextlib.contextmanager
-def redis_db() -> Iterator[str]:
-    registry = redis.Redis.from_url(f"{REDIS}/0")
-    try:
-        for db in range(1, 16):
-            if registry.set(f"{CLAIM}:{db}", f"peers-{os.getpid()}", nx=True, ex=7200):
-                client = redis.Redis.from_url(f"{REDIS}/{db}")
-                client.flushdb()
-                try:
-                    yield f"{REDIS}/{db}"
-                finally:
-                    client.flushdb()
-                    client.close()
-                    registry.delete(f"{CLAIM}:{db}")
-                return
-        raise RuntimeError("no free Redis database (1-15)")
-    finally:
-        registry.close()
+def redis_db() -> contextlib.AbstractContextManager[str]:
+    return claims.free_redis_db(REDIS, "peers")
 
 
 @contextlib.contextmanager

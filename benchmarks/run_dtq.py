@@ -31,14 +31,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import redis
+import claims  # benchmarks/claims.py, next to this script
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PG_ADMIN = os.environ.get("DTQ_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("DTQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-CLAIM = "dtq-test:claimed"  # the test suite's registry of Redis databases in use
 
 
 def free_port() -> int:
@@ -82,24 +81,8 @@ def fresh_database() -> Iterator[str]:
         admin.dispose()
 
 
-@contextlib.contextmanager
-def free_redis_db() -> Iterator[str]:
-    registry = redis.Redis.from_url(f"{REDIS}/0")
-    try:
-        for db in range(1, 16):
-            if registry.set(f"{CLAIM}:{db}", f"bench-{os.getpid()}", nx=True, ex=7200):
-                client = redis.Redis.from_url(f"{REDIS}/{db}")
-                client.flushdb()
-                try:
-                    yield f"{REDIS}/{db}"
-                finally:
-                    client.flushdb()
-                    client.close()
-                    registry.delete(f"{CLAIM}:{db}")
-                return
-        raise RuntimeError("no free Redis database (1-15)")
-    finally:
-        registry.close()
+def free_redis_db() -> contextlib.AbstractContextManager[str]:
+    return claims.free_redis_db(REDIS, "bench")
 
 
 class Stack:

@@ -127,7 +127,8 @@ class ChildServer:
             raise ServerError(f"{self.name} exited with {code}; its log:\n{_tail(self.log_path)}")
 
     def _ping(self) -> bool:
-        raise NotImplementedError
+        """Whether the server answers; each kind of server says how."""
+        raise NotImplementedError  # abstract: PostgresServer and RedisServer override it
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until the server answers; ServerError if it died or timed out."""
@@ -166,7 +167,8 @@ class ChildServer:
             self._log = None
 
     def start(self) -> None:
-        raise NotImplementedError
+        """Start the server (and prepare its data folder); each kind says how."""
+        raise NotImplementedError  # abstract: PostgresServer and RedisServer override it
 
     def restart(self, timeout: float = 30.0) -> None:
         """Stop gracefully, start again on the same port and data, wait until ready."""
