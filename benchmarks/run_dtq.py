@@ -32,7 +32,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import claims  # benchmarks/claims.py, next to this script
+import cpu  # benchmarks/cpu.py
 from sqlalchemy import create_engine, text
+
+from dtq.dev.child import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -117,11 +120,16 @@ class Stack:
                 proc.wait(5)
 
 
-def up(stack: Stack, queue: str, concurrency: int, prefetch: int) -> dict[str, str | int]:
+def up(
+    stack: Stack, queue: str, concurrency: int, prefetch: int, processes: int
+) -> dict[str, str | int]:
     port, metrics, rest, admin = free_port(), free_port(), free_port(), free_port()
     address = f"127.0.0.1:{port}"
     subprocess.run(["dtq", "db", "upgrade"], env=stack.env, check=True, capture_output=True)
-    server = stack.start("server", "server", "--port", str(port), "--metrics-port", str(metrics))
+    server = stack.start(
+        "server", "server", "--port", str(port), "--metrics-port", str(metrics),
+        "--processes", str(processes),
+    )  # fmt: skip
     ready = f"http://127.0.0.1:{metrics}/ready"
     wait_until(lambda: http_ok(ready) or server.poll() is not None, 60, "dtq server")
     stack.check_alive()
@@ -141,15 +149,18 @@ def up(stack: Stack, queue: str, concurrency: int, prefetch: int) -> dict[str, s
         log = stack.logs / f"worker{i}.log"
         wait_until(lambda log=log: "worker_connected" in log.read_text(), 60, "worker stream")
     stack.check_alive()
+    # With --processes N the server is a supervisor: profile its first child.
+    serving = (descendants(server.pid) or [server.pid])[-1] if processes > 1 else server.pid
     return {"address": address, "rest": f"http://127.0.0.1:{rest}", "server_pid": server.pid,
-            "worker_pid": workers[0]}  # fmt: skip
+            "serving_pid": serving, "worker_pid": workers[0]}  # fmt: skip
 
 
-def profile(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
-    """py-spy on `pid` for `seconds`, collapsed stacks (one line per stack)."""
+def profile(pid: int, out: Path, seconds: int, gil: bool) -> subprocess.Popen[bytes]:
+    """py-spy on `pid` for `seconds`, collapsed stacks (one line per stack); with `gil`,
+    only the thread holding the GIL is sampled (where the interpreter's time goes)."""
     return subprocess.Popen(
         ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
-         "--duration", str(seconds), "--nonblocking", "-o", str(out)],
+         "--duration", str(seconds), "--nonblocking", "-o", str(out), *(["--gil"] if gil else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -164,22 +175,28 @@ def one_run(args: argparse.Namespace, run: int, stamp: str) -> dict[str, object]
         stack = Stack(env, logs)
         spies: list[subprocess.Popen[bytes]] = []
         try:
-            where = up(stack, queue, args.concurrency, args.prefetch)
+            where = up(stack, queue, args.concurrency, args.prefetch, args.server_processes)
             if args.profile:
-                for name in ("server_pid", "worker_pid"):
-                    out = logs / f"{name.split('_')[0]}.pyspy.txt"
-                    spies.append(profile(int(where[name]), out, args.profile_seconds))
+                for name, pid in (("server", "serving_pid"), ("worker", "worker_pid")):
+                    out = logs / f"{name}.pyspy.txt"
+                    spies.append(profile(int(where[pid]), out, args.profile_seconds, args.gil))
             command = [
                 "dtq", "bench", "--server", str(where["address"]), "--queue", queue,
                 "--workloads", args.workloads, "--tasks", str(args.tasks), "--json",
                 "--rest", str(where["rest"]), "--server-pid", str(where["server_pid"]),
                 "--backlog", str(args.backlog), "--duration", str(args.duration), *args.extra,
             ]  # fmt: skip
+            names = {p.pid: name for name, p in stack.procs.items()}
+            for i, pid in enumerate(sorted(descendants(int(where["server_pid"])))):
+                names[pid] = f"server-{i}"
+            before = cpu.snapshot(names)
             done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            cpu_seconds = cpu.spent(before, cpu.snapshot(names))
             stack.check_alive()
             if done.returncode != 0:
                 raise RuntimeError(f"dtq bench failed:\n{done.stderr}")
             results: dict[str, object] = json.loads(done.stdout)
+            results["cpu_seconds"] = cpu_seconds
         finally:
             for spy in spies:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -190,6 +207,7 @@ def one_run(args: argparse.Namespace, run: int, stamp: str) -> dict[str, object]
             stack.stop()
     results["concurrency"] = args.concurrency
     results["prefetch"] = args.prefetch
+    results["server_processes"] = args.server_processes
     (logs / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
@@ -205,8 +223,12 @@ def main() -> None:
     parser.add_argument(
         "--prefetch", type=int, default=32, help="leases a worker holds beyond its concurrency"
     )
+    parser.add_argument(
+        "--server-processes", type=int, default=2, help="dtq server --processes (one per core)"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the server and a worker")
     parser.add_argument("--profile-seconds", type=int, default=30)
+    parser.add_argument("--gil", action="store_true", help="profile only the GIL holder")
     parser.add_argument("extra", nargs="*", help="after --: more `dtq bench` options")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
@@ -217,6 +239,7 @@ def main() -> None:
         results = one_run(args, run, stamp)
         print(f"--- run {run}/{args.runs} ---")
         print(table(results), flush=True)
+        print("CPU seconds by program:", results["cpu_seconds"], flush=True)
     print(f"results: {RESULTS}/{stamp}-run*/results.json")
 
 

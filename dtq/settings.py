@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     server_port: int = 50051
     # Where clients (CLI, workers) reach the API: host:port.
     server_address: str = "127.0.0.1:50051"
+    # Server processes `dtq server` starts on the port (SO_REUSEPORT); about
+    # one per core. `server_reuseport` is set for them: leave it off.
+    server_processes: int = Field(default=1, ge=1, le=64)
+    server_reuseport: bool = False
     # Seconds a stopping server gives open streams and calls to finish.
     server_grace: float = Field(default=10.0, ge=0)
 

@@ -48,7 +48,6 @@ SERVICES = [
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 ]
 OPTIONS = [
-    ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not steal calls
     ("grpc.max_receive_message_length", 64 * MIB),
     ("grpc.max_send_message_length", 64 * MIB),
     ("grpc.keepalive_time_ms", 30_000),
@@ -64,6 +63,16 @@ async def flush_deferred(tasks: Tasks, every: float = 0.25) -> None:
         await asyncio.sleep(every)
         with contextlib.suppress(DtqError):
             await tasks.flush_deferred()
+
+
+def _listen(server: grpc.aio.Server, address: str) -> int:
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises where it used to return 0
+        port = 0
+    if port == 0:
+        raise SystemExit(f"cannot listen on {address}: the port is taken or the host is wrong")
+    return port
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
@@ -86,7 +95,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     notifier.on_cancel.append(dispatcher.cancel)
     notifier.on_resync.append(dispatcher.sweep)
 
-    server = grpc.aio.server(options=OPTIONS, interceptors=server_interceptors())
+    # A second server on a taken port must fail, not steal calls, unless it is
+    # one of a `dtq server --processes N` group, which share the port on purpose.
+    options = [*OPTIONS, ("grpc.so_reuseport", int(settings.server_reuseport))]
+    server = grpc.aio.server(options=options, interceptors=server_interceptors())
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(admin, core.leasing, streams, settings.heartbeat_interval), server
@@ -97,10 +109,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     reflection.enable_server_reflection(
         [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    address = f"{settings.server_host}:{settings.server_port}"
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise SystemExit(f"cannot listen on {address}: the port is taken or the host is wrong")
+    port = _listen(server, f"{settings.server_host}:{settings.server_port}")
 
     stop = asyncio.Event()
     stop_on_signals(stop)

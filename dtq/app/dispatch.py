@@ -29,6 +29,7 @@ from dtq.domain.model import Lease, LeaseRef, Subscription, Task, WorkerInfo
 
 log = logging.getLogger(__name__)
 MAX_GRANT = 256  # most leases granted to one stream in one step
+MAX_ROUND = 1024  # most leases granted by one call (one Redis script, one commit)
 # Least time between two dispatch rounds. Under load, submissions arrive one
 # by one and each would start a round granting one task (a Redis call and a
 # PostgreSQL write per task); rounds this far apart grant what arrived
@@ -110,6 +111,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_round = 0.0
+        self._turn = 0
 
     # -- events -------------------------------------------------------------
 
@@ -225,39 +227,50 @@ class Dispatcher:
         return any(r is True for r in results)
 
     async def _fill_alike(self, sessions: list[Session]) -> bool:
-        more = False
-        for session in sessions:
-            if session.free and self._wants(session):
-                more = await self._fill(session) or more
-        return more
-
-    def _wants(self, session: Session) -> bool:
-        return any(
-            (q, t) in self._maybe for q in session.sub.queues for t in session.sub.task_types
-        )
-
-    async def _fill(self, session: Session) -> bool:
+        """Fill streams that take the same work with one grant per queue: one
+        Redis call and one commit, however many streams. Streams beyond
+        MAX_ROUND leases wait for the next round, which starts at once (the
+        order rotates, so every stream gets its turn)."""
+        sub = sessions[0].sub
+        self._turn = (self._turn + 1) % len(sessions)
+        sessions = sessions[self._turn :] + sessions[: self._turn]
         full = False
-        for queue in session.sub.queues:
-            wanted = [t for t in session.sub.task_types if (queue, t) in self._maybe]
-            n = min(session.free, MAX_GRANT)
-            if not wanted or n == 0:
+        for queue in sub.queues:
+            wanted = [t for t in sub.task_types if (queue, t) in self._maybe]
+            asks: list[tuple[Session, int]] = []
+            room = MAX_ROUND
+            for session in sessions:
+                n = min(session.free, MAX_GRANT, room)
+                if n > 0:
+                    asks.append((session, n))
+                    room -= n
+            if not wanted or not asks:
                 continue
             seen = {t: self._maybe[(queue, t)] for t in wanted}
-            sub = Subscription((queue,), tuple(wanted))
-            leases = await self.leasing.grant(session.worker_id, sub, queue, n)
-            if session.closed:
-                # The worker left while we leased: give the tasks back at once
-                # (if that fails, the leases expire and are reclaimed).
-                refs = [LeaseRef(lease.task.id, lease.token) for lease in leases]
-                with contextlib.suppress(DtqError):
-                    await self.leasing.release(refs)
-                continue
-            session.deliver(leases)
-            if len(leases) < n:
+            grants = await self.leasing.grant_many(
+                Subscription((queue,), tuple(wanted)), queue, [(s.worker_id, n) for s, n in asks]
+            )
+            for (session, _), leases in zip(asks, grants, strict=True):
+                await self._deliver(session, leases)
+            if sum(map(len, grants)) < sum(n for _, n in asks):
                 for t, gen in seen.items():
                     if self._maybe.get((queue, t)) == gen:
                         del self._maybe[(queue, t)]
             else:
                 full = True
         return full
+
+    async def _deliver(self, session: Session, leases: list[Lease]) -> None:
+        if not session.closed:
+            session.deliver(leases)
+            return
+        # The worker left while we leased: give the tasks back at once (if that
+        # fails, the leases expire and are reclaimed).
+        if leases:
+            with contextlib.suppress(DtqError):
+                await self.leasing.release([LeaseRef(x.task.id, x.token) for x in leases])
+
+    def _wants(self, session: Session) -> bool:
+        return any(
+            (q, t) in self._maybe for q in session.sub.queues for t in session.sub.task_types
+        )

@@ -31,6 +31,19 @@ from dtq.ports import Clock, DispatchQueue, Grant, Resolution, TaskStore
 log = logging.getLogger(__name__)
 
 
+def deal(sizes: Sequence[int], k: int) -> list[int]:
+    """Owners of k items dealt out in turn to takers wanting `sizes` each
+    (k <= sum(sizes)): item i goes to taker `deal(...)[i]`."""
+    owner: list[int] = []
+    left = list(sizes)
+    while len(owner) < k:
+        for i, wants in enumerate(left):
+            if wants and len(owner) < k:
+                owner.append(i)
+                left[i] -= 1
+    return owner
+
+
 def stale(task_id: uuid.UUID) -> DtqError:
     return DtqError.failed_precondition(
         STALE_LEASE,
@@ -51,13 +64,27 @@ class Leasing:
 
     async def grant(self, worker_id: str, sub: Subscription, queue: str, n: int) -> list[Lease]:
         """Lease up to n ready tasks of `queue` to a worker."""
-        tokens = [secrets.token_hex(16) for _ in range(n)]
+        (leases,) = await self.grant_many(sub, queue, [(worker_id, n)])
+        return leases
+
+    async def grant_many(
+        self, sub: Subscription, queue: str, asks: Sequence[tuple[str, int]]
+    ) -> list[list[Lease]]:
+        """Lease ready tasks of `queue` to several workers that take the same work,
+        up to n each for (worker id, n) in `asks`: one Redis call and one
+        PostgreSQL commit for all of them. Tasks are dealt out in turn, so each
+        worker gets its share of the most urgent ones."""
+        total = sum(n for _, n in asks)
+        raw = secrets.token_bytes(16 * total)
+        tokens = [raw[i : i + 16].hex() for i in range(0, len(raw), 16)]
         popped, redis_now = await self.queue.lease(
             queue, sub.task_types, tokens, self.default_lease
         )
+        out: list[list[Lease]] = [[] for _ in asks]
         if not popped:
-            return []
-        grants = [Grant(r.id, tokens[i], worker_id) for i, r in enumerate(popped)]
+            return out
+        owner = deal([n for _, n in asks], len(popped))
+        grants = [Grant(r.id, tokens[i], asks[owner[i]][0]) for i, r in enumerate(popped)]
         try:
             leased = await self.store.lease(grants, self.clock.now())
         except DtqError:
@@ -65,13 +92,13 @@ class Leasing:
             await self.queue.drop_leases(queue, [LeaseRef(g.task_id, g.token) for g in grants])
             await self.queue.enqueue(popped)
             raise
-        token_of = {g.task_id: g.token for g in grants}
+        token_of = {g.task_id: (g.token, owner[i]) for i, g in enumerate(grants)}
         moved = {t.id for t in leased}
         stray = [LeaseRef(g.task_id, g.token) for g in grants if g.task_id not in moved]
         if stray:  # cancelled or already running elsewhere: nothing to run
             await self.queue.drop_leases(queue, stray)
         odd = [
-            (LeaseRef(t.id, token_of[t.id]), redis_now + t.lease_duration)
+            (LeaseRef(t.id, token_of[t.id][0]), redis_now + t.lease_duration)
             for t in leased
             if t.lease_duration != self.default_lease
         ]
@@ -79,7 +106,10 @@ class Leasing:
         await self.queue.publish_changes(leased)
         metrics.leases_granted.labels(queue).inc(len(leased))
         task_metrics.leased(leased)
-        return [Lease(t, token_of[t.id], redis_now + t.lease_duration) for t in leased]
+        for t in leased:
+            token, who = token_of[t.id]
+            out[who].append(Lease(t, token, redis_now + t.lease_duration))
+        return out
 
     async def report(self, outcomes: Sequence[Outcome]) -> list[Task | DtqError]:
         """Record outcomes; each gets its task or a STALE_LEASE error."""

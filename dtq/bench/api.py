@@ -4,6 +4,7 @@ confirmed by the server (every submitted id listed as COMPLETED)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -46,16 +47,30 @@ def seconds(ts: object) -> float:
 
 
 class Api:
-    """Async stubs over one channel to the server."""
+    """Async stubs over `connections` channels to the server, each its own TCP
+    connection, as many client processes would have: a server started with
+    `--processes N` gets its load spread by the kernel, per connection.
+    `tasks` hands out their stubs in turn."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, connections: int = 1) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address)
-        self.tasks = task_service_pb2_grpc.TaskServiceStub(self.channel)
+        options = [("grpc.use_local_subchannel_pool", 1)]  # no connection shared
+        self.channels = [
+            grpc.aio.insecure_channel(address, options=options) for _ in range(connections)
+        ]
+        self._stubs = itertools.cycle(
+            [task_service_pb2_grpc.TaskServiceStub(c) for c in self.channels]
+        )
+        self.channel = self.channels[0]
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
 
+    @property
+    def tasks(self) -> task_service_pb2_grpc.TaskServiceAsyncStub:
+        return next(self._stubs)
+
     async def close(self) -> None:
-        await self.channel.close()
+        for channel in self.channels:
+            await channel.close()
 
     def request(self, queue: str) -> task_service_pb2.SubmitTaskRequest:
         return task_service_pb2.SubmitTaskRequest(type=NOOP, queue=queue)

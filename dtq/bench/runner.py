@@ -25,13 +25,15 @@ class BenchConfig:
     fanin: fanin.FanInConfig
     backlog: backlog.BacklogConfig
     probe: ProcessProbe = field(default_factory=lambda: ProcessProbe(None, None))
+    connections: int = 4  # client connections the calls are spread over
 
 
 async def run(config: BenchConfig) -> dict[str, Any]:
-    api = Api(config.server)
+    api = Api(config.server, config.connections)
     results: dict[str, Any] = {
         "server": config.server,
         "queue": config.queue,
+        "connections": config.connections,
         "started_at": time.time(),
     }
     try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from dtq.dev.child import descendants
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -65,6 +68,16 @@ class ProcessProbe:
 
 
 def _from_proc(pid: int) -> ProcSample:
+    """The process and the processes it started (`dtq server --processes N`)."""
+    cpu, rss = 0.0, 0
+    for one in [pid, *descendants(pid)]:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            sample = _one_proc(one)
+            cpu, rss = cpu + sample.cpu_seconds, rss + sample.rss_bytes
+    return ProcSample(cpu, rss)
+
+
+def _one_proc(pid: int) -> ProcSample:
     with open(f"/proc/{pid}/stat") as f:
         # Fields after the command name (which may hold spaces): utime is the 14th field.
         fields = f.read().rsplit(")", 1)[1].split()

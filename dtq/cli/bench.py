@@ -22,6 +22,14 @@ def bench(
     ] = "bench",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     callers: Annotated[int, typer.Option(help="Concurrent SubmitTask callers.", min=1)] = 64,
+    connections: Annotated[
+        int,
+        typer.Option(
+            help="Client connections the calls are spread over (as several client "
+            "processes would; a `dtq server --processes N` group shares them out).",
+            min=1,
+        ),
+    ] = 4,
     batch_size: Annotated[int, typer.Option(help="Tasks per BatchSubmitTasks.", min=1)] = 500,
     batch_callers: Annotated[int, typer.Option(help="Concurrent batch calls.", min=1)] = 4,
     rate: Annotated[float, typer.Option(help="Latency: tasks per second.", min=0.1)] = 200.0,
@@ -64,6 +72,7 @@ def bench(
         fanin=fanin.FanInConfig(idle_workers, idle_seconds, lat),
         backlog=backlog.BacklogConfig(backlog_tasks, settings.redis_dsn, settings.database_dsn),
         probe=ProcessProbe(server_pid, None if server_pid else server_metrics),
+        connections=connections,
     )
     try:
         results = asyncio.run(runner.run(config))

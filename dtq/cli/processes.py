@@ -33,12 +33,27 @@ def server(
     metrics_port: Annotated[
         int | None, typer.Option(help="/metrics and /health port, 0 = off [DTQ_METRICS_PORT].")
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Server processes sharing the port, about one per core; process i serves "
+            "/metrics on the metrics port + i [DTQ_SERVER_PROCESSES].",
+            min=1,
+            max=64,
+        ),
+    ] = None,
 ) -> None:
     """Run the gRPC API server (TaskService, WorkerService, AdminService)."""
+    settings = _settings(
+        server_host=host, server_port=port, metrics_port=metrics_port, server_processes=processes
+    )
+    logs.configure(settings.log_level, settings.log_format, "server")
+    if settings.server_processes > 1:
+        from dtq.api.server_group import Group
+
+        raise typer.Exit(Group(settings, settings.server_processes).run())
     from dtq.api.server import serve
 
-    settings = _settings(server_host=host, server_port=port, metrics_port=metrics_port)
-    logs.configure(settings.log_level, settings.log_format, "server")
     asyncio.run(serve(settings))
 
 

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def kill_family(popen: subprocess.Popen[bytes]) -> None:
     """SIGKILL a child and every process below it (found before it dies)."""
-    family = _descendants(popen.pid)
+    family = descendants(popen.pid)
     popen.kill()
     for pid in family:
         with contextlib.suppress(ProcessLookupError):
@@ -63,7 +63,7 @@ def dying_with_parent(
     return [*head, "--", *command]
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Children, grandchildren... of `pid` (Linux /proc; else none)."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").glob("[0-9]*/stat"):

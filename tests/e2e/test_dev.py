@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from dtq.dev.child import _descendants
+from dtq.dev.child import descendants
 from dtq.v1 import task_service_pb2_grpc
 from tests.support.procs import Proc, dtq_args, free_port, wait_until
 from tests.support.tasks import State, get, submit, wait_for
@@ -69,7 +69,7 @@ class Dev:
 
     def family(self) -> list[int]:
         """Every process under the supervisor: servers, their backends, dtq children."""
-        return _descendants(self.proc.pid)
+        return descendants(self.proc.pid)
 
 
 def running(pid: int) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from dtq.adapters import redis_keys as keys
 from dtq.adapters.pg_store import PgStore
 from dtq.adapters.redis_queue import RedisQueue
-from dtq.app.leasing import Leasing
+from dtq.app.leasing import Leasing, deal
 from dtq.app.tasks import ready_of
 from dtq.domain.errors import STALE_LEASE, Code, DtqError
 from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
@@ -101,6 +101,35 @@ async def test_grant_leases_ready_tasks_with_their_tokens(pg_url: str, redis_url
         members = {lease.task.id.bytes + bytes.fromhex(lease.token) for lease in leases}
         assert set(await w.redis_leases()) == members
         assert await w.grant(10) == []
+
+
+@async_test
+async def test_grant_many_deals_tasks_out_to_each_worker_in_one_call(
+    pg_url: str, redis_url: str
+) -> None:
+    async with world(pg_url, redis_url) as w:
+        submitted = [await w.submit() for _ in range(10)]
+        a, b, c = await w.leasing.grant_many(SUB, "q", [("w-a", 3), ("w-b", 10), ("w-c", 1)])
+        assert (len(a), len(b), len(c)) == (3, 6, 1)
+        # Dealt in turn: the oldest tasks are spread over the workers.
+        assert [x.task.id for x in (a[0], b[0], c[0])] == [t.id for t in submitted[:3]]
+        leases = [*a, *b, *c]
+        assert {x.task.id for x in leases} == {t.id for t in submitted}
+        assert len({x.token for x in leases}) == 10
+        for worker, held in (("w-a", a), ("w-b", b), ("w-c", c)):
+            for lease in held:
+                stored = await w.task(lease.task.id)
+                assert (stored.state, stored.worker_id) == (S.RUNNING, worker)
+                assert stored.lease_token == lease.token
+        members = {x.task.id.bytes + bytes.fromhex(x.token) for x in leases}
+        assert set(await w.redis_leases()) == members
+        assert await w.leasing.grant_many(SUB, "q", [("w-a", 5), ("w-b", 5)]) == [[], []]
+
+
+def test_deal_gives_each_taker_at_most_what_it_wants_in_turn() -> None:
+    assert deal([3, 10, 1], 10) == [0, 1, 2, 0, 1, 0, 1, 1, 1, 1]
+    assert deal([2, 2], 3) == [0, 1, 0]
+    assert deal([5], 0) == []
 
 
 @async_test
