@@ -20,13 +20,14 @@ single Redis Cluster slot.
 |---------------------|----------------------------|-----------------------------------|
 | dtq:{q}:notify      | task type made ready       | servers with streams on the queue |
 | dtq:cancel          | worker id, task id         | the server holding that stream    |
-| dtq:task:{id}       | new state                  | WatchTask calls on that task      |
+| dtq:changes         | (task id, new state) pairs | servers while a WatchTask is open |
 | dtq:schedule        | due time (Unix s)          | queue managers                    |
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
 
 from dtq.domain.model import Priority
 
@@ -75,8 +76,25 @@ def queue_of_channel(channel: str) -> str:
     return channel[channel.index("{") + 1 : channel.rindex("}")]
 
 
-def task_channel(task_id: uuid.UUID) -> str:
-    return f"dtq:task:{task_id}"
+# Changes of task state, many per message (see `changes` / `split_changes`):
+# one PUBLISH per batch of grants or outcomes, not one per task. Only servers
+# with a WatchTask open subscribe.
+CHANGES_CHANNEL = "dtq:changes"
+
+
+def changes(items: Iterable[tuple[uuid.UUID, str]]) -> bytes:
+    """(task id, new state) pairs as one message: per task, the id's 16 bytes,
+    the state's length (one byte), the state."""
+    return b"".join(i.bytes + bytes((len(s),)) + s.encode() for i, s in items)
+
+
+def split_changes(data: bytes) -> Iterator[tuple[bytes, str]]:
+    """(id bytes, state) pairs of a `changes` message."""
+    at = 0
+    while at + 17 <= len(data):
+        size = data[at + 16]
+        yield data[at : at + 16], data[at + 17 : at + 17 + size].decode()
+        at += 17 + size
 
 
 def worker(worker_id: str) -> str:

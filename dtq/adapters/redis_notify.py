@@ -44,7 +44,7 @@ class RedisNotifier:
         self.on_cancel: list[OnCancel] = []
         self.on_schedule: list[OnSchedule] = []
         self.on_resync: list[Callable[[], None]] = []
-        self._watchers: dict[str, set[asyncio.Queue[str]]] = {}
+        self._watchers: dict[bytes, set[asyncio.Queue[str]]] = {}  # by task id bytes
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -87,7 +87,7 @@ class RedisNotifier:
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         if self._want_ready:
             await self._pubsub.psubscribe(keys.NOTIFY_PATTERN)
-        channels = list(self._watchers)
+        channels = [keys.CHANGES_CHANNEL] if self._watchers else []
         if self._want_cancels:
             channels.append(keys.CANCEL_CHANNEL)
         if self._want_schedule:
@@ -113,27 +113,28 @@ class RedisNotifier:
         elif channel == keys.SCHEDULE_CHANNEL:
             for schedule_cb in self.on_schedule:
                 schedule_cb(float(data))
-        else:
-            for queue_ in self._watchers.get(channel, ()):
-                queue_.put_nowait(data.decode())
+        elif channel == keys.CHANGES_CHANNEL:
+            for task_id, state in keys.split_changes(data):
+                for queue_ in self._watchers.get(task_id, ()):
+                    queue_.put_nowait(state)
 
     @contextlib.asynccontextmanager
     async def watch(self, task_id: uuid.UUID) -> AsyncIterator[asyncio.Queue[str]]:
         """A queue that receives the new state of the task after each change."""
-        channel = keys.task_channel(task_id)
+        key = task_id.bytes
         changes: asyncio.Queue[str] = asyncio.Queue()
-        first = channel not in self._watchers
-        self._watchers.setdefault(channel, set()).add(changes)
+        first = not self._watchers
+        self._watchers.setdefault(key, set()).add(changes)
         if first and self.connected.is_set():
             with contextlib.suppress(Exception):
-                await self._pubsub.subscribe(channel)
+                await self._pubsub.subscribe(keys.CHANGES_CHANNEL)
         try:
             yield changes
         finally:
-            watchers = self._watchers.get(channel, set())
+            watchers = self._watchers.get(key, set())
             watchers.discard(changes)
             if not watchers:
-                self._watchers.pop(channel, None)
-                if self.connected.is_set():
+                self._watchers.pop(key, None)
+                if not self._watchers and self.connected.is_set():
                     with contextlib.suppress(Exception):
-                        await self._pubsub.unsubscribe(channel)
+                        await self._pubsub.unsubscribe(keys.CHANGES_CHANNEL)

@@ -326,8 +326,10 @@ class RedisQueue:
                         key = keys.counter(queue, kind, bucket)
                         pipe.incrby(key, n)
                         pipe.expire(key, 120)
-            for task in changed:
-                pipe.publish(keys.task_channel(task.id), task.state.value.encode())
+            if changed:
+                pipe.publish(
+                    keys.CHANGES_CHANNEL, keys.changes((t.id, t.state.value) for t in changed)
+                )
             await pipe.execute()
 
         await self._call(run)

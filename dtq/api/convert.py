@@ -57,15 +57,18 @@ REVOKE_REASON = {
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     """PostgreSQL keeps microseconds: so do the timestamps we send."""
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMicroseconds(round(seconds * 1e6))
-    return ts
+    whole, micros = divmod(round(seconds * 1e6), 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=micros * 1000)
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(round(seconds * 1e9))
-    return d
+    nanos = round(seconds * 1e9)
+    if nanos < 0:  # both fields carry the sign: protobuf's own arithmetic
+        d = duration_pb2.Duration()
+        d.FromNanoseconds(nanos)
+        return d
+    whole, rest = divmod(nanos, 1_000_000_000)
+    return duration_pb2.Duration(seconds=whole, nanos=rest)
 
 
 def seconds_of(msg: timestamp_pb2.Timestamp | duration_pb2.Duration) -> float:
@@ -99,6 +102,12 @@ def task_error(error: TaskError) -> task_pb2.TaskError:
     )
 
 
+def _at(field: timestamp_pb2.Timestamp, seconds: float) -> None:
+    """Set a Timestamp field in place (cheaper than building one and copying it)."""
+    field.seconds, micros = divmod(round(seconds * 1e6), 1_000_000)
+    field.nanos = micros * 1000
+
+
 def task(t: Task, full: bool = True) -> task_pb2.Task:
     msg = task_pb2.Task(
         id=str(t.id),
@@ -110,15 +119,17 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         max_retries=t.max_retries,
         timeout=duration(t.timeout),
         lease_duration=duration(t.lease_duration),
-        created_at=timestamp(t.created_at),
-        updated_at=timestamp(t.updated_at),
         worker_id=t.worker_id or "",
         idempotency_key=t.idempotency_key or "",
     )
-    for name in ("scheduled_at", "started_at", "finished_at"):
-        value = getattr(t, name)
-        if value is not None:
-            getattr(msg, name).CopyFrom(timestamp(value))
+    _at(msg.created_at, t.created_at)
+    _at(msg.updated_at, t.updated_at)
+    if t.scheduled_at is not None:
+        _at(msg.scheduled_at, t.scheduled_at)
+    if t.started_at is not None:
+        _at(msg.started_at, t.started_at)
+    if t.finished_at is not None:
+        _at(msg.finished_at, t.finished_at)
     if t.error:
         msg.last_error.CopyFrom(task_error(t.error))
     if t.trace_context:

@@ -71,9 +71,18 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DtqError) ->
     await context.abort_with_status(rpc_status.to_status(status_of(error)))
 
 
+_series: dict[tuple[str, str], tuple[Any, Any]] = {}  # (method, code) -> (counter, histogram)
+
+
 def _record(method: str, code: str, start: float) -> None:
-    metrics.grpc_requests.labels(method, code).inc()
-    metrics.grpc_latency.labels(method, code).observe(time.perf_counter() - start)
+    key = (method, code)
+    if (pair := _series.get(key)) is None:
+        pair = _series[key] = (
+            metrics.grpc_requests.labels(method, code),
+            metrics.grpc_latency.labels(method, code),
+        )
+    pair[0].inc()
+    pair[1].observe(time.perf_counter() - start)
 
 
 Unary = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]

@@ -6,7 +6,10 @@ everywhere: queue, type and priority (never ids), plus an outcome or reason.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
+
+from prometheus_client import Counter, Histogram
 
 from dtq import metrics
 from dtq.domain.model import Task, TaskState
@@ -22,29 +25,48 @@ def _priority(task: Task) -> str:
     return task.priority.name.lower()
 
 
+def _count(counter: Counter, labelled: Iterable[tuple[str, ...]]) -> None:
+    """One `labels()` lookup and one increment per distinct label set (a batch
+    of tasks is mostly one queue, type and priority)."""
+    for labels, n in collections.Counter(labelled).items():
+        counter.labels(*labels).inc(n)
+
+
+def submitted(tasks: Iterable[Task]) -> None:
+    _count(metrics.tasks_submitted, ((t.queue, t.type, _priority(t)) for t in tasks))
+
+
 def leased(tasks: Iterable[Task]) -> None:
     """Queue wait of tasks just leased: from ready (created, or due) to started."""
+    series: dict[tuple[str, str], Histogram] = {}
     for t in tasks:
         if t.started_at is None:
             continue
         ready = max(t.created_at, t.scheduled_at or t.created_at)
-        wait = max(0.0, t.started_at - ready)
-        metrics.task_queue_wait.labels(t.queue, _priority(t)).observe(wait)
+        key = (t.queue, _priority(t))
+        if (hist := series.get(key)) is None:
+            hist = series[key] = metrics.task_queue_wait.labels(*key)
+        hist.observe(max(0.0, t.started_at - ready))
 
 
 def finished(tasks: Iterable[Task]) -> None:
     """Outcomes recorded: counts by outcome, time since the lease, retries."""
+    counted: list[tuple[str, ...]] = []
+    series: dict[tuple[str, str, str], Histogram] = {}
     for t in tasks:
         outcome = OUTCOME.get(t.state)
         if outcome is None:
             continue
-        metrics.tasks_finished.labels(t.queue, t.type, _priority(t), outcome).inc()
+        counted.append((t.queue, t.type, _priority(t), outcome))
         if t.started_at is not None:
             end = t.finished_at if t.finished_at is not None else t.updated_at
-            took = max(0.0, end - t.started_at)
-            metrics.task_duration.labels(t.queue, t.type, outcome).observe(took)
+            key = (t.queue, t.type, outcome)
+            if (hist := series.get(key)) is None:
+                hist = series[key] = metrics.task_duration.labels(*key)
+            hist.observe(max(0.0, end - t.started_at))
         if t.state == TaskState.FAILED:
             retried([t], "failure")
+    _count(metrics.tasks_finished, counted)
 
 
 def expired(tasks: Iterable[Task]) -> None:

@@ -63,8 +63,7 @@ class Tasks:
                 raise error.prefixed(f"requests[{i}]") if batch else error from None
         submitted = await self.store.insert(new, now)
         fresh = [s.task for s in submitted if not s.deduplicated]
-        for task in fresh:
-            metrics.tasks_submitted.labels(task.queue, task.type, task.priority.name.lower()).inc()
+        task_metrics.submitted(fresh)
         dups = [s.task for s in submitted if s.deduplicated]
         for dup in dups:
             metrics.tasks_deduplicated.labels(dup.queue).inc()

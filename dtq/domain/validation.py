@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 import struct
@@ -130,46 +129,32 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
             "idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
         )
     scheduled_at = spec.scheduled_at if spec.scheduled_at and spec.scheduled_at > now else None
-    task = NewTask(
+    kind, queue = task_type(spec.type), queue_name(spec.queue)
+    level = priority(spec.priority)
+    timeout = _bounded(spec.timeout, limits.default_timeout, MIN_TIMEOUT, MAX_TIMEOUT, "timeout")
+    lease = _bounded(
+        spec.lease_duration, limits.default_lease_duration, MIN_LEASE, MAX_LEASE, "lease_duration"
+    )
+    # The client's own scheduled_at (not the clamped one) defines the request.
+    digest = hashlib.sha256(b"%s\0%s\0" % (kind.encode(), queue.encode()))
+    digest.update(
+        struct.pack("!iiddd", level, max_retries, timeout, lease, spec.scheduled_at or 0.0)
+    )
+    digest.update(spec.payload)
+    return NewTask(
         id=uuid7(now),
-        type=task_type(spec.type),
-        queue=queue_name(spec.queue),
+        type=kind,
+        queue=queue,
         payload=spec.payload,
-        priority=priority(spec.priority),
+        priority=level,
         max_retries=max_retries,
-        timeout=_bounded(spec.timeout, limits.default_timeout, MIN_TIMEOUT, MAX_TIMEOUT, "timeout"),
-        lease_duration=_bounded(
-            spec.lease_duration,
-            limits.default_lease_duration,
-            MIN_LEASE,
-            MAX_LEASE,
-            "lease_duration",
-        ),
+        timeout=timeout,
+        lease_duration=lease,
         scheduled_at=scheduled_at,
         idempotency_key=spec.idempotency_key or None,
-        request_hash=b"",
+        request_hash=digest.digest()[:16],
         trace_context=trace_context(spec.trace_context),
     )
-    return _with_hash(task, spec)
-
-
-def _with_hash(task: NewTask, spec: SubmitSpec) -> NewTask:
-    # The client's own scheduled_at (not the clamped one) defines the request.
-    digest = hashlib.sha256()
-    for text in (task.type, task.queue):
-        digest.update(text.encode() + b"\0")
-    digest.update(
-        struct.pack(
-            "!iiddd",
-            task.priority,
-            task.max_retries,
-            task.timeout,
-            task.lease_duration,
-            spec.scheduled_at or 0.0,
-        )
-    )
-    digest.update(task.payload)
-    return dataclasses.replace(task, request_hash=digest.digest()[:16])
 
 
 def batch_size(count: int) -> None:

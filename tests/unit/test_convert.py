@@ -230,3 +230,14 @@ def test_submit_spec_trace_context_of_the_request_wins_over_the_servers() -> Non
     plain = task_service_pb2.SubmitTaskRequest(type="t")
     assert convert.submit_spec(plain, own).trace_context == own
     assert convert.submit_spec(plain).trace_context is None
+
+
+def test_timestamps_and_durations_match_protobuf_s_own_arithmetic() -> None:
+    cases = [0.0, 1e-6, 0.5, 1.999999, 1_800_000_000.123456, -1.5, -0.000001, 86_400.25]
+    for seconds in cases:
+        ts = timestamp_pb2.Timestamp()
+        ts.FromMicroseconds(round(seconds * 1e6))
+        assert convert.timestamp(seconds) == ts, seconds
+        d = duration_pb2.Duration()
+        d.FromNanoseconds(round(seconds * 1e9))
+        assert convert.duration(seconds) == d, seconds
