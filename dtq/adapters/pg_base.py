@@ -1,5 +1,6 @@
 """What every PostgreSQL adapter shares: the engine, the thread pool that runs
-blocking psycopg2 calls off the event loop, and the circuit breaker."""
+blocking psycopg2 calls off the event loop, the asynchronous connections the hot
+single-statement writes use on the loop (`AsyncPg`), and the circuit breaker."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy import create_engine, exc, text
 
 from dtq.adapters.breaker import CircuitBreaker
+from dtq.adapters.pg_async import AsyncPg
 from dtq.domain.errors import DtqError
 
 T = TypeVar("T")
@@ -40,9 +42,12 @@ class PgBase:
         )
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="pg")
         self.breaker = CircuitBreaker("postgres")
+        # The hot single-statement writes run on the event loop (see pg_async).
+        self.aio = AsyncPg(dsn, self.breaker, size=4, timeout=timeout)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.aio.close()
         self.engine.dispose()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -5,7 +5,6 @@ group commit."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -23,6 +22,8 @@ from dtq.adapters.pg_rows import (
     _in,
     _truncate,
     _without_token,
+    row_template,
+    tasks_of,
     to_task,
 )
 from dtq.adapters.pg_tables import tasks
@@ -42,16 +43,16 @@ class PgLeases(PgBase):
     def __init__(self, dsn: str, pool_size: int = 8, timeout: float = 5.0) -> None:
         super().__init__(dsn, pool_size, timeout)
         self._lease = GroupCommit[tuple[Sequence[Grant], float], list[Task]](
-            partial(self._run, self._lease_flush), max_inflight=1
+            self._lease_flush, max_inflight=1
         )
         self._complete = GroupCommit[
             tuple[Sequence[tuple[LeaseRef, bytes | None]], float], list[Task | None]
-        ](partial(self._run, self._complete_flush), max_inflight=1)
+        ](self._complete_flush, max_inflight=1)
 
     async def lease(self, grants: Sequence[Grant], now: float) -> list[Task]:
         return await self._lease((grants, now)) if grants else []
 
-    def _lease_flush(
+    async def _lease_flush(
         self, calls: list[tuple[Sequence[Grant], float]]
     ) -> list[list[Task] | BaseException]:
         now = max(now for _, now in calls)
@@ -63,13 +64,21 @@ class PgLeases(PgBase):
             FROM (VALUES %s) AS v(id, token, worker)
             WHERE t.id = v.id::uuid AND t.state IN ({_in(Event.LEASE)})
             RETURNING {_RETURNING}"""
-        rows = self._bulk(sql, values, {"now": _dt(now)})
+        rows = await self._bulk_async(sql, values, {"now": _dt(now)})
         # Keyed by token too: of two grants of one task, only the one that won moved it.
         won = {(r.id, r.lease_token): r for r in rows}
         return [
             [won[key] for g in grants if (key := (g.task_id, g.token)) in won]
             for grants, _ in calls
         ]
+
+    async def _bulk_async(
+        self, sql: str, values: list[tuple[Any, ...]], params: dict[str, Any]
+    ) -> list[Task]:
+        """One `UPDATE ... FROM (VALUES %s)` on the event loop (autocommit: the
+        statement is its own transaction); returns the rows."""
+        names, rows = await self.aio.fetch(sql, values, row_template(len(values[0])), params)
+        return tasks_of(names, rows)
 
     def _bulk(self, sql: str, values: list[tuple[Any, ...]], params: dict[str, Any]) -> list[Task]:
         """Run an `UPDATE ... FROM (VALUES %s)` and commit; returns the rows."""
@@ -81,7 +90,7 @@ class PgLeases(PgBase):
     ) -> list[Task | None]:
         return await self._complete((items, now)) if items else []
 
-    def _complete_flush(
+    async def _complete_flush(
         self, calls: list[tuple[Sequence[tuple[LeaseRef, bytes | None]], float]]
     ) -> list[list[Task | None] | BaseException]:
         now = max(now for _, now in calls)
@@ -95,7 +104,8 @@ class PgLeases(PgBase):
             RETURNING {_RETURNING_FENCED}"""
         # Keyed by the token that matched: an item with a stale token must not get
         # the task another item of the flush completed.
-        done = {(t.id, t.lease_token): t for t in self._bulk(sql, values, {"now": _dt(now)})}
+        updated = await self._bulk_async(sql, values, {"now": _dt(now)})
+        done = {(t.id, t.lease_token): t for t in updated}
         return [
             [_without_token(done.get((r.task_id, r.token))) for r, _ in items] for items, _ in calls
         ]

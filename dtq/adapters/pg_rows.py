@@ -4,6 +4,7 @@ adapters share."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,6 +117,17 @@ _INSERT = (
 _INSERT_ROW = "(%s::uuid, " + ", ".join(["%s"] * (len(_NEW_COLUMNS) - 2)) + ", %s::jsonb)"
 
 
+def _insert_values(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rows of `_INSERT` (one `_INSERT_ROW` each), from `_new_row`."""
+    return [
+        (
+            str(r["id"]), *(r[c] for c in _NEW_COLUMNS[1:-1]),
+            Json(r["trace_context"]) if r["trace_context"] is not None else None,
+        )
+        for r in rows
+    ]  # fmt: skip
+
+
 def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Insert `rows` (from `_new_row`) in one statement on the raw connection
     (SQLAlchemy's insertmanyvalues cost more CPU than the database did);
@@ -124,13 +136,7 @@ def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         conn.begin()  # else a commit of this connection would not commit the rows
     raw = conn.connection.dbapi_connection
     assert raw is not None
-    values = [
-        (
-            str(r["id"]), *(r[c] for c in _NEW_COLUMNS[1:-1]),
-            Json(r["trace_context"]) if r["trace_context"] is not None else None,
-        )
-        for r in rows
-    ]  # fmt: skip
+    values = _insert_values(rows)
     cur = raw.cursor()
     try:
         out = execute_values(cur, _INSERT, values, _INSERT_ROW, page_size=len(values), fetch=True)
@@ -179,6 +185,15 @@ def _execute_values(
     finally:
         cur.close()
     return [to_task(_RowLike(dict(zip(names, r, strict=True)))) for r in rows]
+
+
+def tasks_of(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> list[Task]:
+    """Tasks from the rows of a statement run on `AsyncPg`."""
+    return [to_task(_RowLike(dict(zip(names, r, strict=True)))) for r in rows]
+
+
+def row_template(width: int) -> str:
+    return "(" + ", ".join(["%s"] * width) + ")"
 
 
 def _without_token(task: Task | None) -> Task | None:
