@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -134,25 +135,58 @@ def up(
     wait_until(lambda: http_ok(ready) or server.poll() is not None, 60, "dtq server")
     stack.check_alive()
     stack.start("manager", "manager", "--metrics-port", "0")
-    workers = []
-    for i in (1, 2):
-        w = stack.start(
-            f"worker{i}", "worker", "--server", address, "--queue", queue,
-            "--concurrency", str(concurrency), "--prefetch", str(prefetch), "--metrics-port", "0",
-        )  # fmt: skip
-        workers.append(w.pid)
+    worker_args = [
+        "worker", "--server", address, "--queue", queue, "--concurrency", str(concurrency),
+        "--prefetch", str(prefetch), "--metrics-port", "0",
+    ]  # fmt: skip
+    workers = [start_worker(stack, i, worker_args) for i in (1, 2)]
     stack.start(
         "envoy", "envoy", "--port", str(rest), "--backend", address, "--admin-port", str(admin)
     )
     wait_until(lambda: http_ok(f"http://127.0.0.1:{rest}/api/v1/health"), 60, "envoy")
-    for i in (1, 2):
-        log = stack.logs / f"worker{i}.log"
-        wait_until(lambda log=log: "worker_connected" in log.read_text(), 60, "worker stream")
+    moves = spread_workers(stack, worker_args, metrics, processes) if processes > 1 else 0
+    workers[1] = stack.procs["worker2"].pid
     stack.check_alive()
     # With --processes N the server is a supervisor: profile its first child.
     serving = (descendants(server.pid) or [server.pid])[-1] if processes > 1 else server.pid
     return {"address": address, "rest": f"http://127.0.0.1:{rest}", "server_pid": server.pid,
-            "serving_pid": serving, "worker_pid": workers[0]}  # fmt: skip
+            "serving_pid": serving, "worker_pid": workers[0], "worker_moves": moves}  # fmt: skip
+
+
+def start_worker(stack: Stack, i: int, args: list[str]) -> int:
+    log = stack.logs / f"worker{i}.log"
+    log.unlink(missing_ok=True)
+    proc = stack.start(f"worker{i}", *args)
+    wait_until(lambda: log.exists() and "worker_connected" in log.read_text(), 60, "worker stream")
+    return proc.pid
+
+
+def streams(metrics: int, processes: int) -> list[int]:
+    """Open worker streams on each server process (process i: metrics port + i)."""
+    out = []
+    for i in range(processes):
+        url = f"http://127.0.0.1:{metrics + i}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text_ = reply.read().decode()
+        found = re.search(r"^dtq_worker_streams (\S+)$", text_, re.M)
+        out.append(int(float(found.group(1))) if found else 0)
+    return out
+
+
+def spread_workers(stack: Stack, args: list[str], metrics: int, processes: int) -> int:
+    """The kernel gives each connection to a random server process: with two
+    worker connections, both land on one process half the time, and that one
+    does all the dispatching. Reconnect worker 2 until each process holds a
+    stream (a fleet of many workers evens out by itself). Returns the moves."""
+    for moves in range(20):
+        if min(streams(metrics, processes)) > 0:
+            return moves
+        proc = stack.procs["worker2"]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        start_worker(stack, 2, args)
+        wait_until(lambda: sum(streams(metrics, processes)) == 2, 30, "one stream per worker")
+    raise RuntimeError("worker streams stayed on one server process after 20 reconnects")
 
 
 def profile(pid: int, out: Path, seconds: int, gil: bool) -> subprocess.Popen[bytes]:
@@ -197,6 +231,7 @@ def one_run(args: argparse.Namespace, run: int, stamp: str) -> dict[str, object]
                 raise RuntimeError(f"dtq bench failed:\n{done.stderr}")
             results: dict[str, object] = json.loads(done.stdout)
             results["cpu_seconds"] = cpu_seconds
+            results["worker_moves"] = where["worker_moves"]
         finally:
             for spy in spies:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -221,7 +256,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16, help="per worker process")
     parser.add_argument(
-        "--prefetch", type=int, default=32, help="leases a worker holds beyond its concurrency"
+        "--prefetch", type=int, default=128, help="leases a worker holds beyond its concurrency"
     )
     parser.add_argument(
         "--server-processes", type=int, default=2, help="dtq server --processes (one per core)"

@@ -25,7 +25,7 @@ class BenchConfig:
     fanin: fanin.FanInConfig
     backlog: backlog.BacklogConfig
     probe: ProcessProbe = field(default_factory=lambda: ProcessProbe(None, None))
-    connections: int = 4  # client connections the calls are spread over
+    connections: int = 16  # client connections the calls are spread over
 
 
 async def run(config: BenchConfig) -> dict[str, Any]:

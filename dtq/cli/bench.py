@@ -29,7 +29,7 @@ def bench(
             "processes would; a `dtq server --processes N` group shares them out).",
             min=1,
         ),
-    ] = 4,
+    ] = 16,
     batch_size: Annotated[int, typer.Option(help="Tasks per BatchSubmitTasks.", min=1)] = 500,
     batch_callers: Annotated[int, typer.Option(help="Concurrent batch calls.", min=1)] = 4,
     rate: Annotated[float, typer.Option(help="Latency: tasks per second.", min=0.1)] = 200.0,
