@@ -9,7 +9,9 @@ INSERT + COMMIT from a thread, and 1.05 ms through SQLAlchemy and the pool.
 
 Connections are opened on demand (at most `size`) and dropped after any error
 of the connection (the next call opens a new one). Failures feed the same
-circuit breaker as the rest of the PostgreSQL adapter.
+circuit breaker as the rest of the PostgreSQL adapter. A connection lost (or a
+timeout) after the statement was sent raises `OutcomeUnknown`: it may have
+committed, and callers must not undo what depends on it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import psycopg2.extras
 from sqlalchemy.engine import make_url
 
 from dtq.adapters.breaker import CircuitBreaker
-from dtq.domain.errors import DtqError
+from dtq.domain.errors import DtqError, OutcomeUnknown
 
 
 def libpq_dsn(sqlalchemy_dsn: str) -> str:
@@ -55,7 +57,7 @@ class AsyncPg:
         returns the column names and rows it returns."""
         self.breaker.before()
         conn = await self._acquire()
-        broken = True
+        broken, sent = True, False
         try:
             cur = conn.cursor()
             before, after = sql.split("%s")
@@ -67,6 +69,7 @@ class AsyncPg:
                 ]
             )
             async with asyncio.timeout(self.timeout):
+                sent = True
                 cur.execute(statement)
                 await _ready(conn)
             names = [d[0] for d in cur.description or ()]
@@ -75,9 +78,10 @@ class AsyncPg:
             broken = False
         except (psycopg2.OperationalError, psycopg2.InterfaceError, TimeoutError) as error:
             self.breaker.failure()
-            raise DtqError.unavailable(
-                "postgres", f"PostgreSQL is unreachable: {error.__class__.__name__}"
-            ) from error
+            message = f"PostgreSQL is unreachable: {error.__class__.__name__}"
+            if sent:  # the statement may have run and committed: say so
+                raise OutcomeUnknown.lost("postgres", message) from error
+            raise DtqError.unavailable("postgres", message) from error
         except psycopg2.Error:
             self.breaker.release()
             broken = conn.closed != 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from dtq import metrics, tracing
 from dtq.app import task_metrics
 from dtq.app.tasks import ready_of
-from dtq.domain.errors import STALE_LEASE, DtqError
+from dtq.domain.errors import STALE_LEASE, DtqError, OutcomeUnknown
 from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
 from dtq.domain.retry import RetryPolicy, exhausted
 from dtq.ports import Clock, DispatchQueue, Grant, Resolution, TaskStore
@@ -87,6 +87,11 @@ class Leasing:
         grants = [Grant(r.id, tokens[i], asks[owner[i]][0]) for i, r in enumerate(popped)]
         try:
             leased = await self.store.lease(grants, self.clock.now())
+        except OutcomeUnknown:
+            # Maybe recorded: keep the provisional Redis leases. When they expire,
+            # the reaper moves each task on by what PostgreSQL holds (RUNNING under
+            # this token: expired; still PENDING: indexed again).
+            raise
         except DtqError:
             # Not recorded: give the tasks back now rather than at lease expiry.
             await self.queue.drop_leases(queue, [LeaseRef(g.task_id, g.token) for g in grants])

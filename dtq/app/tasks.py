@@ -14,7 +14,7 @@ from dtq.adapters.group_commit import GroupCommit
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.app import task_metrics
 from dtq.domain import paging, validation
-from dtq.domain.errors import DtqError
+from dtq.domain.errors import DtqError, OutcomeUnknown
 from dtq.domain.model import LeaseRef, Page, Submitted, Task, TaskFilter, TaskState
 from dtq.domain.states import TERMINAL
 from dtq.domain.validation import Limits, SubmitSpec
@@ -61,7 +61,15 @@ class Tasks:
                 new.append(validation.new_task(spec, self.limits, now))
             except DtqError as error:
                 raise error.prefixed(f"requests[{i}]") if batch else error from None
-        submitted = await self.store.insert(new, now)
+        try:
+            submitted = await self.store.insert(new, now)
+        except OutcomeUnknown as error:
+            # The insert may have committed: index the tasks anyway, or a committed
+            # one would wait for the reconciler. An id that was never stored is
+            # dropped at its first lease (PostgreSQL has no such task to move).
+            self._defer([Ready(t.id, t.queue, t.type, t.priority) for t in new
+                         if not t.scheduled_at], error)  # fmt: skip
+            raise
         fresh = [s.task for s in submitted if not s.deduplicated]
         task_metrics.submitted(fresh)
         dups = [s.task for s in submitted if s.deduplicated]

@@ -77,3 +77,12 @@ class DtqError(Exception):
 
 
 STALE_LEASE = "STALE_LEASE"
+
+
+class OutcomeUnknown(DtqError):
+    """The connection failed after a write was sent: it may have committed.
+    Callers must not undo what depends on it; they leave it to a later check."""
+
+    @classmethod
+    def lost(cls, dependency: str, message: str) -> OutcomeUnknown:
+        return cls(Code.UNAVAILABLE, f"{dependency.upper()}_UNAVAILABLE", message, retry_after=1.0)

@@ -9,16 +9,18 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import psycopg2
 import pytest
 
 from dtq.adapters import redis_keys as keys
 from dtq.adapters.pg_store import PgStore
 from dtq.adapters.redis_queue import RedisQueue
 from dtq.app.leasing import Leasing, deal
-from dtq.app.tasks import ready_of
-from dtq.domain.errors import STALE_LEASE, Code, DtqError
+from dtq.app.tasks import Tasks, ready_of
+from dtq.domain.errors import STALE_LEASE, Code, DtqError, OutcomeUnknown
 from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
 from dtq.domain.retry import RetryPolicy
+from dtq.domain.validation import Limits, SubmitSpec
 from dtq.ports import SystemClock
 from tests.integration.helpers import async_test, new_task, pg_store, redis_queue, token, with_lease
 
@@ -130,6 +132,68 @@ def test_deal_gives_each_taker_at_most_what_it_wants_in_turn() -> None:
     assert deal([3, 10, 1], 10) == [0, 1, 2, 0, 1, 0, 1, 1, 1, 1]
     assert deal([2, 2], 3) == [0, 1, 0]
     assert deal([5], 0) == []
+
+
+@async_test
+async def test_a_lease_whose_commit_answer_was_lost_is_settled_when_it_expires(
+    pg_url: str, redis_url: str
+) -> None:
+    async with world(pg_url, redis_url, default_lease=SHORT) as w:
+        await w.submit()
+        (warm,) = await w.grant()  # opens the connection (server-side timeout 5 s)
+        task = await w.submit()
+        w.store.aio.timeout = 0.3  # the client gives up long before the server does
+        locker = psycopg2.connect(pg_url)
+        try:
+            with locker.cursor() as cur:  # the UPDATE waits for this row lock
+                cur.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (str(task.id),))
+            with pytest.raises(OutcomeUnknown):
+                await w.grant()
+        finally:
+            locker.rollback()  # the waiting UPDATE goes on, and commits
+            locker.close()
+        w.store.aio.timeout = 5.0
+        for _ in range(100):
+            if (await w.task(task.id)).state == S.RUNNING:
+                break
+            await asyncio.sleep(0.02)
+        running = await w.task(task.id)
+        assert running.state == S.RUNNING, "the lease did commit"
+        # Its provisional Redis lease was kept (not dropped as if never recorded)...
+        members = await w.redis_leases()
+        assert task.id.bytes + bytes.fromhex(running.lease_token or "") in members
+        # ...so it expires, and the reaper hands the task back: nothing waits for
+        # the reconciler.
+        await asyncio.sleep(SHORT + 0.1)
+        await w.leasing.reap("q")
+        assert (await w.task(task.id)).state == S.PENDING
+        (again,) = await w.grant()
+        assert (again.task.id, again.task.attempts) == (task.id, 2)
+        assert warm.task.id != task.id  # the warm-up lease (30 s) is still held
+
+
+@async_test
+async def test_a_submit_whose_commit_answer_was_lost_is_indexed_anyway(
+    pg_url: str, redis_url: str
+) -> None:
+    async with world(pg_url, redis_url) as w:
+        tasks = Tasks(w.store, w.queue, SystemClock(), Limits())
+        await tasks.submit([SubmitSpec(type="t", payload=b"", queue="q")])  # opens the connection
+        w.store.aio.timeout = 0.3  # the client gives up long before the server does
+        locker = psycopg2.connect(pg_url)
+        try:
+            with locker.cursor() as cur:  # the INSERT waits for this lock
+                cur.execute("LOCK TABLE tasks IN EXCLUSIVE MODE")
+            with pytest.raises(OutcomeUnknown):
+                await tasks.submit([SubmitSpec(type="t", payload=b"", queue="q")])
+        finally:
+            locker.rollback()  # the waiting INSERT goes on, and commits
+            locker.close()
+        w.store.aio.timeout = 5.0
+        (lost,) = tasks.deferred  # kept to index, as when Redis is down
+        assert await tasks.flush_deferred() == 1
+        leased = {x.task.id for x in await w.grant()}
+        assert lost in leased, "the committed task was indexed without the reconciler"
 
 
 @async_test
