@@ -89,10 +89,12 @@ def server_address(server: str | None) -> tuple[str, str]:
 @contextlib.contextmanager
 def connect(server: str | None) -> Iterator[Client]:
     """A client for `server` (default: the settings); RPC errors end the command."""
+    from dtq.cli.tracing import traced  # OpenTelemetry only for commands that call
+
     address, source = server_address(server)
     try:
-        with grpc.insecure_channel(address) as channel:
-            yield Client(address, channel, source)
+        with grpc.insecure_channel(address) as channel, traced(channel) as calls:
+            yield Client(address, calls, source)
     except grpc.RpcError as error:
         fail(describe(error, address, source))
     except KeyboardInterrupt:

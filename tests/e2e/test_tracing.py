@@ -9,6 +9,8 @@ worker runtime run in this process exports to the in-memory exporter.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -29,13 +31,14 @@ from dtq.worker.runtime import Worker, WorkerConfig
 from dtq.worker.thread_pool import ThreadPool
 from tests.conftest import Server, WorkerFactory
 from tests.support.otlp import Collector, ReceivedSpan, running_collector
+from tests.support.procs import dtq_args
 from tests.support.tasks import State, get, payload, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean")]
 
 COMPLETED = State.Value("STATE_COMPLETED")
 DEAD = State.Value("STATE_DEAD_LETTERED")
-SERVER, CONSUMER = 2, 5  # opentelemetry.proto Span.SpanKind
+CLIENT, SERVER, CONSUMER = 3, 2, 5  # opentelemetry.proto Span.SpanKind
 ERROR = 2  # opentelemetry.proto Status.StatusCode
 
 
@@ -263,3 +266,27 @@ def test_handlers_run_inside_their_execution_span(
     asyncio.run(_run_worker(server.address, "inproc", done))
     runs = {s.context.span_id for s in run_spans(memory, sync.id) + run_spans(memory, coro.id)}
     assert {c.span_id for c in seen_by_handlers} == runs
+
+
+def test_a_cli_command_is_one_trace_with_the_rpcs_it_makes(
+    server: Server, collector: Collector, tasks: task_service_pb2_grpc.TaskServiceStub
+) -> None:
+    done = subprocess.run(
+        dtq_args("task", "submit", "test_task", "{}", "--json", "--server", server.address),
+        env=server.env,  # OTEL_EXPORTER_OTLP_ENDPOINT: the collector
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    task_id = json.loads(done.stdout)["task"]["id"]
+    cli = collector.wait_for(lambda s: s.service == "dtq-cli" and s.name == "dtq task submit")
+    assert cli.kind == CLIENT and cli.parent_id == ""
+    rpc = collector.wait_for(
+        lambda s: s.trace_id == cli.trace_id and s.name == "dtq.v1.TaskService/SubmitTask"
+    )
+    assert rpc.parent_id == cli.span_id
+    # The task carries the command's trace on to the worker.
+    stored = get(tasks, task_id).trace_context["traceparent"]
+    assert stored.split("-")[1] == cli.trace_id

@@ -1,0 +1,68 @@
+"""A CLI command as one trace: a CLIENT span for the command, whose
+`traceparent` goes with every call it makes, so the server's spans (and the
+task's, for a submit) join it. Off unless the `OTEL_*` variables ask for it,
+as in every dtq process; spans are flushed before the command exits."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from dtq import tracing
+
+Next = Callable[..., Any]
+
+
+def command_name(argv: list[str]) -> str:
+    """`dtq task submit` from argv: the words before the first option or argument
+    that is not a subcommand (at most two)."""
+    words = []
+    for word in argv[1:3]:
+        if word.startswith("-") or "/" in word or "." in word:
+            break
+        words.append(word)
+    return " ".join(["dtq", *words])
+
+
+@contextlib.contextmanager
+def traced(channel: grpc.Channel) -> Iterator[grpc.Channel]:
+    """`channel`, with the command's span current and sent with each call."""
+    if not tracing.setup("dtq-cli"):
+        yield channel
+        return
+    tracer = tracing.tracer()
+    assert tracer is not None
+    try:
+        with tracer.start_as_current_span(command_name(sys.argv), kind=SpanKind.CLIENT):
+            yield grpc.intercept_channel(channel, _Propagate())
+    finally:
+        provider: Any = trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            provider.force_flush(timeout_millis=2000)
+
+
+class _Propagate(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the current span's `traceparent` (and `tracestate`) to each call."""
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return continuation(_with_context(details), request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return continuation(_with_context(details), request)
+
+
+def _with_context(details: Any) -> Any:
+    fields: dict[str, str] = {}
+    propagate.inject(fields)
+    metadata = [*(details.metadata or ()), *fields.items()]
+    return details._replace(metadata=metadata)
