@@ -93,6 +93,13 @@ def setup(service: str, environ: Mapping[str, str] | None = None) -> bool:
     return True
 
 
+def flush(timeout_millis: int = 2000) -> None:
+    """Export the spans still buffered (a short-lived process, before it exits)."""
+    provider: Any = trace.get_tracer_provider()
+    if hasattr(provider, "force_flush"):
+        provider.force_flush(timeout_millis=timeout_millis)
+
+
 def use(provider: trace.TracerProvider | None) -> None:
     """Trace with `provider` (None: off). Tests pass one with an in-memory exporter."""
     _state.tracer = None if provider is None else provider.get_tracer("dtq", __version__)

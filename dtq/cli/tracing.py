@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
 from dtq import tracing
@@ -42,9 +42,7 @@ def traced(channel: grpc.Channel) -> Iterator[grpc.Channel]:
         with tracer.start_as_current_span(command_name(sys.argv), kind=SpanKind.CLIENT):
             yield grpc.intercept_channel(channel, _Propagate())
     finally:
-        provider: Any = trace.get_tracer_provider()
-        if hasattr(provider, "force_flush"):
-            provider.force_flush(timeout_millis=2000)
+        tracing.flush()
 
 
 class _Propagate(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):

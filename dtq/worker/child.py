@@ -18,12 +18,15 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
-from dtq import logs
+from opentelemetry import context, propagate
+
+from dtq import logs, tracing
 from dtq.worker.app import App, PermanentError, TaskContext, TaskInterrupted
 from dtq.worker.loader import load
 
-# To the child: (task type, payload, TaskContext fields but `cancelled`).
-Job = tuple[str, dict[str, Any], dict[str, Any]]
+# To the child: (task type, payload, TaskContext fields but `cancelled`, the
+# propagation fields of the parent's run span, or None when tracing is off).
+Job = tuple[str, dict[str, Any], dict[str, Any], dict[str, str] | None]
 # From the child: ("ok", JSON value) or ("error", type, message, traceback, permanent).
 Reply = tuple[Any, ...]
 
@@ -46,6 +49,7 @@ def main(conn: Connection, spec: ChildSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt)
     logs.configure(spec.log_level, spec.log_format, "worker")
+    traced = tracing.setup("dtq-worker")  # the parent's OTEL_* environment
     try:
         app = load(spec.modules)
         loop = asyncio.new_event_loop()
@@ -54,17 +58,25 @@ def main(conn: Connection, spec: ChildSpec) -> None:
                 job: Job = conn.recv()
             except EOFError:  # the parent is gone
                 return
-            conn.send(run(app, loop, job))
+            reply = run(app, loop, job)
+            if traced:  # before the answer: the parent may stop this child next
+                tracing.flush()
+            conn.send(reply)
     except TaskInterrupted:
         return
+    finally:
+        if traced:
+            tracing.flush()
 
 
 def run(app: App, loop: asyncio.AbstractEventLoop, job: Job) -> Reply:
     """Run one job; the reply is plain data, so it always pickles."""
-    task_type, payload, fields = job
+    task_type, payload, fields, carrier = job
     handler = app.handlers[task_type]
     ctx = TaskContext(**fields)
     args: tuple[Any, ...] = (payload, ctx) if handler.wants_context else (payload,)
+    # The handler runs in the parent's run span, as in the thread pool.
+    token = context.attach(propagate.extract(carrier)) if carrier else None
     try:
         if handler.is_async:
             result = loop.run_until_complete(handler.fn(*args))
@@ -75,3 +87,6 @@ def run(app: App, loop: asyncio.AbstractEventLoop, job: Job) -> Reply:
         tb = "".join(traceback.format_exception(exc))
         message = str(exc) or exc.__class__.__name__
         return ("error", exc.__class__.__name__, message, tb, isinstance(exc, PermanentError))
+    finally:
+        if token is not None:
+            context.detach(token)

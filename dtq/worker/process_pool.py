@@ -20,6 +20,7 @@ import multiprocessing
 import time
 from typing import Any
 
+from dtq import tracing
 from dtq.worker.app import Handler, TaskContext
 from dtq.worker.child import ChildSpec, Job, Reply, main
 from dtq.worker.pools import HandlerFailed, WorkerProcessDied
@@ -105,7 +106,7 @@ class ProcessPool:
     async def call(self, handler: Handler, payload: dict[str, Any], ctx: TaskContext) -> Any:
         child = await self._idle.get()
         try:
-            await child.send((handler.name, payload, _fields(ctx)))
+            await child.send((handler.name, payload, _fields(ctx), tracing.carrier()))
             reply = await child.receive()
         except BaseException:  # cancelled, timed out or died: never reuse it
             self._replace(child)

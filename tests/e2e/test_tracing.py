@@ -290,3 +290,22 @@ def test_a_cli_command_is_one_trace_with_the_rpcs_it_makes(
     # The task carries the command's trace on to the worker.
     stored = get(tasks, task_id).trace_context["traceparent"]
     assert stored.split("-")[1] == cli.trace_id
+
+
+def test_handlers_in_the_process_pool_run_inside_their_execution_span(
+    tasks: task_service_pb2_grpc.TaskServiceStub,
+    collector: Collector,
+    start_worker: WorkerFactory,
+    memory: InMemorySpanExporter,
+) -> None:
+    task, client = submit_traced(tasks, "span_probe", "traced-pool")
+    start_worker(
+        "--queue", "traced-pool", "--pool", "process", "--module", "tests.support.traced_handlers"
+    )
+    assert wait_for(tasks, task.id).state == COMPLETED
+    run = collector.wait_for(in_trace(client, "run span_probe", task.id))
+    work = collector.wait_for(
+        lambda s: s.name == "handler work" and s.trace_id == format_trace_id(client.trace_id)
+    )
+    assert work.parent_id == run.span_id
+    assert work.service == "dtq-worker"
