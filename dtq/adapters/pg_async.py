@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,6 +29,10 @@ from sqlalchemy.engine import make_url
 
 from dtq.adapters.breaker import CircuitBreaker
 from dtq.domain.errors import DtqError, OutcomeUnknown
+
+# An idle connection is checked before use when it has been idle this long
+# (seconds); the check costs a system call.
+CHECK_IDLE = 0.5
 
 
 def libpq_dsn(sqlalchemy_dsn: str) -> str:
@@ -46,7 +51,7 @@ class AsyncPg:
         self.breaker = breaker
         self.size = size
         self.timeout = timeout
-        self._idle: list[Any] = []
+        self._idle: list[tuple[Any, float]] = []  # (connection, idle since)
         self._slots: asyncio.Semaphore | None = None  # made on the loop that uses it
 
     async def fetch(
@@ -69,8 +74,8 @@ class AsyncPg:
                 ]
             )
             async with asyncio.timeout(self.timeout):
+                cur.execute(statement)  # raises at once when it could not be sent
                 sent = True
-                cur.execute(statement)
                 await _ready(conn)
             names = [d[0] for d in cur.description or ()]
             out = cur.fetchall()
@@ -95,8 +100,10 @@ class AsyncPg:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
         await self._slots.acquire()
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            conn, since = self._idle.pop()
+            if time.monotonic() - since < CHECK_IDLE or _alive(conn):
+                return conn
         try:
             return await self._connect()
         except BaseException:
@@ -130,15 +137,31 @@ class AsyncPg:
             with contextlib.suppress(Exception):
                 conn.close()
         else:
-            self._idle.append(conn)
+            self._idle.append((conn, time.monotonic()))
         assert self._slots is not None
         self._slots.release()
 
     def close(self) -> None:
-        for conn in self._idle:
+        for conn, _ in self._idle:
             with contextlib.suppress(Exception):
                 conn.close()
         self._idle.clear()
+
+
+def _alive(conn: Any) -> bool:
+    """Whether an idle connection still works. After a restart of PostgreSQL its
+    socket holds the server's goodbye (a FATAL notice) or is closed; `poll()`
+    reads that now, so the statement goes to a fresh connection instead of
+    failing on this one with an outcome it cannot know."""
+    try:
+        state = conn.poll() if conn.closed == 0 else None
+        if state == ext.POLL_OK and not any(n.startswith("FATAL") for n in conn.notices):
+            return True
+    except psycopg2.Error:
+        pass
+    with contextlib.suppress(Exception):
+        conn.close()
+    return False
 
 
 async def _ready(conn: Any) -> None:

@@ -69,3 +69,26 @@ async def test_an_unreachable_server_is_unavailable_and_counts_on_the_breaker() 
     with pytest.raises(DtqError):  # open now: fails without trying
         await pg.fetch(SQL, [(1, "a")], "(%s, %s)", {"k": 1})
     assert breaker.state.name == "OPEN"
+
+
+@async_test
+async def test_an_idle_connection_the_server_dropped_is_replaced_not_used(pg_url: str) -> None:
+    pg = AsyncPg(sa_dsn(pg_url), CircuitBreaker("test"), size=1)
+    try:
+        _, out = await pg.fetch(
+            "SELECT pg_backend_pid(), v.x FROM (VALUES %s) v(x)", [(1,)], "(%s)", {}
+        )
+        ((old_pid, _),) = out
+        admin = psycopg2.connect(pg_url)
+        admin.autocommit = True
+        with admin.cursor() as cur:  # what a restart of PostgreSQL does to it
+            cur.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+        admin.close()
+        await asyncio.sleep(0.6)  # idle long enough to be checked
+        _, out = await pg.fetch(
+            "SELECT pg_backend_pid(), v.x FROM (VALUES %s) v(x)", [(2,)], "(%s)", {}
+        )
+        ((new_pid, x),) = out
+        assert (x, new_pid != old_pid) == (2, True)
+    finally:
+        pg.close()
