@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg2
@@ -33,6 +33,14 @@ from dtq.domain.errors import DtqError, OutcomeUnknown
 # An idle connection is checked before use when it has been idle this long
 # (seconds); the check costs a system call.
 CHECK_IDLE = 0.5
+
+
+# Errors of the connection, not of the statement: the connection is dropped.
+UNREACHABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, TimeoutError)
+
+
+def _unreachable(error: BaseException) -> str:
+    return f"PostgreSQL is unreachable: {error.__class__.__name__}"
 
 
 def libpq_dsn(sqlalchemy_dsn: str) -> str:
@@ -81,12 +89,11 @@ class AsyncPg:
             out = cur.fetchall()
             cur.close()
             broken = False
-        except (psycopg2.OperationalError, psycopg2.InterfaceError, TimeoutError) as error:
+        except UNREACHABLE as error:
             self.breaker.failure()
-            message = f"PostgreSQL is unreachable: {error.__class__.__name__}"
             if sent:  # the statement may have run and committed: say so
-                raise OutcomeUnknown.lost("postgres", message) from error
-            raise DtqError.unavailable("postgres", message) from error
+                raise OutcomeUnknown.lost("postgres", _unreachable(error)) from error
+            raise DtqError.unavailable("postgres", _unreachable(error)) from error
         except psycopg2.Error:
             self.breaker.release()
             broken = conn.closed != 0
@@ -125,11 +132,9 @@ class AsyncPg:
                 await _ready(conn)
             # uuid columns as UUID, as through SQLAlchemy
             psycopg2.extras.register_uuid(conn_or_curs=conn)  # type: ignore[no-untyped-call]
-        except (psycopg2.OperationalError, psycopg2.InterfaceError, TimeoutError) as error:
+        except UNREACHABLE as error:
             self.breaker.failure()
-            raise DtqError.unavailable(
-                "postgres", f"PostgreSQL is unreachable: {error.__class__.__name__}"
-            ) from error
+            raise DtqError.unavailable("postgres", _unreachable(error)) from error
         return conn
 
     def _release(self, conn: Any, broken: bool) -> None:
@@ -188,8 +193,3 @@ async def _ready(conn: Any) -> None:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def rows_of(names: Iterable[str], rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    keys = list(names)
-    return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -184,11 +184,11 @@ def _execute_values(
         names = [d[0] for d in cur.description or ()]
     finally:
         cur.close()
-    return [to_task(_RowLike(dict(zip(names, r, strict=True)))) for r in rows]
+    return tasks_of(names, rows)
 
 
 def tasks_of(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> list[Task]:
-    """Tasks from the rows of a statement run on `AsyncPg`."""
+    """Tasks from the rows of a raw statement, with its column names."""
     return [to_task(_RowLike(dict(zip(names, r, strict=True)))) for r in rows]
 
 

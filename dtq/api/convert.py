@@ -55,10 +55,17 @@ REVOKE_REASON = {
 # -- scalars ------------------------------------------------------------------
 
 
+def _at(field: timestamp_pb2.Timestamp, seconds: float) -> None:
+    """Set a Timestamp field in place (cheaper than building one and copying it)."""
+    field.seconds, micros = divmod(round(seconds * 1e6), 1_000_000)
+    field.nanos = micros * 1000
+
+
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     """PostgreSQL keeps microseconds: so do the timestamps we send."""
-    whole, micros = divmod(round(seconds * 1e6), 1_000_000)
-    return timestamp_pb2.Timestamp(seconds=whole, nanos=micros * 1000)
+    ts = timestamp_pb2.Timestamp()
+    _at(ts, seconds)
+    return ts
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -100,12 +107,6 @@ def task_error(error: TaskError) -> task_pb2.TaskError:
     return task_pb2.TaskError(
         message=error.message, type=error.type, traceback=error.traceback, permanent=error.permanent
     )
-
-
-def _at(field: timestamp_pb2.Timestamp, seconds: float) -> None:
-    """Set a Timestamp field in place (cheaper than building one and copying it)."""
-    field.seconds, micros = divmod(round(seconds * 1e6), 1_000_000)
-    field.nanos = micros * 1000
 
 
 def task(t: Task, full: bool = True) -> task_pb2.Task:
