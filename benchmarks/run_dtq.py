@@ -36,7 +36,7 @@ import claims  # benchmarks/claims.py, next to this script
 import cpu  # benchmarks/cpu.py
 from sqlalchemy import create_engine, text
 
-from dtq.dev.child import descendants
+from dtq.process_tree import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dtq.dev.child import descendants
+from dtq.process_tree import descendants
 
 
 def percentile(values: Sequence[float], p: float) -> float:

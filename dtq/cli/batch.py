@@ -37,7 +37,7 @@ from dtq.cli.client import (
     reason_of,
 )
 from dtq.cli.output import JsonOpt
-from dtq.cli.tasks import PRIORITY, PriorityChoice
+from dtq.cli.priority import PRIORITY, PriorityChoice
 from dtq.v1 import task_service_pb2
 
 BATCH_DEADLINE = 60.0  # seconds one BatchSubmitTasks call may take

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from dtq.cli.client import (
     fail,
 )
 from dtq.cli.output import JsonOpt
+from dtq.cli.priority import PRIORITY, PriorityChoice
 from dtq.v1 import task_pb2, task_service_pb2
 
 task_app = typer.Typer(help="Submit, inspect and steer tasks.", no_args_is_help=True)
@@ -32,19 +32,6 @@ STATE_ALIASES = {"RETRYING": "FAILED", "DEAD": "DEAD_LETTERED", "CANCELED": "CAN
 STATE_NAMES = [v.name.removeprefix("STATE_") for v in State.DESCRIPTOR.values if v.number]
 
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="Task id (UUID).")]
-
-
-class PriorityChoice(enum.StrEnum):
-    low = "low"
-    medium = "medium"
-    high = "high"
-
-
-PRIORITY = {
-    PriorityChoice.low: task_pb2.PRIORITY_LOW,
-    PriorityChoice.medium: task_pb2.PRIORITY_MEDIUM,
-    PriorityChoice.high: task_pb2.PRIORITY_HIGH,
-}
 
 
 # -- local input ------------------------------------------------------------------

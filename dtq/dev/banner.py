@@ -3,10 +3,22 @@ commands to try, with the ports actually chosen."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
-if TYPE_CHECKING:
-    from dtq.dev.supervisor import Endpoints
+
+@dataclass
+class Endpoints:
+    """Everything a user may want to reach, printed and written to endpoints.json."""
+
+    grpc: str
+    database_url: str
+    redis_url: str
+    metrics: dict[str, str]
+    data_dir: str
+    logs: str
+    rest: str | None = None
+    envoy_admin: str | None = None
+    pids: dict[str, int] = field(default_factory=dict)
 
 
 def banner(ep: Endpoints, seconds: float, pg_note: str | None) -> str:

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from dtq.process_tree import descendants
+
 LOG_TAIL = 4000  # characters of a server's log quoted in errors
 
 
@@ -61,22 +63,6 @@ def dying_with_parent(
     user = [run_as.pw_name] if run_as is not None else []
     head = [sys.executable, "-I", "-S", LAUNCHER, str(os.getpid()), str(int(sig)), *user]
     return [*head, "--", *command]
-
-
-def descendants(pid: int) -> list[int]:
-    """Children, grandchildren... of `pid` (Linux /proc; else none)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-            parents.setdefault(int(fields[1]), []).append(int(entry.parent.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
 
 
 def _tail(path: Path) -> str:

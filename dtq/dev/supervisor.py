@@ -30,11 +30,12 @@ import signal
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from dtq.dev.backends import Backends
+from dtq.dev.banner import Endpoints, banner
 from dtq.dev.child import ChildServer, ServerError
 from dtq.dev.ports import DevError, State, choose_port, exclusive, remembered_port
 from dtq.dev.service import Service
@@ -67,21 +68,6 @@ class DevOptions:
     redis_port: int | None = None
     ready_timeout: float = 60.0
     log_level: str = "INFO"
-
-
-@dataclass
-class Endpoints:
-    """Everything a user may want to reach, printed and written to endpoints.json."""
-
-    grpc: str
-    database_url: str
-    redis_url: str
-    metrics: dict[str, str]
-    data_dir: str
-    logs: str
-    rest: str | None = None
-    envoy_admin: str | None = None
-    pids: dict[str, int] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -260,7 +246,6 @@ class Supervisor:
         data = {**self.endpoints.__dict__, **ready}
         (self.data_dir / "endpoints.json").write_text(json.dumps(data, indent=2) + "\n")
         log.info("dev_ready", extra=ready)
-        from dtq.dev.banner import banner
 
         sys.stdout.write(banner(self.endpoints, seconds, self._pg_note()))
         sys.stdout.flush()

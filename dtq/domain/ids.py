@@ -49,11 +49,6 @@ def parse_task_id(text: str, field_path: str = "id") -> uuid.UUID:
         raise DtqError.invalid(field_path, f"not a task id (UUID): {text[:64]!r}") from None
 
 
-def time_of(task_id: uuid.UUID) -> float:
-    """Unix seconds encoded in a UUIDv7."""
-    return (task_id.int >> 80) / 1000
-
-
 def lease_ref(task_id: str, token: str, field_path: str = "") -> LeaseRef:
     """A validated (task id, lease token) pair, or INVALID_ARGUMENT."""
     prefix = f"{field_path}." if field_path else ""

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from dtq.dev.child import descendants
+from dtq.process_tree import descendants
 from dtq.v1 import task_service_pb2_grpc
 from tests.support.procs import Proc, dtq_args, free_port, wait_until
 from tests.support.tasks import State, get, submit, wait_for

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from dtq.dev.child import descendants
+from dtq.process_tree import descendants
 from dtq.v1 import task_service_pb2_grpc
 from tests.conftest import process_env
 from tests.support.procs import Proc, dtq_args, free_port, grpc_serving, wait_until

@@ -11,7 +11,8 @@ import pytest
 
 from dtq.domain import ids
 from dtq.domain.errors import Code, DtqError
-from dtq.domain.ids import lease_ref, parse_task_id, time_of, uuid7
+from dtq.domain.ids import lease_ref, parse_task_id, uuid7
+from tests.support.ids import time_of
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 

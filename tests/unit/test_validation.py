@@ -8,9 +8,9 @@ import pytest
 
 from dtq.domain import validation
 from dtq.domain.errors import Code, DtqError
-from dtq.domain.ids import time_of
 from dtq.domain.model import Priority
 from dtq.domain.validation import Limits, SubmitSpec, new_task
+from tests.support.ids import time_of
 
 # In the past: ids made for a future `now` would run ahead of the clock for the whole process.
 NOW = 1_700_000_000.0
