@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from dtq.listen import bind
+
+if TYPE_CHECKING:
+    from dtq.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +116,14 @@ class OpsServer:
     def port(self) -> int:
         return int(self._server.server_address[1])
 
+    @property
+    def address(self) -> str:
+        """host:port to reach it at; this host's name when it listens on all."""
+        host = str(self._server.server_address[0])
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
     def start(self) -> OpsServer:
         self._thread.start()
         log.info("ops_http_started", extra={"port": self.port})
@@ -120,8 +134,24 @@ class OpsServer:
         self._server.server_close()
 
 
-def start_ops_server(board: HealthBoard, host: str, port: int) -> OpsServer | None:
-    """Start the endpoint unless port is 0."""
+def start_ops_server(
+    board: HealthBoard, host: str, port: int, explicit: bool = True
+) -> OpsServer | None:
+    """Start the endpoint unless port is 0. A taken port: `PortInUse` when
+    `explicit`, else the next free one (`dtq.listen`)."""
     if port == 0:
         return None
-    return OpsServer(board, host, port).start()
+
+    def open_(candidate: int) -> tuple[OpsServer, int]:
+        server = OpsServer(board, host, candidate)
+        return server, server.port
+
+    server, _ = bind(open_, port, explicit, "metrics port", "metrics_port")
+    return server.start()
+
+
+def serve_ops(board: HealthBoard, settings: Settings) -> OpsServer | None:
+    """The endpoint of the process `board` is for, on its metrics port."""
+    process = cast(Literal["server", "worker", "manager"], board.process)
+    port = settings.metrics_port_for(process)
+    return start_ops_server(board, settings.metrics_host, port, settings.metrics_port_explicit)

@@ -266,6 +266,16 @@ class QueueSettings(Protocol):
     async def paused(self) -> dict[str, bool]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """The live part of a worker's registration."""
+
+    worker_id: str
+    active_tasks: int
+    draining: bool
+    last_seen_at: float
+
+
 class WorkerRegistry(Protocol):
     """Known workers and their liveness (Redis)."""
 
@@ -274,6 +284,10 @@ class WorkerRegistry(Protocol):
     async def touch(
         self, worker_id: str, active_tasks: int, draining: bool, now: float
     ) -> None: ...
+
+    async def touch_many(self, rows: Sequence[Liveness]) -> None:
+        """`touch` for many workers at once (one round trip)."""
+        ...
 
     async def get(self, worker_id: str) -> WorkerInfo | None: ...
 

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     server_grace: float = Field(default=10.0, ge=0)
 
     # /metrics, /health and /ready. Port default depends on the process:
-    # server 9090, worker 9091, queue manager 9092. 0 disables.
+    # server 9090, worker 9091, queue manager 9092; a taken default gives way
+    # to the next free port, a taken port set here is an error. 0 disables.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
 
@@ -139,7 +140,13 @@ class Settings(BaseSettings):
         return self.lease_duration / 3
 
     def metrics_port_for(self, process: Literal["server", "worker", "manager"]) -> int:
-        """This process's /metrics port: the setting, or the seed's default."""
+        """This process's /metrics port: the setting, or the seed's default
+        (which, when taken, gives way to the next free port: `dtq.listen`)."""
         if self.metrics_port is not None:
             return self.metrics_port
         return {"server": 9090, "worker": 9091, "manager": 9092}[process]
+
+    @property
+    def metrics_port_explicit(self) -> bool:
+        """Whether the metrics port was given (and so must be free)."""
+        return self.metrics_port is not None

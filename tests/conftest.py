@@ -4,6 +4,7 @@ session, clean state per test, and real dtq processes on free loopback ports."""
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -40,6 +41,15 @@ def pg_url(admin_db_url: str) -> Iterator[str]:
 def redis_url(services: env.Services) -> Iterator[str]:
     with env.private_redis(services.redis_url) as url:
         yield url
+
+
+@pytest.fixture
+def taken() -> Iterator[int]:
+    """A port something listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield int(s.getsockname()[1])
 
 
 @pytest.fixture

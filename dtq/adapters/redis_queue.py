@@ -21,7 +21,7 @@ from dtq.adapters import redis_keys as keys
 from dtq.adapters.breaker import CircuitBreaker
 from dtq.domain.errors import DtqError
 from dtq.domain.model import LeaseRef, Priority, QueueStats, Task, WorkerInfo
-from dtq.ports import Ready
+from dtq.ports import Liveness, Ready
 
 T = TypeVar("T")
 WORKER_TTL = 24 * 3600
@@ -355,6 +355,7 @@ class RedisQueue:
                     "version": worker.version,
                     "labels": worker.labels,
                     "registered_at": worker.registered_at,
+                    "metrics_address": worker.metrics_address,
                 }
             ),
             "active": worker.active_tasks,
@@ -372,14 +373,21 @@ class RedisQueue:
         await self._call(run)
 
     async def touch(self, worker_id: str, active_tasks: int, draining: bool, now: float) -> None:
+        await self.touch_many([Liveness(worker_id, active_tasks, draining, now)])
+
+    async def touch_many(self, rows: Sequence[Liveness]) -> None:
         async def run() -> None:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(
-                keys.worker(worker_id),
-                mapping={"active": active_tasks, "draining": int(draining), "last_seen": now},
-            )
-            pipe.expire(keys.worker(worker_id), WORKER_TTL)
-            pipe.zadd(keys.WORKERS, {worker_id: now})
+            for row in rows:
+                key = keys.worker(row.worker_id)
+                live: dict[str, float] = {
+                    "active": row.active_tasks,
+                    "draining": int(row.draining),
+                    "last_seen": row.last_seen_at,
+                }
+                pipe.hset(key, mapping=cast(Any, live))
+                pipe.expire(key, WORKER_TTL)
+                pipe.zadd(keys.WORKERS, {row.worker_id: row.last_seen_at})
             await pipe.execute()
 
         await self._call(run)
@@ -424,4 +432,5 @@ def _worker(worker_id: str, record: dict[bytes, bytes]) -> WorkerInfo | None:
         last_seen_at=float(record.get(b"last_seen", b"0")),
         active_tasks=int(record.get(b"active", b"0")),
         draining=record.get(b"draining") == b"1",
+        metrics_address=info.get("metrics_address", ""),
     )

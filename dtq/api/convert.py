@@ -183,6 +183,7 @@ def worker_info(req: worker_service_pb2.RegisterWorkerRequest) -> WorkerInfo:
         labels=dict(req.labels),
         registered_at=0.0,
         last_seen_at=0.0,
+        metrics_address=req.metrics_address,
     )
 
 
@@ -200,6 +201,7 @@ def worker(w: WorkerInfo, status: WorkerStatus) -> worker_pb2.Worker:
         last_seen_at=timestamp(w.last_seen_at),
         version=w.version,
         labels=w.labels,
+        metrics_address=w.metrics_address,
     )
 
 

@@ -25,10 +25,12 @@ from dtq.api.task_servicer import TaskServicer
 from dtq.api.worker_servicer import WorkerServicer
 from dtq.app.admin import Admin
 from dtq.app.dispatch import Dispatcher
+from dtq.app.presence import Presence
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
 from dtq.domain.errors import DtqError
-from dtq.ops_http import HealthBoard, start_ops_server
+from dtq.listen import ListenError, PortInUse, port_free
+from dtq.ops_http import HealthBoard, serve_ops
 from dtq.settings import Settings
 from dtq.v1 import (
     admin_service_pb2,
@@ -65,20 +67,33 @@ async def flush_deferred(tasks: Tasks, every: float = 0.25) -> None:
             await tasks.flush_deferred()
 
 
-def _listen(server: grpc.aio.Server, address: str) -> int:
+def _listen(server: grpc.aio.Server, host: str, port: int, shared: bool) -> int:
+    """Bind the gRPC port. Checked first (unless `shared` by a server group on
+    purpose): gRPC would log its own multi-line error for a taken port."""
+    if not shared and port and not port_free(host, port):
+        raise PortInUse("gRPC port", port, "server_port")
     try:
-        port = server.add_insecure_port(address)
+        got = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:  # grpcio raises where it used to return 0
-        port = 0
-    if port == 0:
-        raise SystemExit(f"cannot listen on {address}: the port is taken or the host is wrong")
-    return port
+        got = 0
+    if got:
+        return got
+    if not port_free(host, port):
+        raise PortInUse("gRPC port", port, "server_port")
+    raise ListenError(f"cannot listen on {host}:{port}")
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     tracing.setup("dtq-server")
-    core = build_core(settings)
+    # A second server on a taken port must fail, not steal calls, unless it is
+    # one of a `dtq server --processes N` group, which share the port on purpose.
+    options = [*OPTIONS, ("grpc.so_reuseport", int(settings.server_reuseport))]
+    server = grpc.aio.server(options=options, interceptors=server_interceptors())
+    # Ports first: a taken one stops the process before it opens anything else.
+    port = _listen(server, settings.server_host, settings.server_port, settings.server_reuseport)
     board = HealthBoard("server")
+    ops = serve_ops(board, settings)
+    core = build_core(settings)
     notifier = RedisNotifier(core.redis, ready=True, cancels=True)
     dispatcher = Dispatcher(core.leasing, settings.worker_poll_interval)
     tasks = Tasks(core.store, core.queue, core.clock, core.limits, notifier, [dispatcher.notify])
@@ -90,15 +105,12 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         settings.heartbeat_interval,
         PgQueues(core.store),
     )
-    streams = Streams(core.leasing, dispatcher, core.queue, core.store, core.clock)
+    presence = Presence(core.queue, core.clock, lambda: list(dispatcher.sessions.values()))
+    streams = Streams(core.leasing, dispatcher, core.queue, core.store, core.clock, presence)
     notifier.on_ready.append(dispatcher.notify)
     notifier.on_cancel.append(dispatcher.cancel)
     notifier.on_resync.append(dispatcher.sweep)
 
-    # A second server on a taken port must fail, not steal calls, unless it is
-    # one of a `dtq server --processes N` group, which share the port on purpose.
-    options = [*OPTIONS, ("grpc.so_reuseport", int(settings.server_reuseport))]
-    server = grpc.aio.server(options=options, interceptors=server_interceptors())
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(admin, core.leasing, streams, settings.heartbeat_interval), server
@@ -109,15 +121,13 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     reflection.enable_server_reflection(
         [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = _listen(server, f"{settings.server_host}:{settings.server_port}")
-
     stop = asyncio.Event()
     stop_on_signals(stop)
-    ops = start_ops_server(board, settings.metrics_host, settings.metrics_port_for("server"))
     notifier.start()
     dispatcher.start()
     watcher = asyncio.get_running_loop().create_task(watch_dependencies(core, board))
     catch_up = asyncio.get_running_loop().create_task(flush_deferred(tasks))
+    live = asyncio.get_running_loop().create_task(presence.run())
     await server.start()
     for name in ["", *SERVICES]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -133,7 +143,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     await server.stop(settings.server_grace)
     for part in (dispatcher.stop(), notifier.stop()):
         await part
-    for loop_task in (watcher, catch_up):
+    for loop_task in (watcher, catch_up, live):
         loop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loop_task

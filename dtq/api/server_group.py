@@ -12,7 +12,8 @@ process: spread load by opening several connections (Envoy does, so does
 This process only supervises: it restarts a server that exits unexpectedly
 (with a backoff when it keeps failing), forwards SIGTERM/SIGINT to every
 server (each drains for DTQ_SERVER_GRACE seconds) and exits when they have.
-Server i (from 0) serves /metrics and /health on the metrics port + i.
+Server i (from 0) serves /metrics and /health on the metrics port + i when
+one is given, else on the first free port from 9090 up.
 In Kubernetes, prefer one process per pod and more replicas.
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,23 +29,12 @@ import time
 from dataclasses import dataclass, field
 
 from dtq.dev.child import dying_with_parent
+from dtq.listen import PortInUse, port_free
 from dtq.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
 STABLE = 10.0  # seconds up after which a server's failures are forgotten
-
-
-def port_taken(host: str, port: int) -> bool:
-    """Whether something already listens on host:port. A group started on a
-    port another group holds would silently share its connections."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not taken
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 @dataclass
@@ -80,15 +69,16 @@ class Group:
             command = [
                 sys.executable, "-m", "dtq.cli.main", "server", "--processes", "1",
                 "--host", s.server_host, "--port", str(s.server_port),
-                "--metrics-port", str(base + i if base else 0),
             ]  # fmt: skip
+            if s.metrics_port_explicit:  # else each takes the default or the next free port
+                command += ["--metrics-port", str(base + i if base else 0)]
             self.members.append(Member(i, command, env))
 
     def run(self) -> int:
         s = self.settings
-        if port_taken(s.server_host, s.server_port):
-            log.error("port_taken", extra={"address": f"{s.server_host}:{s.server_port}"})
-            return 1
+        if not port_free(s.server_host, s.server_port):
+            # Started on a port another group holds, it would share its connections.
+            raise PortInUse("gRPC port", s.server_port, "server_port")
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop.set())
         for member in self.members:

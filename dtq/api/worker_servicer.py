@@ -87,6 +87,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     async def _handle(
         self, session: Session, message: pb.LeaseTasksRequest, pending: set[asyncio.Task[None]]
     ) -> None:
+        self.streams.heard(session)
         if message.HasField("capacity"):
             self.streams.set_capacity(session, message.capacity)
         if message.outcomes:

@@ -71,6 +71,7 @@ class Admin:
     async def register(self, worker: WorkerInfo) -> WorkerInfo:
         worker_id = worker.id or f"{worker.hostname or 'worker'}-{secrets.token_hex(4)}"
         validation.worker_id(worker_id)
+        validation.address(worker.metrics_address, "metrics_address")
         if not worker.task_types:
             raise DtqError.invalid("task_types", "must name at least one task type")
         now = self.clock.now()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from dtq.app.dispatch import Dispatcher, Held, Push, Session
 from dtq.app.leasing import Leasing
+from dtq.app.presence import Presence
 from dtq.domain import validation
 from dtq.domain.errors import DtqError
 from dtq.domain.model import LeaseRef, Outcome, Subscription, TaskState, WorkerInfo
@@ -45,6 +46,12 @@ class Streams:
     registry: WorkerRegistry
     store: TaskStore
     clock: Clock
+    presence: Presence | None = None  # keeps BUSY and LAST SEEN of the registry current
+
+    def heard(self, session: Session) -> None:
+        """The worker sent a message: it is alive."""
+        if self.presence is not None:
+            self.presence.saw(session)
 
     async def open(
         self, worker_id: str, sub: Subscription, slots: int, held: Sequence[LeaseRef]

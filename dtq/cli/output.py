@@ -284,6 +284,7 @@ def worker_table(workers: Iterable[worker_pb2.Worker]) -> None:
     table = _table()
     for name in ("ID", "HOST", "PID", "STATUS", "QUEUES", "TASK TYPES", "BUSY", "LAST SEEN"):
         table.add_column(name, no_wrap=name == "ID")
+    table.add_column("METRICS")
     table.add_column("VERSION")
     for w in workers:
         table.add_row(
@@ -295,6 +296,7 @@ def worker_table(workers: Iterable[worker_pb2.Worker]) -> None:
             ",".join(w.task_types),
             f"{w.active_tasks}/{w.concurrency}",
             ago(w.last_seen_at),
+            w.metrics_address or "-",
             w.version,
         )
     table.caption = f"{len(table.rows)} worker(s)"

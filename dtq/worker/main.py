@@ -7,7 +7,7 @@ import logging
 import signal
 
 from dtq import tracing
-from dtq.ops_http import HealthBoard, start_ops_server
+from dtq.ops_http import HealthBoard, serve_ops
 from dtq.settings import Settings
 from dtq.worker.child import ChildSpec
 from dtq.worker.execution import Executor
@@ -29,7 +29,7 @@ async def run(settings: Settings, modules: list[str], worker_id: str | None = No
         return 2
     board = HealthBoard("worker")
     board.set("server", False, "connecting")
-    ops = start_ops_server(board, settings.metrics_host, settings.metrics_port_for("worker"))
+    ops = serve_ops(board, settings)
     executor = Executor(app, make_pool(settings, modules))
     worker = Worker(
         WorkerConfig(
@@ -39,6 +39,7 @@ async def run(settings: Settings, modules: list[str], worker_id: str | None = No
             prefetch=settings.worker_prefetch,
             worker_id=worker_id or "",
             shutdown_grace=settings.worker_shutdown_grace,
+            metrics_address=ops.address if ops else "",
         ),
         executor,
         board,

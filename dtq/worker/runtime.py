@@ -67,6 +67,7 @@ class WorkerConfig:
     prefetch: int = 0
     shutdown_grace: float = 30.0
     labels: dict[str, str] = field(default_factory=dict)
+    metrics_address: str = ""  # host:port of this process's /metrics, told at registration
 
 
 class Worker:
@@ -145,6 +146,7 @@ class Worker:
             concurrency=self.config.concurrency,
             version=__version__,
             labels=self.config.labels,
+            metrics_address=self.config.metrics_address,
         )
         backoff = 0.2
         while not self._stopping.is_set():
@@ -164,7 +166,12 @@ class Worker:
             interval = reply.heartbeat_interval
             self.heartbeat_interval = (interval.seconds + interval.nanos / 1e9) or 10.0
             log.info(
-                "worker_registered", extra={"worker_id": self.worker_id, "types": self.task_types}
+                "worker_registered",
+                extra={
+                    "worker_id": self.worker_id,
+                    "types": self.task_types,
+                    "metrics": self.config.metrics_address,
+                },
             )
             return True
         return False
@@ -243,8 +250,8 @@ class Worker:
                 pb.LeaseRef(task_id=o.task_id, lease_token=o.lease_token)
                 for o in self.unacked.values()
             ]
-            if refs:
-                self._outbox.put_nowait(pb.LeaseTasksRequest(heartbeats=refs))
+            # Holding nothing, an empty message: the server still hears from us.
+            self._outbox.put_nowait(pb.LeaseTasksRequest(heartbeats=refs))
 
     async def _watch_stop(self) -> None:
         await self._stopping.wait()

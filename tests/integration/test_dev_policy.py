@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +14,6 @@ from dtq.dev.backends import postgres_home
 from dtq.dev.binaries import blocked_folder
 from dtq.dev.ports import DevError, State, choose_port, exclusive, port_free, remembered_port
 from tests.support import env
-
-
-@pytest.fixture
-def taken() -> Iterator[int]:
-    """A port something listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield int(s.getsockname()[1])
 
 
 def test_an_explicit_port_in_use_stops_with_the_option_to_change(taken: int) -> None:

@@ -85,6 +85,7 @@ class Worker(_message.Message):
     LAST_SEEN_AT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    METRICS_ADDRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, chosen by the worker or assigned at registration."""
     hostname: _builtins.str
@@ -94,11 +95,17 @@ class Worker(_message.Message):
     concurrency: _builtins.int
     """Tasks the worker runs at once."""
     active_tasks: _builtins.int
-    """Tasks leased to the worker now."""
+    """Leases the worker holds now (running or prefetched), as the server holding
+    its stream knows them; at most about a second old.
+    """
     status: Global___Worker.Status.ValueType
     """Reachability."""
     version: _builtins.str
     """dtq version of the worker."""
+    metrics_address: _builtins.str
+    """Where the worker serves /metrics, /health and /ready (`host:port`), as it
+    reported at registration; empty when it serves none.
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Queues the worker takes tasks from."""
@@ -113,7 +120,7 @@ class Worker(_message.Message):
 
     @_builtins.property
     def last_seen_at(self) -> _timestamp_pb2.Timestamp:
-        """When the worker was last heard from."""
+        """When the worker was last heard from: its last heartbeat or stream message."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -134,10 +141,11 @@ class Worker(_message.Message):
         last_seen_at: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        metrics_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen_at", b"last_seen_at", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_tasks", b"active_tasks", "concurrency", b"concurrency", "hostname", b"hostname", "id", b"id", "labels", b"labels", "last_seen_at", b"last_seen_at", "pid", b"pid", "queues", b"queues", "registered_at", b"registered_at", "status", b"status", "task_types", b"task_types", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_tasks", b"active_tasks", "concurrency", b"concurrency", "hostname", b"hostname", "id", b"id", "labels", b"labels", "last_seen_at", b"last_seen_at", "metrics_address", b"metrics_address", "pid", b"pid", "queues", b"queues", "registered_at", b"registered_at", "status", b"status", "task_types", b"task_types", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,6 +58,7 @@ class RegisterWorkerRequest(_message.Message):
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    METRICS_ADDRESS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Id to register under (1 to 128 characters). Default: the server assigns
     one. Registering an existing id again updates it.
@@ -70,6 +71,10 @@ class RegisterWorkerRequest(_message.Message):
     """Tasks the worker runs at once, 1 to 10000."""
     version: _builtins.str
     """dtq version of the worker."""
+    metrics_address: _builtins.str
+    """Where the worker serves /metrics, /health and /ready (`host:port`);
+    empty when it serves none. Shown by ListWorkers.
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Queues to take tasks from. Default `default`."""
@@ -93,10 +98,11 @@ class RegisterWorkerRequest(_message.Message):
         concurrency: _builtins.int = ...,
         version: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        metrics_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "hostname", b"hostname", "labels", b"labels", "pid", b"pid", "queues", b"queues", "task_types", b"task_types", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "hostname", b"hostname", "labels", b"labels", "metrics_address", b"metrics_address", "pid", b"pid", "queues", b"queues", "task_types", b"task_types", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,7 +256,10 @@ Global___TaskOutcome: _TypeAlias = TaskOutcome  # noqa: Y015
 
 @_typing.final
 class LeaseTasksRequest(_message.Message):
-    """A message from worker to server. Fields may be combined in one message."""
+    """A message from worker to server. Fields may be combined in one message.
+    Every message counts as a sign of life (`Worker.last_seen_at`); a worker that
+    holds no lease sends an empty one at the heartbeat interval.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
