@@ -86,7 +86,7 @@ class Admin:
     async def workers(self, page_size: int, token: str) -> tuple[list[WorkerInfo], str]:
         size = validation.page_size(page_size, default=100)
         fp = paging.fingerprint("workers")
-        offset = int(paging.decode(token, fp) or 0)
+        offset = paging.decode_offset(token, fp)
         everyone = await self.registry.list_workers()
         page = everyone[offset : offset + size]
         more = offset + size < len(everyone)

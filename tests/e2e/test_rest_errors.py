@@ -109,3 +109,8 @@ def test_native_grpc_without_an_api_server_keeps_envoys_status(orphan: Envoy) ->
             stub.SubmitTask(pb.SubmitTaskRequest(type="x"), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert not caught.value.details().startswith("{")  # not the REST JSON body
+
+
+def test_headers_over_envoys_limit_are_a_json_4xx(small: Envoy) -> None:
+    reply = Rest(small.port).get("/api/v1/tasks", page_token="a" * 70_000)  # over 60 KiB
+    assert_error(reply, 431, INVALID_ARGUMENT, "INVALID_REQUEST")
