@@ -69,6 +69,7 @@ class Admin:
     # -- workers --------------------------------------------------------------
 
     async def register(self, worker: WorkerInfo) -> WorkerInfo:
+        validation.worker_details(worker)
         worker_id = worker.id or f"{worker.hostname or 'worker'}-{secrets.token_hex(4)}"
         validation.worker_id(worker_id)
         if not worker.task_types:

@@ -15,9 +15,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from dtq.domain import paging
-from dtq.v1 import admin_service_pb2, task_service_pb2, worker_service_pb2
+from dtq.v1 import admin_service_pb2, task_service_pb2, worker_service_pb2, worker_service_pb2_grpc
 from dtq.v1 import admin_service_pb2 as apb
 from dtq.v1 import task_service_pb2 as tpb
+from dtq.v1 import worker_service_pb2 as wpb
 from tests.conftest import Server, start_server
 from tests.e2e.test_rest import INVALID_ARGUMENT, Rest, assert_error
 from tests.support.envoy import Envoy, running_envoy
@@ -163,3 +164,57 @@ def test_unreachable_postgres_names_no_python_class(redis_url: str) -> None:
         assert "Error" not in (caught.value.details() or "")  # was "...: OperationalError"
     finally:
         dead.proc.stop()
+
+
+# -- names: `default\n` is not a queue -------------------------------------------------
+
+Q = "default\n"
+QUEUE_CALLS = {  # RPC: (request, the field named)
+    "/dtq.v1.TaskService/SubmitTask": (tpb.SubmitTaskRequest(type="x", queue=Q), "queue"),
+    "/dtq.v1.TaskService/ListTasks": (tpb.ListTasksRequest(queue=Q), "queue"),
+    "/dtq.v1.AdminService/GetQueueStats": (apb.GetQueueStatsRequest(queue=Q), "queue"),
+    "/dtq.v1.AdminService/PauseQueue": (apb.PauseQueueRequest(queue=Q), "queue"),
+    "/dtq.v1.AdminService/ResumeQueue": (apb.ResumeQueueRequest(queue=Q), "queue"),
+    "/dtq.v1.AdminService/RequeueDeadLetters": (apb.RequeueDeadLettersRequest(queue=Q), "queue"),
+    "/dtq.v1.AdminService/PurgeDeadLetters": (
+        apb.PurgeDeadLettersRequest(queue=Q, confirm=True),
+        "queue",
+    ),
+    "/dtq.v1.WorkerService/RegisterWorker": (
+        wpb.RegisterWorkerRequest(worker_id="w1", queues=[Q], task_types=["x"]),
+        "queues",
+    ),
+}
+
+
+@pytest.mark.parametrize("method", sorted(QUEUE_CALLS))
+def test_a_queue_name_with_a_newline_is_refused(channel: grpc.Channel, method: str) -> None:
+    request, field = QUEUE_CALLS[method]
+    call = channel.unary_unary(method, request_serializer=type(request).SerializeToString)
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=10)
+    assert_invalid(caught.value, field, "INVALID_FIELD")
+
+
+def test_a_lease_stream_on_a_queue_with_a_newline_is_refused(channel: grpc.Channel) -> None:
+    stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+    open_ = wpb.StreamOpen(worker_id="w1", queues=[Q], task_types=["x"], capacity=1)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.LeaseTasks(iter([wpb.LeaseTasksRequest(open=open_)]), timeout=10))
+    assert_invalid(caught.value, "open.queues", "INVALID_FIELD")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/tasks", {"type": "x", "queue": Q}),
+        ("/api/v1/queues/default%0A:pause", {}),
+        ("/api/v1/queues/%20default:resume", {}),
+    ],
+)
+def test_rest_queue_name_with_padding_is_a_400(
+    envoy: Envoy, clean: None, path: str, body: dict[str, str]
+) -> None:
+    reply = Rest(envoy.port).post(path, body)
+    assert_error(reply, 400, INVALID_ARGUMENT, "INVALID_FIELD", ("queue",))
+    assert Rest(envoy.port).ok("GET", "/api/v1/tasks")["tasks"] == []
