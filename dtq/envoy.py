@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 import yaml
 
+from dtq.envoy_replies import local_reply_config
+
 SERVICES = ("dtq.v1.TaskService", "dtq.v1.WorkerService", "dtq.v1.AdminService")
 CLUSTER = "dtq_api"
 MAX_CONNECTIONS = 50_000  # downstream; without a limit Envoy warns at start-up
@@ -90,7 +92,7 @@ def _routes() -> list[dict[str, Any]]:
     return [*watch, rest, grpc_native]
 
 
-def _transcoder(descriptor: str) -> dict[str, Any]:
+def _transcoder(descriptor: str, max_body_bytes: int) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.grpc_json_transcoder",
         "typed_config": _typed(
@@ -112,13 +114,13 @@ def _transcoder(descriptor: str) -> dict[str, Any]:
                 "preserve_proto_field_names": True,
                 "stream_newline_delimited": True,
             },
-            max_request_body_size=MAX_BODY_BYTES,
+            max_request_body_size=max_body_bytes,
             max_response_body_size=MAX_BODY_BYTES,
         ),
     }
 
 
-def _listener(host: str, port: int, descriptor: str) -> dict[str, Any]:
+def _listener(host: str, port: int, descriptor: str, max_body_bytes: int) -> dict[str, Any]:
     manager = _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix="dtq",
@@ -129,8 +131,9 @@ def _listener(host: str, port: int, descriptor: str) -> dict[str, Any]:
                 {"name": "dtq", "domains": ["*"], "routes": _routes(), "retry_policy": _retry()}
             ],
         },
+        local_reply_config=local_reply_config(),
         http_filters=[
-            _transcoder(descriptor),
+            _transcoder(descriptor, max_body_bytes),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
@@ -192,14 +195,20 @@ def render(
     admin_port: int = 9901,
     descriptor: str | None = None,
     listen_host: str = "0.0.0.0",
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> str:
-    """Static Envoy v3 config (YAML) for `backends` (`host:port` of `dtq server`s)."""
+    """Static Envoy v3 config (YAML) for `backends` (`host:port` of `dtq server`s);
+    a REST body over `max_body_bytes` is refused with 413."""
     if not backends:
         raise ValueError("at least one backend is required")
     config = {
         "admin": {"address": _socket("127.0.0.1", admin_port)},
         "static_resources": {
-            "listeners": [_listener(listen_host, listen_port, descriptor or default_descriptor())],
+            "listeners": [
+                _listener(
+                    listen_host, listen_port, descriptor or default_descriptor(), max_body_bytes
+                )
+            ],
             "clusters": [_cluster(backends)],
         },
         "overload_manager": {

@@ -39,8 +39,7 @@ CHECK_IDLE = 0.5
 UNREACHABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, TimeoutError)
 
 
-def _unreachable(error: BaseException) -> str:
-    return f"PostgreSQL is unreachable: {error.__class__.__name__}"
+DOWN = "PostgreSQL is unreachable"  # the reply names no Python class
 
 
 def libpq_dsn(sqlalchemy_dsn: str) -> str:
@@ -92,8 +91,8 @@ class AsyncPg:
         except UNREACHABLE as error:
             self.breaker.failure()
             if sent:  # the statement may have run and committed: say so
-                raise OutcomeUnknown.lost("postgres", _unreachable(error)) from error
-            raise DtqError.unavailable("postgres", _unreachable(error)) from error
+                raise OutcomeUnknown.lost("postgres", DOWN) from error
+            raise DtqError.unavailable("postgres", DOWN) from error
         except psycopg2.Error:
             self.breaker.release()
             broken = conn.closed != 0
@@ -134,7 +133,7 @@ class AsyncPg:
             psycopg2.extras.register_uuid(conn_or_curs=conn)  # type: ignore[no-untyped-call]
         except UNREACHABLE as error:
             self.breaker.failure()
-            raise DtqError.unavailable("postgres", _unreachable(error)) from error
+            raise DtqError.unavailable("postgres", DOWN) from error
         return conn
 
     def _release(self, conn: Any, broken: bool) -> None:

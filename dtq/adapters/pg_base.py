@@ -60,9 +60,7 @@ class PgBase:
             result = fn(*args)
         except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
             self.breaker.failure()
-            raise DtqError.unavailable(
-                "postgres", f"PostgreSQL is unreachable: {error.__class__.__name__}"
-            ) from error
+            raise DtqError.unavailable("postgres", "PostgreSQL is unreachable") from error
         except BaseException:
             self.breaker.release()
             raise

@@ -66,9 +66,8 @@ class RedisQueue:
             result = await op()
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as error:
             self.breaker.failure()
-            raise DtqError.unavailable(
-                "redis", f"Redis is unreachable: {error.__class__.__name__}"
-            ) from error
+            # The reply names no Python class; the cause stays chained for the log.
+            raise DtqError.unavailable("redis", "Redis is unreachable") from error
         except rexc.ResponseError as error:
             if "LOADING" in str(error) or "MASTERDOWN" in str(error):
                 self.breaker.failure()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry import propagate
@@ -13,11 +13,11 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from dtq import tracing
+from dtq.api.intercept import Handler, HandlerWrapper
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Ctx = grpc.aio.ServicerContext[Any, Any]
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the stubs
 # Codes that are the server's fault: the span's status is ERROR (OpenTelemetry
 # semantic conventions for gRPC servers); the others are the caller's.
 SERVER_ERRORS = frozenset(
@@ -39,28 +39,13 @@ def server_interceptors(prefix: str = "/dtq.v1.") -> list[grpc.aio.ServerInterce
     return [RpcSpans(prefix)] if tracing.tracer() else []
 
 
-class RpcSpans(grpc.aio.ServerInterceptor):
+class RpcSpans(HandlerWrapper):
     """A SERVER span for each call of a method under `prefix` (our services:
     not health checks or reflection), continuing the caller's `traceparent`.
     Unary calls run with the span current, so SubmitTask stores its context."""
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or not method.startswith(self.prefix):
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, _traced(handler, method))
-        return cached[1]
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        return _traced(handler, method)
 
 
 def _traced(handler: Handler, method: str) -> Handler:

@@ -20,6 +20,7 @@ from dtq import tracing
 from dtq.adapters.pg_queues import PgQueues
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.api.admin_servicer import AdminServicer
+from dtq.api.malformed import MalformedRequests
 from dtq.api.rpc_tracing import server_interceptors
 from dtq.api.task_servicer import TaskServicer
 from dtq.api.worker_servicer import WorkerServicer
@@ -52,6 +53,11 @@ SERVICES = [
 OPTIONS = [
     ("grpc.max_receive_message_length", 64 * MIB),
     ("grpc.max_send_message_length", 64 * MIB),
+    # Above Envoy's 60 KiB header limit: a long REST URL (copied into
+    # x-envoy-original-path) reaches the handlers, which say what is wrong with it,
+    # rather than a RESOURCE_EXHAUSTED from the metadata limit (8 KiB by default).
+    ("grpc.max_metadata_size", 128 * 1024),
+    ("grpc.absolute_max_metadata_size", 128 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
@@ -88,7 +94,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     # A second server on a taken port must fail, not steal calls, unless it is
     # one of a `dtq server --processes N` group, which share the port on purpose.
     options = [*OPTIONS, ("grpc.so_reuseport", int(settings.server_reuseport))]
-    server = grpc.aio.server(options=options, interceptors=server_interceptors())
+    interceptors = [MalformedRequests(), *server_interceptors()]
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     # Ports first: a taken one stops the process before it opens anything else.
     port = _listen(server, settings.server_host, settings.server_port, settings.server_reuseport)
     board = HealthBoard("server")

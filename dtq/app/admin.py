@@ -69,6 +69,7 @@ class Admin:
     # -- workers --------------------------------------------------------------
 
     async def register(self, worker: WorkerInfo) -> WorkerInfo:
+        validation.worker_details(worker)
         worker_id = worker.id or f"{worker.hostname or 'worker'}-{secrets.token_hex(4)}"
         validation.worker_id(worker_id)
         validation.address(worker.metrics_address, "metrics_address")
@@ -87,7 +88,7 @@ class Admin:
     async def workers(self, page_size: int, token: str) -> tuple[list[WorkerInfo], str]:
         size = validation.page_size(page_size, default=100)
         fp = paging.fingerprint("workers")
-        offset = int(paging.decode(token, fp) or 0)
+        offset = paging.decode_offset(token, fp)
         everyone = await self.registry.list_workers()
         page = everyone[offset : offset + size]
         more = offset + size < len(everyone)

@@ -15,7 +15,7 @@ import uuid
 from dtq.domain.errors import DtqError
 from dtq.domain.model import LeaseRef
 
-TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
+TOKEN_RE = re.compile(r"^[0-9a-f]{32}\Z")  # \Z: `$` would allow a trailing newline
 
 _RAND_BITS = 74
 _RAND_MASK = (1 << _RAND_BITS) - 1

@@ -14,6 +14,9 @@ import json
 
 from dtq.domain.errors import DtqError
 
+MAX_TOKEN = 4096  # characters; the tokens issued here are far shorter
+MAX_OFFSET = 10**9
+
 
 def fingerprint(*filters: object) -> str:
     return hashlib.sha256(repr(filters).encode()).hexdigest()[:12]
@@ -28,12 +31,31 @@ def decode(token: str, fp: str) -> str | None:
     """The last key in `token`, None for an empty token; INVALID_ARGUMENT if bad."""
     if not token:
         return None
+    if len(token) > MAX_TOKEN:
+        raise _forged()
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         body = json.loads(raw)
         key, token_fp = body["k"], body["f"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise DtqError.invalid("page_token", "is not a token this API issued") from None
-    if not isinstance(key, str) or token_fp != fp:
+    # RecursionError: a forged token of deeply nested JSON.
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
+        raise _forged() from None
+    if not isinstance(key, str):
+        raise _forged()
+    if token_fp != fp:
         raise DtqError.invalid("page_token", "was issued for other filters")
     return key
+
+
+def decode_offset(token: str, fp: str) -> int:
+    """The offset in a token made by `encode(str(offset), fp)`; 0 for an empty token."""
+    key = decode(token, fp)
+    if key is None:
+        return 0
+    if not (key.isascii() and key.isdigit()) or int(key) > MAX_OFFSET:
+        raise _forged()
+    return int(key)
+
+
+def _forged() -> DtqError:
+    return DtqError.invalid("page_token", "is not a token this API issued")

@@ -9,18 +9,19 @@ from dataclasses import dataclass
 
 from dtq.domain.errors import DtqError
 from dtq.domain.ids import uuid7
-from dtq.domain.model import NewTask, Priority
+from dtq.domain.model import NewTask, Priority, WorkerInfo
 
-TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$")
-QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
-WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline ("default\n").
+TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}\Z")
+QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}\Z")
+WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}\Z")
 ADDRESS_RE = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,255}:[0-9]{1,5}")
 MAX_IDEMPOTENCY_KEY = 256
 MAX_RETRIES = 100
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 24 * 3600.0
 MIN_LEASE, MAX_LEASE = 1.0, 3600.0
 MAX_BATCH = 1000
-TRACE_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+TRACE_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}\Z")
 MAX_TRACE_ENTRIES, MAX_TRACE_BYTES = 16, 4096
 DEFAULT_QUEUE = "default"
 
@@ -176,3 +177,40 @@ def page_size(value: int, default: int, maximum: int = 1000) -> int:
     if value < 0:
         raise DtqError.invalid("page_size", "must not be negative")
     return min(value or default, maximum)
+
+
+# -- what a worker says about itself (shown by `dtq worker list`) ---------------------
+
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}\Z")
+MAX_LABELS, MAX_TEXT = 32, 256
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
+
+
+def text(value: str, field_path: str, max_len: int = MAX_TEXT) -> str:
+    """Free text shown to operators: bounded, no control characters, no padding."""
+    if len(value) > max_len:
+        raise DtqError.invalid(field_path, f"must be at most {max_len} characters")
+    if CONTROL_RE.search(value) or value != value.strip():
+        raise DtqError.invalid(
+            field_path, "must not hold control characters or leading or trailing spaces"
+        )
+    return value
+
+
+def labels(value: dict[str, str], field_path: str = "labels") -> dict[str, str]:
+    if len(value) > MAX_LABELS:
+        raise DtqError.invalid(field_path, f"must hold at most {MAX_LABELS} entries")
+    for key, label in value.items():
+        if not LABEL_KEY_RE.match(key):
+            raise DtqError.invalid(
+                field_path, f"key {key[:64]!r}: keys must be 1-63 characters of [A-Za-z0-9_.-/]"
+            )
+        text(label, f"{field_path}[{key}]")
+    return value
+
+
+def worker_details(worker: WorkerInfo) -> None:
+    """The free-form fields of a registration; the id, queues and types have their own."""
+    text(worker.hostname, "hostname")
+    text(worker.version, "version")
+    labels(worker.labels)

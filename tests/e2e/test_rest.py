@@ -472,24 +472,7 @@ def test_forged_page_token_is_400(rest: Rest) -> None:
     assert reply.json()["code"] == INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "raw"),
-    [
-        ("POST", "/api/v1/tasks", b'{"type": "x", "priority": "PRIORITY_URGENT"}'),
-        ("GET", "/api/v1/tasks?state=STATE_BOGUS", None),
-        ("GET", "/api/v1/tasks?bogus=1", None),  # not 200 with the parameter ignored
-        ("GET", "/api/v1/health?verbose=true", None),
-        ("POST", "/api/v1/tasks", b'{"type": '),
-        ("POST", "/api/v1/tasks", b'["not", "an", "object"]'),
-        ("POST", "/api/v1/queues/mail:pause", b'{"queue": "other"}'),  # path and body disagree
-    ],
-)
-def test_requests_the_transcoder_rejects_are_400(
-    rest: Rest, method: str, path: str, raw: bytes | None
-) -> None:
-    # The transcoder answers these itself, in text/plain; the code is what counts.
-    reply = rest.call(method, path, raw=raw)
-    assert reply.status == 400, reply.body
+# Requests the transcoder refuses, unknown routes, bodies over Envoy's limit: test_rest_errors.py
 
 
 def test_body_over_64_mib_is_refused(rest: Rest) -> None:
@@ -518,14 +501,6 @@ def test_unknown_body_fields_are_dropped_silently(rest: Rest) -> None:
     # that a change in Envoy is noticed.
     reply = rest.post("/api/v1/tasks", {"type": "x", "max_retires": 9})
     assert reply.status == 200, reply.body
-
-
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [("GET", "/api/v1/nothing"), ("DELETE", "/api/v1/tasks"), ("GET", "/")],
-)
-def test_unknown_route_is_404(rest: Rest, method: str, path: str) -> None:
-    assert rest.call(method, path).status == 404  # not a 503 from a non-gRPC upstream call
 
 
 # -- native gRPC and reflection ----------------------------------------------------------

@@ -89,3 +89,31 @@ def test_any_text_is_a_key_or_invalid_argument(token: str) -> None:
         assert error.code == Code.INVALID_ARGUMENT
     else:
         assert isinstance(key, str)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode(),  # RecursionError in json
+        base64.urlsafe_b64encode(b'{"k":' * 3000).decode(),
+        "a" * (paging.MAX_TOKEN + 1),
+    ],
+)
+def test_deeply_nested_or_huge_token_is_refused(token: str) -> None:
+    refused(token)
+
+
+WORKERS = paging.fingerprint("workers")
+
+
+@pytest.mark.parametrize("key", ["abc", "-5", "1e9", "1.5", " 7", "٣", str(paging.MAX_OFFSET + 1)])
+def test_offset_token_with_a_forged_key_is_refused(key: str) -> None:
+    with pytest.raises(DtqError) as caught:
+        paging.decode_offset(paging.encode(key, WORKERS), WORKERS)
+    assert caught.value.code == Code.INVALID_ARGUMENT
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+
+
+def test_offset_token_roundtrip() -> None:
+    assert paging.decode_offset("", WORKERS) == 0
+    assert paging.decode_offset(paging.encode("200", WORKERS), WORKERS) == 200
