@@ -93,7 +93,7 @@ class AsyncPg:
             if sent:  # the statement may have run and committed: say so
                 raise OutcomeUnknown.lost("postgres", DOWN) from error
             raise DtqError.unavailable("postgres", DOWN) from error
-        except psycopg2.Error:
+        except (psycopg2.Error, ValueError):  # ValueError: a value it cannot send (NUL)
             self.breaker.release()
             broken = conn.closed != 0
             raise

@@ -10,13 +10,32 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
+import psycopg2
 from sqlalchemy import create_engine, exc, text
 
 from dtq.adapters.breaker import CircuitBreaker
 from dtq.adapters.pg_async import AsyncPg
-from dtq.domain.errors import DtqError
+from dtq.domain.errors import Code, DtqError
 
 T = TypeVar("T")
+# A value PostgreSQL (or psycopg2, converting it) refused: the data's fault.
+REFUSED = (psycopg2.DataError, exc.DataError, ValueError, OverflowError)
+
+
+def own_error(error: Exception) -> bool:
+    """An error of one statement (its data), not of the connection (those the
+    adapters raise as DtqError): the statement did not commit, and members of
+    a group commit can be retried alone (see GroupCommit)."""
+    return not isinstance(error, DtqError)
+
+
+def refused(error: Exception) -> DtqError:
+    """INVALID_ARGUMENT for a request with a value the database cannot store."""
+    cause = error.orig if isinstance(error, exc.DBAPIError) else error
+    detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return DtqError(
+        Code.INVALID_ARGUMENT, "UNSTORABLE_VALUE", f"a value cannot be stored: {detail}"
+    )
 
 
 class PgBase:

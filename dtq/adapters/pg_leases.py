@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from dtq.adapters.group_commit import GroupCommit
-from dtq.adapters.pg_base import PgBase
+from dtq.adapters.pg_base import PgBase, own_error
 from dtq.adapters.pg_rows import (
     _RETURNING,
     _RETURNING_BASIC,
@@ -43,11 +43,11 @@ class PgLeases(PgBase):
     def __init__(self, dsn: str, pool_size: int = 8, timeout: float = 5.0) -> None:
         super().__init__(dsn, pool_size, timeout)
         self._lease = GroupCommit[tuple[Sequence[Grant], float], list[Task]](
-            self._lease_flush, max_inflight=1
+            self._lease_flush, max_inflight=1, alone=own_error
         )
         self._complete = GroupCommit[
             tuple[Sequence[tuple[LeaseRef, bytes | None]], float], list[Task | None]
-        ](self._complete_flush, max_inflight=1)
+        ](self._complete_flush, max_inflight=1, alone=own_error)
 
     async def lease(self, grants: Sequence[Grant], now: float) -> list[Task]:
         return await self._lease((grants, now)) if grants else []

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, text
 
 from dtq.adapters.group_commit import GroupCommit
+from dtq.adapters.pg_base import REFUSED, own_error, refused
 from dtq.adapters.pg_dead_letters import PgDeadLetters
 from dtq.adapters.pg_leases import PgLeases
 from dtq.adapters.pg_rows import (
@@ -61,12 +62,16 @@ class PgStore(PgLeases, PgDeadLetters):
         # One flush at a time: calls that arrive meanwhile share the next one.
         # More in flight made batches of one (measured: 96% of flushes) and
         # cost more CPU per task than PostgreSQL saved in waiting.
+        # A flush refused for one call's data is retried call by call.
         self._insert = GroupCommit[InsertCall, list[Submitted]](
-            self._insert_flush_async, max_inflight=1
+            self._insert_flush_async, max_inflight=1, alone=own_error
         )
 
     async def insert(self, new: Sequence[NewTask], now: float) -> list[Submitted]:
-        return await self._insert((new, now))
+        try:
+            return await self._insert((new, now))
+        except REFUSED as error:
+            raise refused(error) from error
 
     async def _insert_flush_async(
         self, calls: list[InsertCall]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ MAX_BATCH = 1000
 TRACE_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}\Z")
 MAX_TRACE_ENTRIES, MAX_TRACE_BYTES = 16, 4096
 DEFAULT_QUEUE = "default"
+# C0 and C1 control characters and DEL: PostgreSQL text (and jsonb) cannot hold
+# NUL at all, and the others only hide in logs and listings.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What protobuf's Timestamp and Python's datetime can hold: years 1 to 9999 (UTC).
+MIN_TIME, END_TIME = -62_135_596_800.0, 253_402_300_800.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,30 @@ def trace_context(
     return value
 
 
+def plain_text(value: str, field_path: str) -> str:
+    """A string stored as text: no control characters (NUL, newline, ...)."""
+    if found := CONTROL_RE.search(value):
+        raise DtqError.invalid(
+            field_path,
+            f"must not contain control characters (U+{ord(found.group()):04X} at {found.start()})",
+        )
+    return value
+
+
+def trace_text(value: dict[str, str] | None, field_path: str = "trace_context") -> None:
+    """Keys and values of the trace context are stored as jsonb text."""
+    for key, item in (value or {}).items():
+        plain_text(key, field_path)
+        plain_text(item, f"{field_path}.{key}")
+
+
+def point_in_time(value: float | None, field_path: str) -> float | None:
+    """A timestamp the wire format, PostgreSQL and Python all can hold."""
+    if value is not None and not (math.isfinite(value) and MIN_TIME <= value < END_TIME):
+        raise DtqError.invalid(field_path, "must be between 0001-01-01 and 9999-12-31 (UTC)")
+    return value
+
+
 def _bounded(value: float | None, default: float, lo: float, hi: float, path: str) -> float:
     if value is None:
         return default
@@ -137,6 +167,9 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
         raise DtqError.invalid(
             "idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
         )
+    plain_text(spec.idempotency_key, "idempotency_key")
+    trace_text(spec.trace_context)
+    point_in_time(spec.scheduled_at, "scheduled_at")
     scheduled_at = spec.scheduled_at if spec.scheduled_at and spec.scheduled_at > now else None
     kind, queue = task_type(spec.type), queue_name(spec.queue)
     level = priority(spec.priority)

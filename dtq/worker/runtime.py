@@ -36,6 +36,11 @@ OUTCOME_LINGER = 0.002  # seconds an outcome waits for others to share its messa
 RESEND_SECONDS = 1.0  # an outcome the server could not record is sent again after this
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
 CHANNEL_OPTIONS = [
+    # gRPC's own reconnect backoff grows to 120 s by default: after a long
+    # server outage a worker would sit disconnected for up to two minutes
+    # after the server is back. Keep it under the stream's own retry cap (5 s).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dtq.adapters.group_commit import GroupCommit
+from dtq.domain.errors import Code, DtqError, OutcomeUnknown
 
 
 class Recorder:
@@ -130,3 +131,71 @@ def test_a_cancelled_caller_does_not_break_the_flush() -> None:
     results = run(scenario())
     assert isinstance(results[3], asyncio.CancelledError)
     assert [results[i] for i in (0, 1, 2, 4)] == [0, 10, 20, 40]
+
+
+# -- a failing group retries its members alone ------------------------------------
+
+
+class Refused(Exception):
+    """An error of one call's data (a statement PostgreSQL refused)."""
+
+
+def refuses(bad: set[int], gone: frozenset[int] = frozenset()) -> tuple[Any, list[list[int]]]:
+    """A flush that fails as a whole when any call in it is in `bad` (like one
+    SQL statement), and raises a connection error when it holds one of `gone`."""
+    flushed: list[list[int]] = []
+
+    async def flush(calls: list[int]) -> list[int | BaseException]:
+        flushed.append(list(calls))
+        await asyncio.sleep(0.001)
+        if bad & set(calls):  # refused before anything of it ran
+            raise Refused(sorted(bad & set(calls)))
+        if gone & set(calls):
+            raise OutcomeUnknown.lost("postgres", "connection lost")
+        return [c * 10 for c in calls]
+
+    return flush, flushed
+
+
+def own(error: Exception) -> bool:
+    return isinstance(error, Refused)
+
+
+def test_a_refused_group_retries_each_call_alone() -> None:
+    flush, flushed = refuses(bad={7, 40})
+    results = run(call_all(GroupCommit(flush, max_inflight=1, alone=own), range(60)))
+    for call, result in enumerate(results):
+        if call in (7, 40):
+            assert isinstance(result, Refused) and result.args == ([call],)
+        else:
+            assert result == call * 10, call
+    assert list(range(1, 60)) in flushed  # they did share a group first
+    assert [7] in flushed and [40] in flushed
+
+
+def test_without_alone_a_refused_group_fails_every_call() -> None:
+    flush, _ = refuses(bad={7})
+    results = run(call_all(GroupCommit(flush, max_inflight=1), range(20)))
+    assert all(isinstance(r, Refused) for r in results[1:])
+
+
+def test_a_connection_error_is_not_retried_alone() -> None:
+    flush, flushed = refuses(bad=set(), gone=frozenset({5}))
+    results = run(call_all(GroupCommit(flush, max_inflight=1, alone=own), range(20)))
+    assert all(isinstance(r, OutcomeUnknown) for r in results[1:])
+    assert flushed == [[0], list(range(1, 20))]
+
+
+def test_after_a_connection_error_alone_the_rest_are_not_attempted() -> None:
+    # 3 is refused (the group splits); alone, 6 loses the connection: 6's outcome
+    # is unknown, but 7.. were never sent, so theirs is a plain UNAVAILABLE.
+    flush, flushed = refuses(bad={3}, gone=frozenset({6}))
+    results = run(call_all(GroupCommit(flush, max_inflight=1, alone=own), range(10)))
+    assert results[:3] == [0, 10, 20]
+    assert isinstance(results[3], Refused)
+    assert results[4:6] == [40, 50]
+    assert isinstance(results[6], OutcomeUnknown)
+    for result in results[7:]:
+        assert isinstance(result, DtqError) and not isinstance(result, OutcomeUnknown)
+        assert result.code == Code.UNAVAILABLE
+    assert [7] not in flushed

@@ -261,3 +261,43 @@ def test_trace_context_does_not_change_what_makes_a_submission_idempotent() -> N
 )
 def test_trace_context_limits(fields: dict[str, str]) -> None:
     invalid("trace_context", trace_context=fields)
+
+
+# -- values PostgreSQL cannot store (issue 10: one bad submit failed its group) --
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "\x00", "key\n", "k\x7f", "k\x85"])
+def test_idempotency_key_with_control_characters_is_refused(key: str) -> None:
+    invalid("idempotency_key", idempotency_key=key)
+
+
+def test_trace_context_value_with_nul_is_refused() -> None:
+    invalid("trace_context.traceparent", trace_context={"traceparent": "00-\x00-01"})
+
+
+@pytest.mark.parametrize("key", ["tracepar\x00ent", "traceparent\n"])
+def test_trace_context_key_with_control_characters_is_refused(key: str) -> None:
+    invalid("trace_context", trace_context={key: "00-abc-01"})
+
+
+@pytest.mark.parametrize(
+    "when", [253_402_300_800.0, 253_402_300_800.0 + 86400 * 365, 1e20, float("inf"), float("nan")]
+)
+def test_scheduled_at_past_year_9999_is_refused(when: float) -> None:
+    invalid("scheduled_at", scheduled_at=when)  # 253402300800 = 10000-01-01T00:00:00Z
+
+
+def test_scheduled_at_at_the_end_of_year_9999_is_kept() -> None:
+    last = 253_402_300_799.5
+    assert new_task(spec(scheduled_at=last), LIMITS, NOW).scheduled_at == last
+
+
+def test_scheduled_at_before_year_1_is_refused() -> None:
+    invalid("scheduled_at", scheduled_at=-62_135_596_801.0)
+
+
+def test_unicode_text_without_control_characters_is_kept() -> None:
+    task = new_task(
+        spec(idempotency_key="clé-✓ 1", trace_context={"tracestate": "v=ü"}), LIMITS, NOW
+    )
+    assert task.idempotency_key == "clé-✓ 1"
