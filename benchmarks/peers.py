@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import claims  # benchmarks/claims.py, next to this script
+import cpu  # benchmarks/cpu.py
 import redis
 
 HERE = Path(__file__).resolve().parent
@@ -221,10 +222,13 @@ def measure_sync(
 ) -> dict[str, Any]:
     n, out = args.tasks, {}
     track.reset()
+    before = cpu.snapshot({os.getpid(): "client"})
     first = time.time()
     took = threaded(n, args.callers, lambda _: send(None))
     last = track.wait(n, args.timeout)
-    out["single"] = {"accepted_per_s": n / took, "e2e_tasks_per_s": n / (last - first)}
+    used = cpu.spent(before, cpu.snapshot({os.getpid(): "client"}))
+    out["single"] = {"accepted_per_s": n / took, "e2e_tasks_per_s": n / (last - first),
+                     "cpu_seconds": used}  # fmt: skip
     track.reset()
     sizes = [min(args.batch_size, n - s) for s in range(0, n, args.batch_size)]
     first = time.time()

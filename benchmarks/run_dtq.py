@@ -31,6 +31,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import claims  # benchmarks/claims.py, next to this script
 import cpu  # benchmarks/cpu.py
@@ -121,9 +122,7 @@ class Stack:
                 proc.wait(5)
 
 
-def up(
-    stack: Stack, queue: str, concurrency: int, prefetch: int, processes: int
-) -> dict[str, str | int]:
+def up(stack: Stack, queue: str, concurrency: int, prefetch: int, processes: int) -> dict[str, Any]:
     port, metrics, rest, admin = free_port(), free_port(), free_port(), free_port()
     address = f"127.0.0.1:{port}"
     subprocess.run(["dtq", "db", "upgrade"], env=stack.env, check=True, capture_output=True)
@@ -147,10 +146,10 @@ def up(
     moves = spread_workers(stack, worker_args, metrics, processes) if processes > 1 else 0
     workers[1] = stack.procs["worker2"].pid
     stack.check_alive()
-    # With --processes N the server is a supervisor: profile its first child.
-    serving = (descendants(server.pid) or [server.pid])[-1] if processes > 1 else server.pid
+    # With --processes N the server is a supervisor: profile its children.
+    serving = sorted(descendants(server.pid)) if processes > 1 else [server.pid]
     return {"address": address, "rest": f"http://127.0.0.1:{rest}", "server_pid": server.pid,
-            "serving_pid": serving, "worker_pid": workers[0], "worker_moves": moves}  # fmt: skip
+            "serving_pids": serving, "worker_pid": workers[0], "worker_moves": moves}  # fmt: skip
 
 
 def start_worker(stack: Stack, i: int, args: list[str]) -> int:
@@ -199,7 +198,7 @@ def profile(pid: int, out: Path, seconds: int, gil: bool) -> subprocess.Popen[by
     )  # fmt: skip
 
 
-def one_run(args: argparse.Namespace, run: int, stamp: str) -> dict[str, object]:
+def one_run(args: argparse.Namespace, run: int, stamp: str) -> dict[str, Any]:
     logs = RESULTS / f"{stamp}-run{run}"
     logs.mkdir(parents=True, exist_ok=True)
     queue = f"bench-{stamp}-{run}"
@@ -211,9 +210,11 @@ def one_run(args: argparse.Namespace, run: int, stamp: str) -> dict[str, object]
         try:
             where = up(stack, queue, args.concurrency, args.prefetch, args.server_processes)
             if args.profile:
-                for name, pid in (("server", "serving_pid"), ("worker", "worker_pid")):
+                pids = dict(enumerate(where["serving_pids"]))
+                targets = {f"server-{i}": pid for i, pid in pids.items()}
+                for name, pid in {**targets, "worker": where["worker_pid"]}.items():
                     out = logs / f"{name}.pyspy.txt"
-                    spies.append(profile(int(where[pid]), out, args.profile_seconds, args.gil))
+                    spies.append(profile(int(pid), out, args.profile_seconds, args.gil))
             command = [
                 "dtq", "bench", "--server", str(where["address"]), "--queue", queue,
                 "--workloads", args.workloads, "--tasks", str(args.tasks), "--json",
@@ -264,6 +265,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the server and a worker")
     parser.add_argument("--profile-seconds", type=int, default=30)
     parser.add_argument("--gil", action="store_true", help="profile only the GIL holder")
+    parser.add_argument("--out", type=Path, help="also write the last run's results here")
     parser.add_argument("extra", nargs="*", help="after --: more `dtq bench` options")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
@@ -275,6 +277,8 @@ def main() -> None:
         print(f"--- run {run}/{args.runs} ---")
         print(table(results), flush=True)
         print("CPU seconds by program:", results["cpu_seconds"], flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2))
     print(f"results: {RESULTS}/{stamp}-run*/results.json")
 
 

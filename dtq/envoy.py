@@ -17,12 +17,16 @@ from typing import Any, NoReturn
 
 import yaml
 
+from dtq import envoy_tls
+from dtq.envoy_fields import lua_filter
 from dtq.envoy_replies import local_reply_config
 
 SERVICES = ("dtq.v1.TaskService", "dtq.v1.WorkerService", "dtq.v1.AdminService")
 CLUSTER = "dtq_api"
 MAX_CONNECTIONS = 50_000  # downstream; without a limit Envoy warns at start-up
-MAX_BODY_BYTES = 64 * 1024 * 1024  # as the server's grpc.max_receive_message_length
+# As the server's grpc.max_receive_message_length with the default payload limit
+# (dtq.domain.validation.message_limit); `dtq envoy` derives it from the settings.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 UNARY_TIMEOUT = "60s"  # REST unary calls; BatchSubmitTasks of 1000 tasks fits easily
 # REST routes of server-streaming RPCs: no timeout, no idle timeout (a watch may wait
 # hours for the next change of state).
@@ -120,7 +124,28 @@ def _transcoder(descriptor: str, max_body_bytes: int) -> dict[str, Any]:
     }
 
 
-def _listener(host: str, port: int, descriptor: str, max_body_bytes: int) -> dict[str, Any]:
+def _unknown_fields(descriptor: str) -> dict[str, Any]:
+    """The Lua filter refusing unknown REST body fields (dtq.envoy_fields). Its
+    field lists come from the descriptor set: the given one when it can be read
+    here (`dtq envoy`), else the one shipped in the package (the same protos)."""
+    try:
+        with open(descriptor, "rb") as file:
+            data = file.read()
+    except OSError:
+        with open(default_descriptor(), "rb") as file:
+            data = file.read()
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.lua.v3.Lua",
+            default_source_code={"inline_string": lua_filter(data, SERVICES)},
+        ),
+    }
+
+
+def _listener(
+    host: str, port: int, descriptor: str, max_body_bytes: int, tls: tuple[str, str] | None
+) -> dict[str, Any]:
     manager = _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix="dtq",
@@ -133,6 +158,7 @@ def _listener(host: str, port: int, descriptor: str, max_body_bytes: int) -> dic
         },
         local_reply_config=local_reply_config(),
         http_filters=[
+            _unknown_fields(descriptor),
             _transcoder(descriptor, max_body_bytes),
             {
                 "name": "envoy.filters.http.router",
@@ -143,6 +169,9 @@ def _listener(host: str, port: int, descriptor: str, max_body_bytes: int) -> dic
     return {
         "name": "dtq",
         "address": _socket(host, port),
+        # The Lua filter reads whole REST bodies: as large as the transcoder takes
+        # (the default of 1 MiB would answer 413 below the server's own limits).
+        "per_connection_buffer_limit_bytes": max_body_bytes,
         "filter_chains": [
             {
                 "filters": [
@@ -150,13 +179,14 @@ def _listener(host: str, port: int, descriptor: str, max_body_bytes: int) -> dic
                         "name": "envoy.filters.network.http_connection_manager",
                         "typed_config": manager,
                     }
-                ]
+                ],
+                **({"transport_socket": envoy_tls.downstream(*tls)} if tls else {}),
             }
         ],
     }
 
 
-def _cluster(backends: list[str]) -> dict[str, Any]:
+def _cluster(backends: list[str], backend_ca: str = "") -> dict[str, Any]:
     http2 = {"connection_keepalive": {"interval": "30s", "timeout": "10s"}}
     limits = {"max_connections": 10_000, "max_pending_requests": 10_000, "max_requests": 100_000}
     return {
@@ -186,7 +216,12 @@ def _cluster(backends: list[str]) -> dict[str, Any]:
             "cluster_name": CLUSTER,
             "endpoints": [{"lb_endpoints": [_endpoint(b) for b in backends]}],
         },
+        **({"transport_socket": _upstream_tls(backends, backend_ca)} if backend_ca else {}),
     }
+
+
+def _upstream_tls(backends: list[str], ca: str) -> dict[str, Any]:
+    return envoy_tls.upstream(ca, [b.rpartition(":")[0].strip("[]") for b in backends])
 
 
 def render(
@@ -196,9 +231,13 @@ def render(
     descriptor: str | None = None,
     listen_host: str = "0.0.0.0",
     max_body_bytes: int = MAX_BODY_BYTES,
+    tls_cert: str = "",
+    tls_key: str = "",
+    backend_ca: str = "",
 ) -> str:
     """Static Envoy v3 config (YAML) for `backends` (`host:port` of `dtq server`s);
-    a REST body over `max_body_bytes` is refused with 413."""
+    a REST body over `max_body_bytes` is refused with 413. `tls_cert`/`tls_key`:
+    the listener speaks TLS; `backend_ca`: so do the servers, signed by it."""
     if not backends:
         raise ValueError("at least one backend is required")
     config = {
@@ -206,10 +245,14 @@ def render(
         "static_resources": {
             "listeners": [
                 _listener(
-                    listen_host, listen_port, descriptor or default_descriptor(), max_body_bytes
+                    listen_host,
+                    listen_port,
+                    descriptor or default_descriptor(),
+                    max_body_bytes,
+                    (tls_cert, tls_key) if tls_cert else None,
                 )
             ],
-            "clusters": [_cluster(backends)],
+            "clusters": [_cluster(backends, backend_ca)],
         },
         "overload_manager": {
             "resource_monitors": [

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -38,6 +39,16 @@ class PortInUse(ListenError):
         self.what = what
         self.port = port
         self.setting = setting
+
+
+def loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback interface only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def port_free(host: str, port: int) -> bool:

@@ -2,17 +2,48 @@
 
 Names follow Prometheus conventions (`dtq_` prefix, `_total` counters,
 `_seconds` durations); labels stay low-cardinality: queue, task type, priority,
-method, code; never task or worker ids.
+method, code; never task or worker ids. Queue and type names come from callers,
+so they pass through `queue_label` / `type_label`: the first
+DTQ_METRICS_MAX_QUEUES (and _TYPES) names keep their own series, later ones
+share the `_other` series, and /metrics stays bounded whatever callers send.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
-from dtq import __version__
+from dtq.version import __version__
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TASK_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+
+OTHER = "_other"
+
+
+class LabelCap:
+    """The first `limit` distinct values are labels of their own; the rest are OTHER."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        if len(self.seen) < self.limit:
+            self.seen.add(value)
+            return value
+        return OTHER
+
+
+queue_label = LabelCap(200)
+type_label = LabelCap(200)
+
+
+def cap_labels(queues: int, types: int) -> None:
+    """Set the caps from the settings (at process start)."""
+    queue_label.limit, type_label.limit = queues, types
+
 
 build = Info("dtq_build", "dtq version of this process")
 build.info({"version": __version__})
@@ -106,6 +137,10 @@ queue_oldest_age = Gauge(
     "dtq_queue_oldest_pending_age_seconds",
     "Wait of the oldest ready task, by queue and priority",
     ["queue", "priority"],
+)
+scheduler_notified = Counter(
+    "dtq_scheduler_notified_total",
+    "Scheduler wake-ups by a transactional enqueue (NOTIFY dtq_due at commit)",
 )
 queue_paused = Gauge("dtq_queue_paused", "1 while the queue is paused", ["queue"])
 tasks_purged = Counter(

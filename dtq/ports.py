@@ -7,12 +7,16 @@ can be rebuilt from PostgreSQL at any time; no task lives only there.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from dtq.domain.audit import AuditEvent
+from dtq.domain.auth import ApiKey, Principal
 from dtq.domain.model import (
     LeaseRef,
     NewTask,
@@ -47,6 +51,10 @@ class Ready:
     type: str
     priority: Priority
 
+    @classmethod
+    def of(cls, task: Task | NewTask) -> Ready:
+        return cls(task.id, task.queue, task.type, task.priority)
+
 
 @dataclass(frozen=True, slots=True)
 class Grant:
@@ -67,14 +75,6 @@ class Resolution:
 
 # Decides the next state of a running task from the task and the error.
 Decide = Callable[[Task, TaskError], Resolution]
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A lease popped from Redis: its queue and reference."""
-
-    queue: str
-    ref: LeaseRef
 
 
 class TaskStore(Protocol):
@@ -182,7 +182,8 @@ class TaskStore(Protocol):
 
 
 class DispatchQueue(Protocol):
-    """Ready index and leases (Redis). Lease deadlines use Redis's clock."""
+    """Ready index, leases and the notifications that push work (Redis).
+    Lease deadlines use Redis's clock."""
 
     async def enqueue(self, tasks: Sequence[Ready]) -> None:
         """Index tasks as ready and wake the streams that take them."""
@@ -214,14 +215,6 @@ class DispatchQueue(Protocol):
 
     async def remove_ready(self, task: Task) -> None: ...
 
-    async def queues(self) -> set[str]: ...
-
-    async def stats(self, queue: str) -> QueueStats: ...
-
-    async def set_paused(self, queue: str, paused: bool) -> None: ...
-
-    async def count_finished(self, queue: str, completed: int, failed: int) -> None: ...
-
     async def publish_changes(self, tasks: Sequence[Task]) -> None:
         """Tell watchers that these tasks changed."""
         ...
@@ -241,21 +234,40 @@ class DispatchQueue(Protocol):
 
     async def ping(self) -> None: ...
 
-    async def restore_ready(self, tasks: Sequence[Task]) -> int:
-        """Index PENDING tasks missing from Redis; returns how many were missing."""
-        ...
-
     async def restore_leases(self, items: Sequence[tuple[str, LeaseRef, float]]) -> int:
         """Re-create leases (queue, lease, deadline) missing from Redis."""
+        ...
+
+    async def now(self) -> float:
+        """Redis's clock (Unix s), the clock of lease deadlines."""
+        ...
+
+
+class QueueIndex(Protocol):
+    """Which queues exist and their live figures and pause flags (Redis), and
+    the repair of the ready index from PostgreSQL."""
+
+    async def queues(self) -> set[str]: ...
+
+    async def stats(self, queue: str) -> QueueStats: ...
+
+    async def set_paused(self, queue: str, paused: bool) -> None: ...
+
+    async def add(self, queues: Sequence[str]) -> None:
+        """Make these queues known (they count against the queue cap)."""
+        ...
+
+    async def remove(self, queue: str) -> None:
+        """Forget a queue: its name and pause flag."""
+        ...
+
+    async def restore_ready(self, tasks: Sequence[Task]) -> int:
+        """Index PENDING tasks missing from Redis; returns how many were missing."""
         ...
 
     async def epoch(self) -> str | None: ...
 
     async def set_epoch(self, value: str) -> None: ...
-
-    async def now(self) -> float:
-        """Redis's clock (Unix s), the clock of lease deadlines."""
-        ...
 
 
 class QueueSettings(Protocol):
@@ -264,6 +276,8 @@ class QueueSettings(Protocol):
     async def set_paused(self, queue: str, paused: bool) -> None: ...
 
     async def paused(self) -> dict[str, bool]: ...
+
+    async def delete(self, queue: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,12 +305,63 @@ class WorkerRegistry(Protocol):
 
     async def get(self, worker_id: str) -> WorkerInfo | None: ...
 
-    async def list_workers(self) -> list[WorkerInfo]: ...
+    async def page(self, offset: int, limit: int) -> tuple[list[WorkerInfo], int]:
+        """Workers most recently seen first, `offset` on, at most `limit`;
+        and how many are known."""
+        ...
+
+    async def count_seen_since(self, since: float) -> int:
+        """Workers seen at or after `since` (Unix s)."""
+        ...
 
 
-class Notifications(Protocol):
-    """Subscriptions of a server process to Redis pub/sub."""
+class TaskWatches(Protocol):
+    """Changes of single tasks, as they happen (Redis pub/sub)."""
 
-    def watch_task(self, task_id: uuid.UUID) -> AsyncIterator[None]:
-        """Yields once per change of the task, until the consumer stops."""
+    def watch(self, task_id: uuid.UUID) -> AbstractAsyncContextManager[asyncio.Queue[str]]:
+        """A queue that receives the task's new state after each change, while open.
+
+        Best effort: a change made while the subscription was down is not
+        delivered, so a watcher re-reads the task now and then."""
+        ...
+
+
+class ApiKeys(Protocol):
+    """Stored API keys (PostgreSQL): metadata and a digest of each secret."""
+
+    async def add(self, key: ApiKey, digest: str) -> None: ...
+
+    async def find(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The key and its secret's digest, revoked and expired ones included."""
+        ...
+
+    async def list_keys(self) -> list[ApiKey]: ...
+
+    async def revoke(self, key_id: str, now: float) -> bool:
+        """False when there is no such key (revoking twice is fine)."""
+        ...
+
+    async def used(self, key_ids: Sequence[str], now: float) -> None:
+        """Record that these keys were used (last_used_at)."""
+        ...
+
+
+class AuditLog(Protocol):
+    """Recorded calls (PostgreSQL), newest first."""
+
+    async def add(self, event: AuditEvent) -> None: ...
+
+    async def page(
+        self, since: float | None, actor: str | None, before_id: int | None, limit: int
+    ) -> list[AuditEvent]:
+        """Events with id < `before_id` (None: from the newest), newest first."""
+        ...
+
+
+class TokenVerifier(Protocol):
+    """Checks bearer tokens issued by someone else (JWT)."""
+
+    def verify(self, token: str) -> tuple[Principal, float]:
+        """The token's caller and its expiry (Unix s); raises DtqError
+        UNAUTHENTICATED when it is not valid."""
         ...

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from dtq.domain.validation import MAX_LEASE, MIN_LEASE
 
 MIB = 1024 * 1024
 
@@ -51,16 +53,57 @@ class Settings(BaseSettings):
     # Seconds a stopping server gives open streams and calls to finish.
     server_grace: float = Field(default=10.0, ge=0)
 
+    # Authentication: "on" checks every call's `authorization: Bearer` (an API
+    # key from `dtq apikey create`, or a JWT when `auth_jwks` is set) against
+    # the role rules; "off" (every caller an admin) only while the server
+    # listens on loopback.
+    auth: Literal["off", "on"] = "off"
+    # Seconds a server trusts what it read of an API key: a revoked key stops
+    # working everywhere within this.
+    auth_cache_seconds: float = Field(default=4.0, ge=0, le=60)
+    # JWT bearer tokens: a JWKS file or URL of the issuer's keys (HS256, RS256,
+    # ES256, EdDSA), the issuer and audience to require, and the claims that
+    # hold the role, the subject and the queues the token is limited to.
+    auth_jwks: str = ""
+    auth_issuer: str = ""
+    auth_audience: str = ""
+    auth_role_claim: str = "role"
+    auth_subject_claim: str = "sub"
+    auth_queues_claim: str = "dtq_queues"
+    auth_leeway: float = Field(default=30.0, ge=0, le=300)
+    # TLS. The server: its certificate and key (PEM files), and a CA whose
+    # client certificates it then requires (mTLS). Clients (workers, CLI,
+    # dtq.Client): the CA that signed the server's certificate, and their own
+    # certificate and key (DTQ_TLS_CERT/DTQ_TLS_KEY) when the server asks.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tls_ca: str = ""
+
+    # The credential clients (CLI, workers, dtq.Client) send.
+    api_key: SecretStr | None = None
+
     # /metrics, /health and /ready. Port default depends on the process:
     # server 9090, worker 9091, queue manager 9092; a taken default gives way
     # to the next free port, a taken port set here is an error. 0 disables.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
+    # Distinct queue and task type names a process exports as metric labels;
+    # the names seen after these many are counted under `_other`.
+    metrics_max_queues: int = Field(default=200, ge=1, le=100_000)
+    metrics_max_types: int = Field(default=200, ge=1, le=100_000)
+    # Queues there may be (TOO_MANY_QUEUES past it; `dtq queue delete` frees).
+    max_queues: int = Field(default=1000, ge=1, le=1_000_000)
+    # Workers seen in the last 10 minutes there may be (TOO_MANY_WORKERS past it).
+    max_workers: int = Field(default=10_000, ge=1, le=1_000_000)
 
     # Task defaults and limits.
     max_payload_bytes: int = Field(default=MIB, ge=1024)
+    # Open WatchTask streams one caller (API key, token; everyone when
+    # authentication is off) may hold on one server.
+    max_watches_per_caller: int = Field(default=100, ge=1, le=100_000)
     default_timeout: float = Field(default=300.0, ge=1)
-    lease_duration: float = Field(default=30.0, ge=1, le=3600)
+    lease_duration: float = Field(default=30.0, ge=MIN_LEASE, le=MAX_LEASE)
     # Each step of priority is a head start of this many seconds (aging).
     priority_aging_seconds: float = Field(default=60.0, ge=0)
 

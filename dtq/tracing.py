@@ -33,8 +33,8 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from dtq import __version__
 from dtq.domain.model import Task, TaskState
+from dtq.version import __version__
 
 log = logging.getLogger(__name__)
 EXPORTERS = ("otlp", "console")

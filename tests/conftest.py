@@ -83,8 +83,9 @@ class Server:
         return grpc.insecure_channel(self.address)
 
 
-def start_server(pg_url: str, redis_url: str, **overrides: str) -> Server:
-    port, metrics = free_port(), free_port()
+def start_server(pg_url: str, redis_url: str, port: int = 0, **overrides: str) -> Server:
+    """A `dtq server` on `port` (default: a free one), once it serves."""
+    port, metrics = port or free_port(), free_port()
     environ = process_env(pg_url, redis_url, **overrides)
     proc = Proc(
         "server",

@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
-
-from dtq.adapters.pg_store import PgStore
-from dtq.adapters.pg_tables import queues
+from dtq.adapters import pg_sql as sql
+from dtq.adapters.pg_conn import Pg
+from dtq.adapters.pg_rows import as_datetime
 
 
 class PgQueues:
-    """Which queues are paused; shares the task store's pool and breaker."""
+    """Which queues are paused."""
 
-    def __init__(self, store: PgStore) -> None:
-        self.store = store
+    def __init__(self, pg: Pg) -> None:
+        self.pg = pg
 
     async def set_paused(self, queue: str, paused: bool) -> None:
-        await self.store._run(self._set_paused, queue, paused)
-
-    def _set_paused(self, queue: str, paused: bool) -> None:
-        stmt = insert(queues).values(name=queue, paused=paused, updated_at=datetime.now(UTC))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[queues.c.name],
-            set_={"paused": stmt.excluded.paused, "updated_at": stmt.excluded.updated_at},
-        )
-        with self.store.engine.begin() as conn:
-            conn.execute(stmt)
+        args = {"name": queue, "paused": paused, "now": as_datetime(time.time())}
+        await self.pg.fetch(sql.SET_PAUSED, args)
 
     async def paused(self) -> dict[str, bool]:
         """Every queue with a stored setting, and whether it is paused."""
-        return await self.store._run(self._paused)
+        return dict(await self.pg.fetch(sql.PAUSED))
 
-    def _paused(self) -> dict[str, bool]:
-        with self.store.engine.connect() as conn:
-            return {name: p for name, p in conn.execute(select(queues.c.name, queues.c.paused))}
+    async def delete(self, queue: str) -> None:
+        await self.pg.fetch(sql.DELETE_QUEUE, {"name": queue})

@@ -2,6 +2,8 @@
 migrations/versions/ create exactly this; a test compares the two.
 
 tasks: one row per task, the source of truth. queues: durable queue settings.
+api_keys: API keys, with a digest of each secret (never the secret).
+audit_events: the audit log.
 - payload/result: encoded protobuf (`google.protobuf.Struct` / `Value`), opaque
   to the database so the hot path never re-parses user data.
 - lease_token: the fencing token of the current lease; every write by a worker
@@ -15,10 +17,12 @@ tasks: one row per task, the source of truth. queues: durable queue settings.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
     DateTime,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -29,13 +33,15 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from dtq.domain.auth import Role
 from dtq.domain.model import TaskState
 
 metadata = MetaData()
 
 _states = ", ".join(f"'{s.value}'" for s in TaskState)
+_roles = ", ".join(f"'{r.value}'" for r in Role)
 
 tasks = Table(
     "tasks",
@@ -65,6 +71,7 @@ tasks = Table(
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
     Column("trace_context", JSONB(none_as_null=True)),
+    Column("unique_digest", LargeBinary),
     CheckConstraint(f"state IN ({_states})", name="tasks_state_check"),
     CheckConstraint("priority BETWEEN 1 AND 3", name="tasks_priority_check"),
     # Idempotency keys are unique per queue.
@@ -74,6 +81,14 @@ tasks = Table(
         "idempotency_key",
         unique=True,
         postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+    # unique_for: the latest task of a queue with a digest.
+    Index(
+        "tasks_unique_idx",
+        "queue",
+        "unique_digest",
+        "created_at",
+        postgresql_where=text("unique_digest IS NOT NULL"),
     ),
     # The scheduler's "what is due next".
     Index(
@@ -98,4 +113,38 @@ queues = Table(
     Column("name", Text, primary_key=True),
     Column("paused", Boolean, nullable=False, server_default=false()),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# API keys: what each may do; only a SHA-256 digest of the secret is stored.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("queues", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("tenant", Text, nullable=False, server_default=text("'default'")),
+    Column("digest", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    CheckConstraint(f"role IN ({_roles})", name="api_keys_role_check"),
+)
+
+# The audit log: calls that changed state on someone else's behalf. Not
+# touched by task retention.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("detail", JSONB, nullable=False),
+    Index("audit_events_at", "at"),
+    Index("audit_events_actor", "actor", "id"),
 )

@@ -27,7 +27,7 @@ single Redis Cluster slot.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from dtq.domain.model import Priority
 
@@ -46,9 +46,16 @@ def ready(queue: str, task_type: str, priority: Priority) -> str:
     return f"dtq:{{{queue}}}:ready:{task_type}:{priority.letter}"
 
 
-def ready_triple(queue: str, task_type: str) -> list[str]:
-    """The ready keys of one type, high to medium to low (lease.lua's order)."""
-    return [ready(queue, task_type, p) for p in PRIORITY_ORDER]
+def ready_keys(queue: str, task_types: Sequence[str]) -> list[str]:
+    """The ready keys of these types: three per type, high to medium to low.
+    lease.lua takes them in this order (a key's place gives its priority step)."""
+    return [ready(queue, t, p) for t in task_types for p in PRIORITY_ORDER]
+
+
+def of_ready_key(task_types: Sequence[str], index: int) -> tuple[str, Priority]:
+    """The type and priority of `ready_keys(queue, task_types)[index]`."""
+    kind, step = divmod(index, len(PRIORITY_ORDER))
+    return task_types[kind], PRIORITY_ORDER[step]
 
 
 def types(queue: str) -> str:

@@ -1,8 +1,5 @@
-"""DispatchQueue and WorkerRegistry on Redis.
-
-Multi-step work is one Lua script (adapters/lua/), loaded once and called by
-SHA; all keys go in KEYS, all values in ARGV. Only Redis 6.2 commands are used.
-"""
+"""DispatchQueue on Redis: the ready index, the leases, and the
+notifications that push work to streams (keys in redis_keys.py)."""
 
 from __future__ import annotations
 
@@ -10,84 +7,42 @@ import json
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from importlib import resources
-from typing import Any, TypeVar, cast
-
-import redis.asyncio as aioredis
-from redis import exceptions as rexc
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from dtq.adapters import redis_keys as keys
-from dtq.adapters.breaker import CircuitBreaker
-from dtq.domain.errors import DtqError
-from dtq.domain.model import LeaseRef, Priority, QueueStats, Task, WorkerInfo
-from dtq.ports import Liveness, Ready
-
-T = TypeVar("T")
-WORKER_TTL = 24 * 3600
-_SCRIPTS = ("enqueue", "lease", "extend", "claim_expired")
-
-
-MAX_CONNECTIONS = 100
-
-
-def connect(dsn: str, timeout: float) -> aioredis.Redis:
-    """A client whose pool waits (up to `timeout`) for a free connection when
-    all are busy, instead of failing at once (a burst of worker
-    registrations used to get UNAVAILABLE: MaxConnectionsError)."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        dsn,
-        max_connections=MAX_CONNECTIONS,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        decode_responses=False,
-    )
-    return aioredis.Redis(connection_pool=pool)
-
-
-def _script(name: str) -> str:
-    return resources.files("dtq.adapters").joinpath(f"lua/{name}.lua").read_text()
+from dtq.adapters.group_commit import GroupCommit
+from dtq.adapters.redis_conn import RedisCalls
+from dtq.domain.model import LeaseRef, Task
+from dtq.ports import Ready
 
 
 class RedisQueue:
-    """Redis implementation of `DispatchQueue` and `WorkerRegistry`."""
+    """Redis implementation of `DispatchQueue`."""
 
-    def __init__(self, client: aioredis.Redis, aging_seconds: float = 60.0) -> None:
-        self.redis = client
+    def __init__(self, calls: RedisCalls, aging_seconds: float = 60.0) -> None:
+        self.calls = self._call = calls  # shared with the other Redis adapters
+        self.redis = calls.redis
+        self._scripts = calls.scripts
         self.aging_us = int(aging_seconds * 1_000_000)
-        self._scripts = {name: client.register_script(_script(name)) for name in _SCRIPTS}
-        self.breaker = CircuitBreaker("redis")
-
-    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
-        self.breaker.before()  # fails fast while Redis is known to be down
-        try:
-            result = await op()
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as error:
-            self.breaker.failure()
-            # The reply names no Python class; the cause stays chained for the log.
-            raise DtqError.unavailable("redis", "Redis is unreachable") from error
-        except rexc.ResponseError as error:
-            if "LOADING" in str(error) or "MASTERDOWN" in str(error):
-                self.breaker.failure()
-                raise DtqError.unavailable("redis", "Redis is loading its data") from error
-            self.breaker.release()
-            raise
-        except BaseException:
-            self.breaker.release()
-            raise
-        self.breaker.success()
-        return result
+        self._enqueuing = GroupCommit[Sequence[Ready], None](self._enqueue_flush, max_inflight=1)
 
     async def ping(self) -> None:
-        await self._call(self.redis.ping)
+        await self._call.ping()
 
     # -- ready index -----------------------------------------------------------
 
     async def enqueue(self, tasks: Sequence[Ready]) -> None:
-        if not tasks:
-            return
+        """Concurrent calls (submissions, mostly) share one pipeline, as they
+        share one PostgreSQL commit; each call gets the pipeline's error."""
+        if tasks:
+            await self._enqueuing(tasks)
+
+    async def _enqueue_flush(self, calls: list[Sequence[Ready]]) -> list[BaseException | None]:
+        await self._enqueue_now([r for call in calls for r in call])
+        return [None] * len(calls)
+
+    async def _enqueue_now(self, tasks: Sequence[Ready]) -> None:
         by_queue: dict[str, list[Ready]] = defaultdict(list)
         for task in tasks:
             by_queue[task.queue].append(task)
@@ -126,7 +81,7 @@ class RedisQueue:
     async def lease(
         self, queue: str, task_types: Sequence[str], tokens: Sequence[str], lease_seconds: float
     ) -> tuple[list[Ready], float]:
-        ready_keys = [k for t in task_types for k in keys.ready_triple(queue, t)]
+        ready_keys = keys.ready_keys(queue, task_types)
         args: list[Any] = [len(tokens), int(lease_seconds * 1000), self.aging_us]
         args += [bytes.fromhex(t) for t in tokens]
         out = await self._call(
@@ -135,12 +90,7 @@ class RedisQueue:
             )
         )
         popped = [
-            Ready(
-                uuid.UUID(bytes=member),
-                queue,
-                task_types[(int(index) - 1) // 3],
-                keys.PRIORITY_ORDER[(int(index) - 1) % 3],
-            )
+            Ready(uuid.UUID(bytes=member), queue, *keys.of_ready_key(task_types, int(index) - 1))
             for member, index in zip(out[1::2], out[2::2], strict=True)
         ]
         return popped, int(out[0]) / 1000
@@ -174,103 +124,7 @@ class RedisQueue:
         )
         return [LeaseRef(*keys.split_member(m)) for m in out]
 
-    # -- queues -----------------------------------------------------------------
-
-    async def queues(self) -> set[str]:
-        names = await self._call(lambda: self.redis.smembers(keys.QUEUES))
-        return {_text(n) for n in names}
-
-    async def set_paused(self, queue: str, paused: bool) -> None:
-        async def run() -> None:
-            pipe = self.redis.pipeline(transaction=False)
-            if paused:
-                pipe.set(keys.paused(queue), b"1")
-            else:
-                pipe.delete(keys.paused(queue))
-            pipe.sadd(keys.QUEUES, queue)
-            pipe.publish(keys.notify_channel(queue), b"*")
-            await pipe.execute()
-
-        await self._call(run)
-
-    async def count_finished(self, queue: str, completed: int, failed: int) -> None:
-        bucket = int(time.time()) // keys.BUCKET_SECONDS
-
-        async def run() -> None:
-            pipe = self.redis.pipeline(transaction=False)
-            for kind, n in (("completed", completed), ("failed", failed)):
-                if n:
-                    key = keys.counter(queue, kind, bucket)
-                    pipe.incrby(key, n)
-                    pipe.expire(key, 120)
-            await pipe.execute()
-
-        if completed or failed:
-            await self._call(run)
-
-    async def stats(self, queue: str) -> QueueStats:
-        return await self._call(lambda: self._stats(queue))
-
-    async def _stats(self, queue: str) -> QueueStats:
-        type_names = sorted(_text(t) for t in await self.redis.smembers(keys.types(queue)))
-        bucket = int(time.time()) // keys.BUCKET_SECONDS
-        buckets = [bucket - i for i in range(6)]
-        pipe = self.redis.pipeline(transaction=False)
-        for t in type_names:
-            for key in keys.ready_triple(queue, t):
-                pipe.zcard(key)
-                pipe.zrange(key, 0, 0, withscores=True)
-        pipe.zcard(keys.leases(queue))
-        pipe.exists(keys.paused(queue))
-        pipe.mget([keys.counter(queue, "completed", b) for b in buckets])
-        pipe.mget([keys.counter(queue, "failed", b) for b in buckets])
-        pipe.time()
-        out = await pipe.execute()
-        by_priority = dict.fromkeys(keys.PRIORITY_ORDER, 0)
-        heads: dict[Priority, float] = {}  # priority -> enqueue time (us) of its oldest task
-        for i in range(len(type_names) * 3):
-            priority = keys.PRIORITY_ORDER[i % 3]
-            by_priority[priority] += out[2 * i]
-            head = out[2 * i + 1]
-            if head:
-                heads[priority] = min(heads.get(priority, head[0][1]), head[0][1])
-        running, paused, done, failed, now = out[len(type_names) * 6 :]
-        now_us = now[0] * 1_000_000 + now[1]
-        ages = {p: max(0.0, (now_us - t) / 1_000_000) for p, t in heads.items()}
-        return QueueStats(
-            queue=queue,
-            pending_by_priority={Priority(p): n for p, n in by_priority.items()},
-            running=running,
-            completed_last_minute=sum(int(x) for x in done if x),
-            failed_last_minute=sum(int(x) for x in failed if x),
-            oldest_pending_age=max(ages.values(), default=0.0),
-            oldest_age_by_priority=ages,
-            paused=bool(paused),
-        )
-
-    # -- reconciliation -----------------------------------------------------------
-
-    async def restore_ready(self, tasks: Sequence[Task]) -> int:
-        """Index PENDING tasks that Redis lost; returns how many were missing.
-        Each keeps its place: the score is the time it became ready."""
-        if not tasks:
-            return 0
-        by_key: dict[str, dict[bytes, float]] = defaultdict(dict)
-        for t in tasks:
-            by_key[keys.ready(t.queue, t.type, t.priority)][t.id.bytes] = int(t.updated_at * 1e6)
-
-        async def run() -> int:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, mapping in by_key.items():
-                pipe.zadd(key, mapping, nx=True)
-            for queue, task_type in {(t.queue, t.type) for t in tasks}:
-                pipe.sadd(keys.types(queue), task_type)
-                pipe.sadd(keys.QUEUES, queue)
-                pipe.publish(keys.notify_channel(queue), task_type.encode())
-            out = await pipe.execute()
-            return sum(out[: len(by_key)])
-
-        return await self._call(run)
+    # -- leases recovered --------------------------------------------------------
 
     async def restore_leases(self, items: Sequence[tuple[str, LeaseRef, float]]) -> int:
         """Re-create leases of RUNNING tasks (queue, lease, deadline in Unix s)."""
@@ -289,14 +143,6 @@ class RedisQueue:
             return sum(out[0::2])
 
         return await self._call(run)
-
-    async def epoch(self) -> str | None:
-        """Marker of an index that was built or checked; gone when Redis lost its data."""
-        value = await self._call(lambda: self.redis.get(keys.EPOCH))
-        return None if value is None else _text(value)
-
-    async def set_epoch(self, value: str) -> None:
-        await self._call(lambda: self.redis.set(keys.EPOCH, value))
 
     async def now(self) -> float:
         """Redis's clock (Unix s): the clock of lease deadlines."""
@@ -339,97 +185,3 @@ class RedisQueue:
 
     async def wake_scheduler(self, due: float) -> None:
         await self._call(lambda: self.redis.publish(keys.SCHEDULE_CHANNEL, repr(due).encode()))
-
-    # -- worker registry -----------------------------------------------------------
-
-    async def upsert(self, worker: WorkerInfo) -> None:
-        record = {
-            "info": json.dumps(
-                {
-                    "hostname": worker.hostname,
-                    "pid": worker.pid,
-                    "queues": list(worker.queues),
-                    "task_types": list(worker.task_types),
-                    "concurrency": worker.concurrency,
-                    "version": worker.version,
-                    "labels": worker.labels,
-                    "registered_at": worker.registered_at,
-                    "metrics_address": worker.metrics_address,
-                }
-            ),
-            "active": worker.active_tasks,
-            "draining": int(worker.draining),
-            "last_seen": worker.last_seen_at,
-        }
-
-        async def run() -> None:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(keys.worker(worker.id), mapping=cast(Any, record))
-            pipe.expire(keys.worker(worker.id), WORKER_TTL)
-            pipe.zadd(keys.WORKERS, {worker.id: worker.last_seen_at})
-            await pipe.execute()
-
-        await self._call(run)
-
-    async def touch(self, worker_id: str, active_tasks: int, draining: bool, now: float) -> None:
-        await self.touch_many([Liveness(worker_id, active_tasks, draining, now)])
-
-    async def touch_many(self, rows: Sequence[Liveness]) -> None:
-        async def run() -> None:
-            pipe = self.redis.pipeline(transaction=False)
-            for row in rows:
-                key = keys.worker(row.worker_id)
-                live: dict[str, float] = {
-                    "active": row.active_tasks,
-                    "draining": int(row.draining),
-                    "last_seen": row.last_seen_at,
-                }
-                pipe.hset(key, mapping=cast(Any, live))
-                pipe.expire(key, WORKER_TTL)
-                pipe.zadd(keys.WORKERS, {row.worker_id: row.last_seen_at})
-            await pipe.execute()
-
-        await self._call(run)
-
-    async def get(self, worker_id: str) -> WorkerInfo | None:
-        record = await self._call(lambda: self.redis.hgetall(keys.worker(worker_id)))
-        return _worker(worker_id, cast(dict[bytes, bytes], record))
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        async def run() -> list[WorkerInfo]:
-            cutoff = time.time() - WORKER_TTL
-            await self.redis.zremrangebyscore(keys.WORKERS, "-inf", cutoff)
-            ids = [_text(i) for i in await self.redis.zrevrange(keys.WORKERS, 0, -1)]
-            pipe = self.redis.pipeline(transaction=False)
-            for worker_id in ids:
-                pipe.hgetall(keys.worker(worker_id))
-            records = await pipe.execute()
-            found = [_worker(i, r) for i, r in zip(ids, records, strict=True)]
-            return [w for w in found if w]
-
-        return await self._call(run)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _worker(worker_id: str, record: dict[bytes, bytes]) -> WorkerInfo | None:
-    if not record or b"info" not in record:
-        return None
-    info = json.loads(record[b"info"])
-    return WorkerInfo(
-        id=worker_id,
-        hostname=info["hostname"],
-        pid=info["pid"],
-        queues=tuple(info["queues"]),
-        task_types=tuple(info["task_types"]),
-        concurrency=info["concurrency"],
-        version=info["version"],
-        labels=info["labels"],
-        registered_at=info["registered_at"],
-        last_seen_at=float(record.get(b"last_seen", b"0")),
-        active_tasks=int(record.get(b"active", b"0")),
-        draining=record.get(b"draining") == b"1",
-        metrics_address=info.get("metrics_address", ""),
-    )

@@ -6,19 +6,21 @@ from typing import Any
 
 import grpc
 
-from dtq import __version__
 from dtq.api import convert
 from dtq.api.errors import unary
 from dtq.app.admin import Admin
+from dtq.app.audit import Audit
 from dtq.v1 import admin_service_pb2 as pb
 from dtq.v1 import admin_service_pb2_grpc
+from dtq.version import __version__
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, admin: Admin) -> None:
+    def __init__(self, admin: Admin, audit: Audit) -> None:
         self.admin = admin
+        self.audit = audit
 
     @unary
     async def GetQueueStats(
@@ -40,6 +42,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     ) -> pb.ResumeQueueResponse:
         stats = await self.admin.set_paused(request.queue, paused=False)
         return pb.ResumeQueueResponse(stats=convert.queue_stats(stats))
+
+    @unary
+    async def DeleteQueue(
+        self, request: pb.DeleteQueueRequest, context: Ctx
+    ) -> pb.DeleteQueueResponse:
+        await self.admin.delete_queue(request.queue)
+        return pb.DeleteQueueResponse()
 
     @unary
     async def ListWorkers(
@@ -74,3 +83,15 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             request.queue, request.task_type, request.confirm, request.validate_only
         )
         return pb.PurgeDeadLettersResponse(purged_count=count)
+
+    @unary
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Ctx
+    ) -> pb.ListAuditEventsResponse:
+        since = convert.seconds_of(request.since) if request.HasField("since") else None
+        events, token = await self.audit.page(
+            since, request.actor or None, request.page_size, request.page_token
+        )
+        return pb.ListAuditEventsResponse(
+            events=[convert.audit_event(e) for e in events], next_page_token=token
+        )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from dtq.api.errors import status_of
 from dtq.app.admin import SystemHealth, WorkerStatus
 from dtq.app.dispatch import Push
-from dtq.app.streams import capacity, subscription
+from dtq.domain import validation
+from dtq.domain.audit import AuditEvent
 from dtq.domain.errors import DtqError
 from dtq.domain.ids import lease_ref, parse_task_id
 from dtq.domain.model import (
@@ -26,7 +27,7 @@ from dtq.domain.model import (
     TaskState,
     WorkerInfo,
 )
-from dtq.domain.validation import SubmitSpec, queue_name, task_type
+from dtq.domain.validation import MAX_DEPTH, SubmitSpec, queue_name, task_type
 from dtq.v1 import (
     admin_service_pb2,
     queue_pb2,
@@ -82,6 +83,30 @@ def seconds_of(msg: timestamp_pb2.Timestamp | duration_pb2.Duration) -> float:
     return msg.seconds + msg.nanos / 1e9
 
 
+def depth(value: struct_pb2.Struct | struct_pb2.Value, cap: int = MAX_DEPTH + 1) -> int:
+    """JSON nesting depth of a payload or result: each object and array is one
+    level, a scalar none. Counting stops at `cap` (deep enough to refuse)."""
+    level: list[struct_pb2.Value]
+    if isinstance(value, struct_pb2.Struct):
+        found, level = 1, list(value.fields.values())
+    else:
+        found, level = 0, [value]
+    while level and found < cap:
+        inner: list[struct_pb2.Value] = []
+        nested = False
+        for v in level:
+            kind = v.WhichOneof("kind")
+            if kind == "struct_value":
+                inner += v.struct_value.fields.values()
+                nested = True
+            elif kind == "list_value":
+                inner += v.list_value.values
+                nested = True
+        found += nested
+        level = inner
+    return found
+
+
 # -- tasks --------------------------------------------------------------------
 
 
@@ -100,7 +125,17 @@ def submit_spec(
         idempotency_key=req.idempotency_key,
         lease_duration=seconds_of(req.lease_duration) if req.HasField("lease_duration") else None,
         trace_context=dict(req.trace_context) or trace_context,
+        payload_depth=depth(req.payload),
+        unique_for=seconds_of(req.unique_for) if req.HasField("unique_for") else None,
+        unique_key=req.unique_key,
+        unique_states=tuple(_state(s, "unique_states") for s in req.unique_states),
     )
+
+
+def _state(value: task_pb2.Task.State.ValueType, field_path: str) -> TaskState:
+    if value not in STATE_FROM_PB:
+        raise DtqError.invalid(field_path, f"unknown state {value}")
+    return STATE_FROM_PB[value]
 
 
 def task_error(error: TaskError) -> task_pb2.TaskError:
@@ -171,14 +206,14 @@ def task_id(text: str, field_path: str = "id") -> uuid.UUID:
 
 
 def worker_info(req: worker_service_pb2.RegisterWorkerRequest) -> WorkerInfo:
-    sub = subscription(req.queues, req.task_types)
+    sub = validation.subscription(req.queues, req.task_types)
     return WorkerInfo(
         id=req.worker_id,
         hostname=req.hostname,
         pid=req.pid,
         queues=sub.queues,
         task_types=sub.task_types,
-        concurrency=capacity(req.concurrency or 1, "concurrency"),
+        concurrency=validation.capacity(req.concurrency or 1, "concurrency"),
         version=req.version,
         labels=dict(req.labels),
         registered_at=0.0,
@@ -208,20 +243,24 @@ def worker(w: WorkerInfo, status: WorkerStatus) -> worker_pb2.Worker:
 def stream_open(
     msg: worker_service_pb2.StreamOpen,
 ) -> tuple[str, Subscription, int, list[LeaseRef]]:
-    sub = subscription(msg.queues, msg.task_types, "open.")
+    sub = validation.subscription(msg.queues, msg.task_types, "open.")
     held = [lease_ref(r.task_id, r.lease_token, "open.held") for r in msg.held]
-    return msg.worker_id, sub, capacity(msg.capacity, "open.capacity"), held
+    return msg.worker_id, sub, validation.capacity(msg.capacity, "open.capacity"), held
+
+
+def reported_error(e: task_pb2.TaskError) -> TaskError:
+    """A failure as a worker reports it (FailTask or the stream: one rule)."""
+    return validation.task_error(e.message, e.type, e.traceback, e.permanent)
 
 
 def outcome(msg: worker_service_pb2.TaskOutcome, path: str = "outcomes") -> Outcome:
     ref = lease_ref(msg.task_id, msg.lease_token, path)
     if msg.HasField("error"):
-        e = msg.error
-        return Outcome(
-            ref.task_id, ref.token, error=TaskError(e.message, e.type, e.traceback, e.permanent)
-        )
-    result = msg.result.SerializeToString() if msg.HasField("result") else None
-    return Outcome(ref.task_id, ref.token, result=result)
+        return Outcome(ref.task_id, ref.token, error=reported_error(msg.error))
+    if not msg.HasField("result"):
+        return Outcome(ref.task_id, ref.token)
+    result = msg.result.SerializeToString()
+    return validation.outcome(ref.task_id, ref.token, result, depth(msg.result))
 
 
 def refs(items: Sequence[worker_service_pb2.LeaseRef], path: str) -> list[LeaseRef]:
@@ -292,4 +331,17 @@ def health(h: SystemHealth, version: str) -> admin_service_pb2.GetSystemHealthRe
         active_workers=h.active_workers,
         version=version,
         checked_at=timestamp(h.checked_at),
+    )
+
+
+def audit_event(e: AuditEvent) -> admin_service_pb2.AuditEvent:
+    return admin_service_pb2.AuditEvent(
+        id=e.id,
+        time=timestamp(e.at),
+        actor=e.actor,
+        role=e.role,
+        action=e.action,
+        target=e.target,
+        outcome=e.outcome,
+        detail=e.detail,
     )

@@ -18,7 +18,7 @@ class HandlerWrapper(grpc.aio.ServerInterceptor):
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     def wrap(self, handler: Handler, method: str) -> Handler:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each wrapper (e.g. Authentication) says how
 
     async def intercept_service(
         self,

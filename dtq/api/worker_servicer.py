@@ -16,9 +16,10 @@ from dtq.app.admin import Admin
 from dtq.app.dispatch import Push, Session
 from dtq.app.leasing import Leasing
 from dtq.app.streams import Streams
+from dtq.domain import validation
 from dtq.domain.errors import DtqError
 from dtq.domain.ids import lease_ref
-from dtq.domain.model import Outcome, TaskError
+from dtq.domain.model import Outcome
 from dtq.v1 import worker_service_pb2 as pb
 from dtq.v1 import worker_service_pb2_grpc
 
@@ -58,6 +59,8 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         try:
             while (push := await session.outbox.get()) is not None:
                 yield convert.push(_merge(push, session))
+            if (error := await reader) is not None:
+                raise error  # a bad message ends the stream with its status, not OK
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -69,12 +72,19 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         session: Session,
         first: pb.LeaseTasksRequest,
         rest: AsyncIterator[pb.LeaseTasksRequest],
-    ) -> None:
+    ) -> DtqError | None:
+        """Handle the worker's messages; the error of a bad one (a message that
+        does not decode, an invalid field) ends the stream."""
         pending: set[asyncio.Task[None]] = set()
         try:
             await self._handle(session, first, pending)
             async for message in rest:
                 await self._handle(session, message, pending)
+        except DtqError as error:
+            log.info(
+                "stream_refused", extra={"worker_id": session.worker_id, "reason": error.reason}
+            )
+            return error
         except Exception as error:
             log.info(
                 "stream_read_ended", extra={"worker_id": session.worker_id, "error": repr(error)}
@@ -82,7 +92,8 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         finally:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-            session.outbox.put_nowait(None)
+            session.end()
+        return None
 
     async def _handle(
         self, session: Session, message: pb.LeaseTasksRequest, pending: set[asyncio.Task[None]]
@@ -125,7 +136,10 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self, request: pb.CompleteTaskRequest, context: Ctx
     ) -> pb.CompleteTaskResponse:
         ref = lease_ref(request.task_id, request.lease_token)
-        result = request.result.SerializeToString() if request.HasField("result") else None
+        result = None
+        if request.HasField("result"):
+            validation.nesting(convert.depth(request.result), "result")
+            result = request.result.SerializeToString()
         (task,) = await self.leasing.report([Outcome(ref.task_id, ref.token, result=result)])
         if isinstance(task, DtqError):
             raise task
@@ -134,8 +148,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     @unary
     async def FailTask(self, request: pb.FailTaskRequest, context: Ctx) -> pb.FailTaskResponse:
         ref = lease_ref(request.task_id, request.lease_token)
-        e = request.error
-        error = TaskError(e.message or "failed", e.type, e.traceback, e.permanent)
+        error = convert.reported_error(request.error)
         (task,) = await self.leasing.report([Outcome(ref.task_id, ref.token, error=error)])
         if isinstance(task, DtqError):
             raise task
@@ -147,12 +160,10 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> pb.ExtendLeaseResponse:
         ref = lease_ref(request.task_id, request.lease_token)
         seconds = (
-            convert.seconds_of(request.lease_duration)
+            validation.lease_seconds(convert.seconds_of(request.lease_duration), 0.0)
             if request.HasField("lease_duration")
             else None
         )
-        if seconds is not None and not 1 <= seconds <= 3600:
-            raise DtqError.invalid("lease_duration", "must be between 1s and 3600s")
         deadline = await self.leasing.extend_one(ref, seconds)
         return pb.ExtendLeaseResponse(expire_at=convert.timestamp(deadline))
 

@@ -10,19 +10,27 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from dtq import metrics
-from dtq.app import task_metrics
-from dtq.app.tasks import ready_of
+from dtq.app import caller, task_metrics
 from dtq.domain import paging, validation
-from dtq.domain.errors import DtqError
+from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import QueueStats, Task, TaskState, WorkerInfo
-from dtq.ports import Clock, DispatchQueue, QueueSettings, TaskStore, WorkerRegistry
+from dtq.ports import (
+    Clock,
+    DispatchQueue,
+    QueueIndex,
+    QueueSettings,
+    Ready,
+    TaskStore,
+    WorkerRegistry,
+)
 
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT = 2.0
+WORKERS_RECENT = 600  # seconds: workers seen since then count against max_workers
 REQUEUE_BATCH = 500  # dead letters moved (and indexed) per transaction
 
 
@@ -60,11 +68,17 @@ class Admin:
 
     store: TaskStore
     queue: DispatchQueue
+    index: QueueIndex
     registry: WorkerRegistry
     clock: Clock
     heartbeat_interval: float = 10.0
     # Durable pause state; Redis keeps the copy the lease script reads.
     settings: QueueSettings | None = None
+    # Called with the name of each queue deleted here (the queue cap forgets it).
+    on_deleted: list[Callable[[str], None]] = field(default_factory=list)
+    # Workers seen in the last WORKERS_RECENT seconds there may be; a new
+    # registration past it is refused (TOO_MANY_WORKERS).
+    max_workers: int = 10_000
 
     # -- workers --------------------------------------------------------------
 
@@ -75,10 +89,24 @@ class Admin:
         validation.address(worker.metrics_address, "metrics_address")
         if not worker.task_types:
             raise DtqError.invalid("task_types", "must name at least one task type")
+        for queue in worker.queues:
+            caller.check_queue(queue)
         now = self.clock.now()
+        await self.room_for(worker_id, now)
         stored = replace(worker, id=worker_id, registered_at=now, last_seen_at=now)
         await self.registry.upsert(stored)
         return stored
+
+    async def room_for(self, worker_id: str, now: float) -> None:
+        if await self.registry.get(worker_id) is not None:
+            return  # a worker registering again
+        if await self.registry.count_seen_since(now - WORKERS_RECENT) >= self.max_workers:
+            raise DtqError(
+                Code.RESOURCE_EXHAUSTED,
+                "TOO_MANY_WORKERS",
+                f"{self.max_workers} workers were seen in the last {WORKERS_RECENT // 60} "
+                f"minutes, the most allowed (DTQ_MAX_WORKERS)",
+            )
 
     def status(self, worker: WorkerInfo) -> WorkerStatus:
         if self.clock.now() - worker.last_seen_at > 3 * self.heartbeat_interval:
@@ -89,9 +117,8 @@ class Admin:
         size = validation.page_size(page_size, default=100)
         fp = paging.fingerprint("workers")
         offset = paging.decode_offset(token, fp)
-        everyone = await self.registry.list_workers()
-        page = everyone[offset : offset + size]
-        more = offset + size < len(everyone)
+        page, total = await self.registry.page(offset, size)
+        more = offset + size < total
         return page, paging.encode(str(offset + size), fp) if more else ""
 
     # -- queues ---------------------------------------------------------------
@@ -99,11 +126,13 @@ class Admin:
     async def queue_stats(self, only: str = "") -> list[QueueStats]:
         if only:
             validation.queue_name(only)
+            caller.check_queue(only)
         counts = await self.store.state_counts(only or None)
-        names = {only} if only else (await self.queue.queues()) | {q for q, _ in counts}
+        names = {only} if only else (await self.index.queues()) | {q for q, _ in counts}
+        names = caller.visible(names)
         stats = []
         for name in sorted(names):
-            live = await self.queue.stats(name)
+            live = await self.index.stats(name)
             stats.append(
                 replace(
                     live,
@@ -118,11 +147,51 @@ class Admin:
         name = validation.queue_name(queue)
         if not queue:
             raise DtqError.invalid("queue", "is required")
+        caller.check_queue(name)
         if self.settings is not None:
             await self.settings.set_paused(name, paused)  # PostgreSQL first: it is the truth
-        await self.queue.set_paused(name, paused)
+        await self.index.set_paused(name, paused)
         (stats,) = await self.queue_stats(name)
         return stats
+
+    async def delete_queue(self, queue: str) -> None:
+        """Forget an empty queue (see DeleteQueue). The name goes first, then
+        the queue is looked at again: a task indexed meanwhile puts it back
+        (its own submission re-adds the name too), so no queue with work in
+        it stays unknown to the reaper and the stats."""
+        name = validation.queue_name(queue)
+        if not queue:
+            raise DtqError.invalid("queue", "is required")
+        caller.check_queue(name)
+        await self._refuse_unless_empty(name)
+        await self.index.remove(name)
+        try:
+            await self._refuse_unless_empty(name)
+        except DtqError:
+            await self.index.add([name])
+            raise
+        if self.settings is not None:
+            await self.settings.delete(name)
+        for callback in self.on_deleted:
+            callback(name)
+        log.info("queue_deleted", extra={"queue": name})
+
+    async def _refuse_unless_empty(self, queue: str) -> None:
+        (stats,) = await self.queue_stats(queue)
+        held = {
+            "pending": sum(stats.pending_by_priority.values()),
+            "running": stats.running,
+            "scheduled": stats.scheduled,
+            "retrying": stats.retrying,
+            "dead-lettered": stats.dead_lettered,
+        }
+        if any(held.values()):
+            counts = ", ".join(f"{n} {state}" for state, n in held.items() if n)
+            raise DtqError(
+                Code.FAILED_PRECONDITION,
+                "QUEUE_NOT_EMPTY",
+                f"queue {queue!r} holds tasks ({counts}): only an empty queue can be deleted",
+            )
 
     # -- dead letters ---------------------------------------------------------
 
@@ -151,7 +220,7 @@ class Admin:
 
     async def _index(self, batch: Sequence[Task]) -> None:
         try:
-            await self.queue.enqueue([ready_of(t) for t in batch])
+            await self.queue.enqueue([Ready.of(t) for t in batch])
             await self.queue.publish_changes(batch)
         except DtqError as error:  # committed: the manager's reconciler indexes them
             log.warning("index_deferred", extra={"tasks": len(batch), "reason": error.reason})
@@ -181,8 +250,8 @@ class Admin:
         )
         active = 0
         if redis.status == Health.HEALTHY:
-            workers = await self.registry.list_workers()
-            active = sum(1 for w in workers if self.status(w) != WorkerStatus.LOST)
+            seen = self.clock.now() - 3 * self.heartbeat_interval  # as `status` counts
+            active = await self.registry.count_seen_since(seen)
         fleet = Component(
             "workers",
             Health.HEALTHY if active else Health.DEGRADED,
@@ -209,4 +278,5 @@ def _dead_letter_filter(queue: str, task_type: str) -> tuple[str, str | None]:
     if not queue:
         raise DtqError.invalid("queue", "is required")
     name = validation.queue_name(queue)
+    caller.check_queue(name)
     return name, validation.task_type(task_type, "task_type") if task_type else None

@@ -9,6 +9,17 @@ server process fills free capacity as soon as work may be ready:
   notification was lost; it is not on the hot path.
 A lease attempt that returns fewer tasks than asked clears the maybe-ready mark,
 unless a notification arrived meanwhile (generation counters).
+
+A lease counts as delivered once the worker names it (in a heartbeat, an
+outcome or a release). A stream that does not read cannot: its leases would
+expire one attempt after another, dead-lettering work nobody ran. So a lease
+still unnamed `confirm_window` seconds after it was pushed (two heartbeat
+intervals) is handed back, without using up a retry, and its stream gets no
+more leases until the worker sends a message again. When a stream closes with
+leases it never named (the worker was killed as they were pushed), they are
+handed back `reconnect_grace` seconds later, unless the worker reconnected to
+this server and named them; a worker that names them on another server later
+finds them revoked, and the task runs again (at least once).
 """
 
 from __future__ import annotations
@@ -70,6 +81,10 @@ class Session:
     outbox: asyncio.Queue[Push | None] = field(default_factory=asyncio.Queue)
     draining: bool = False
     closed: bool = False
+    # Leases pushed that the worker has not named yet: task id -> when pushed
+    # (event loop time). A session whose leases went unnamed is `stalled`.
+    unconfirmed: dict[uuid.UUID, float] = field(default_factory=dict)
+    stalled: bool = False
     id: int = field(default_factory=lambda: next(_ids))
     # The worker's registration, re-written on every heartbeat so that the
     # registry heals itself if Redis loses it.
@@ -77,23 +92,49 @@ class Session:
 
     @property
     def free(self) -> int:
-        if self.draining or self.closed:
+        if self.draining or self.closed or self.stalled:
             return 0
         return max(0, self.capacity - len(self.held))
 
     def refs(self) -> list[LeaseRef]:
         return [LeaseRef(tid, h.token) for tid, h in self.held.items()]
 
-    def deliver(self, leases: Sequence[Lease]) -> None:
+    def deliver(self, leases: Sequence[Lease], now: float) -> None:
         for lease in leases:
             self.held[lease.task.id] = Held(
                 lease.task.queue, lease.token, lease.task.lease_duration
             )
+            self.unconfirmed[lease.task.id] = now
         if leases:
             self.outbox.put_nowait(Push(leases=list(leases)))
 
+    def end(self) -> None:
+        """The worker stopped writing: lease nothing more to it (a grant still
+        in flight goes back at once, see `Dispatcher._deliver`); the stream ends
+        once what is queued for it has been sent."""
+        self.closed = True
+        self.outbox.put_nowait(None)
+
+    def drop(self, task_id: uuid.UUID) -> Held | None:
+        """The lease of `task_id` ended (outcome, release, loss)."""
+        self.unconfirmed.pop(task_id, None)
+        return self.held.pop(task_id, None)
+
+    def unread(self, before: float) -> list[LeaseRef]:
+        """Take back the leases pushed before `before` that the worker never named."""
+        late = [tid for tid, pushed in self.unconfirmed.items() if pushed < before]
+        refs = []
+        for task_id in late:
+            held = self.drop(task_id)
+            if held is not None:
+                refs.append(LeaseRef(task_id, held.token))
+        if refs:
+            self.stalled = True
+            self.outbox.put_nowait(Push(revoked=[(r.task_id, "lease_lost") for r in refs]))
+        return refs
+
     def revoke(self, task_id: uuid.UUID, reason: str) -> bool:
-        if self.held.pop(task_id, None) is None:
+        if self.drop(task_id) is None:
             return False
         self.outbox.put_nowait(Push(revoked=[(task_id, reason)]))
         return True
@@ -102,9 +143,19 @@ class Session:
 class Dispatcher:
     """Fills the free capacity of this process's sessions with leases."""
 
-    def __init__(self, leasing: Leasing, sweep_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        leasing: Leasing,
+        sweep_interval: float = 1.0,
+        confirm_window: float = 20.0,
+        reconnect_grace: float = 5.0,
+    ) -> None:
         self.leasing = leasing
         self.sweep_interval = sweep_interval
+        self.confirm_window = confirm_window
+        self.reconnect_grace = reconnect_grace
+        self._closed: list[tuple[float, Session]] = []  # (closed at, session) with unnamed leases
+        self._next_check = 0.0
         self.sessions: dict[int, Session] = {}
         self._maybe: dict[tuple[str, str], int] = {}  # (queue, type) -> generation
         self._generation = itertools.count(1)
@@ -124,6 +175,8 @@ class Dispatcher:
     def detach(self, session: Session) -> None:
         session.closed = True
         self.sessions.pop(session.id, None)
+        if session.unconfirmed:
+            self._closed.append((asyncio.get_running_loop().time(), session))
         self._gauge()
 
     def _gauge(self) -> None:
@@ -192,7 +245,10 @@ class Dispatcher:
             self._wake.clear()
             self._gauge()
             try:
-                more = await self._round()
+                if self._last_round >= self._next_check:
+                    self._next_check = self._last_round + self.sweep_interval
+                    await self.take_back_unread(loop.time())
+                more = await self.round()
             except asyncio.CancelledError:
                 raise
             except DtqError as error:
@@ -206,9 +262,10 @@ class Dispatcher:
             if more:
                 self._wake.set()
 
-    async def _round(self) -> bool:
-        """Lease for every session that has room and may have work; True when
-        some session got all it asked for (there may be more)."""
+    async def round(self) -> bool:
+        """One dispatch round (the loop runs them): lease for every session that
+        has room and may have work; True when some session got all it asked for
+        (there may be more)."""
         hungry = [s for s in self.sessions.values() if s.free and self._wants(s)]
         if not hungry:
             return False
@@ -260,9 +317,38 @@ class Dispatcher:
                 full = True
         return full
 
+    async def take_back_unread(self, now: float) -> None:
+        """Hand back the leases of streams that do not read (see the module doc);
+        `now` is event loop time."""
+        before = now - self.confirm_window
+        for session in list(self.sessions.values()):
+            refs = session.unread(before)
+            if not refs:
+                continue
+            log.warning("leases_unread", extra={"worker_id": session.worker_id, "tasks": len(refs)})
+            with contextlib.suppress(DtqError):  # else they expire, as before
+                await self.leasing.release(refs)
+        await self._take_back_closed(now)
+
+    async def _take_back_closed(self, now: float) -> None:
+        due = [s for closed_at, s in self._closed if closed_at + self.reconnect_grace <= now]
+        self._closed = [(t, s) for t, s in self._closed if t + self.reconnect_grace > now]
+        adopted = {(tid, h.token) for s in self.sessions.values() for tid, h in s.held.items()}
+        refs = [
+            LeaseRef(tid, held.token)
+            for session in due
+            for tid in session.unconfirmed
+            if (held := session.held.get(tid)) and (tid, held.token) not in adopted
+        ]
+        if not refs:
+            return
+        log.warning("leases_of_closed_stream", extra={"tasks": len(refs)})
+        with contextlib.suppress(DtqError):  # else they expire
+            await self.leasing.release(refs)
+
     async def _deliver(self, session: Session, leases: list[Lease]) -> None:
         if not session.closed:
-            session.deliver(leases)
+            session.deliver(leases, asyncio.get_running_loop().time())
             return
         # The worker left while we leased: give the tasks back at once (if that
         # fails, the leases expire and are reclaimed).

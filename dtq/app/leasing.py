@@ -22,11 +22,10 @@ from dataclasses import dataclass
 
 from dtq import metrics, tracing
 from dtq.app import task_metrics
-from dtq.app.tasks import ready_of
 from dtq.domain.errors import STALE_LEASE, DtqError, OutcomeUnknown
 from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
 from dtq.domain.retry import RetryPolicy, exhausted
-from dtq.ports import Clock, DispatchQueue, Grant, Resolution, TaskStore
+from dtq.ports import Clock, DispatchQueue, Grant, Ready, Resolution, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,6 @@ class Leasing:
     clock: Clock
     retry_policy: RetryPolicy
     default_lease: float = 30.0
-
-    async def grant(self, worker_id: str, sub: Subscription, queue: str, n: int) -> list[Lease]:
-        """Lease up to n ready tasks of `queue` to a worker."""
-        (leases,) = await self.grant_many(sub, queue, [(worker_id, n)])
-        return leases
 
     async def grant_many(
         self, sub: Subscription, queue: str, asks: Sequence[tuple[str, int]]
@@ -109,7 +103,7 @@ class Leasing:
         ]
         await self.queue.set_deadlines(queue, odd)
         await self.queue.publish_changes(leased)
-        metrics.leases_granted.labels(queue).inc(len(leased))
+        metrics.leases_granted.labels(metrics.queue_label(queue)).inc(len(leased))
         task_metrics.leased(leased)
         for t in leased:
             token, who = token_of[t.id]
@@ -233,7 +227,7 @@ class Leasing:
         for ref in refs:
             if ref.task_id in moved:
                 by_queue[queue_of[ref.task_id]].append(ref)
-        await self.queue.enqueue([ready_of(t) for t in released])
+        await self.queue.enqueue([Ready.of(t) for t in released])
         for queue, dropped in by_queue.items():
             await self.queue.drop_leases(queue, dropped)
         await self.queue.publish_changes(released)
@@ -250,7 +244,7 @@ class Leasing:
             return 0, 0
         moved, orphans = await self.store.expire(claimed, self._after_expiry, self.clock.now())
         back = [t for t in moved if t.state == TaskState.PENDING] + orphans
-        await self.queue.enqueue([ready_of(t) for t in back])
+        await self.queue.enqueue([Ready.of(t) for t in back])
         await self.queue.publish_changes(moved)
         task_metrics.expired(moved)
         tracing.outcomes_recorded(moved, started)

@@ -6,35 +6,20 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
+from dtq.app import caller
 from dtq.app.dispatch import Dispatcher, Held, Push, Session
 from dtq.app.leasing import Leasing
 from dtq.app.presence import Presence
 from dtq.domain import validation
-from dtq.domain.errors import DtqError
+from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import LeaseRef, Outcome, Subscription, TaskState, WorkerInfo
 from dtq.ports import Clock, TaskStore, WorkerRegistry
 
 log = logging.getLogger(__name__)
-MAX_CAPACITY = 10_000
 LEASE_LOST = "lease_lost"
-
-
-def subscription(queues: Sequence[str], task_types: Sequence[str], path: str = "") -> Subscription:
-    """Validated queues and task types of a worker."""
-    if not task_types:
-        raise DtqError.invalid(f"{path}task_types", "must name at least one task type")
-    qs = tuple(dict.fromkeys(validation.queue_name(q, f"{path}queues") for q in queues or [""]))
-    ts = tuple(dict.fromkeys(validation.task_type(t, f"{path}task_types") for t in task_types))
-    return Subscription(qs, ts)
-
-
-def capacity(value: int, path: str = "capacity") -> int:
-    if not 1 <= value <= MAX_CAPACITY:
-        raise DtqError.invalid(path, f"must be between 1 and {MAX_CAPACITY}")
-    return value
 
 
 @dataclass
@@ -47,15 +32,23 @@ class Streams:
     store: TaskStore
     clock: Clock
     presence: Presence | None = None  # keeps BUSY and LAST SEEN of the registry current
+    # Refuses a worker id the registry does not know once too many were seen
+    # (Admin.room_for: the cap RegisterWorker applies, for streams opened directly).
+    room_for: Callable[[str, float], Awaitable[None]] | None = None
 
     def heard(self, session: Session) -> None:
-        """The worker sent a message: it is alive."""
+        """The worker sent a message: it is alive, and reads again if it stalled."""
+        if session.stalled:
+            session.stalled = False
+            self.dispatcher.freed(session)
         if self.presence is not None:
             self.presence.saw(session)
 
     async def open(
         self, worker_id: str, sub: Subscription, slots: int, held: Sequence[LeaseRef]
     ) -> Session:
+        for queue in sub.queues:
+            caller.check_queue(queue)
         session = Session(validation.worker_id(worker_id, "open.worker_id"), sub, slots)
         session.info = await self._registration(session)
         if held:
@@ -82,7 +75,7 @@ class Streams:
     async def on_outcomes(self, session: Session, outcomes: Sequence[Outcome]) -> None:
         results = await self.leasing.report(outcomes)
         for outcome in outcomes:
-            session.held.pop(outcome.task_id, None)
+            session.drop(outcome.task_id)
         session.outbox.put_nowait(
             Push(acks=[(o.task_id, r) for o, r in zip(outcomes, results, strict=True)])
         )
@@ -97,13 +90,14 @@ class Streams:
             if held is None or held.token != ref.token:
                 lost.append(ref.task_id)
             else:
+                session.unconfirmed.pop(ref.task_id, None)  # the worker has it
                 by_queue[held.queue].append((ref, held.seconds))
         for queue, items in by_queue.items():
             deadlines = await self.leasing.extend(queue, items)
             lost += [ref.task_id for (ref, _), d in zip(items, deadlines, strict=True) if d is None]
         if lost:
             for task_id in lost:
-                session.held.pop(task_id, None)
+                session.drop(task_id)
             session.outbox.put_nowait(Push(revoked=[(t, LEASE_LOST) for t in lost]))
             self.dispatcher.freed(session)
             log.warning("leases_lost", extra={"worker_id": session.worker_id, "tasks": len(lost)})
@@ -115,7 +109,7 @@ class Streams:
         for ref in refs:
             held = session.held.get(ref.task_id)
             if held is not None and held.token == ref.token:
-                del session.held[ref.task_id]
+                session.drop(ref.task_id)
         self.dispatcher.freed(session)
         try:
             await self.leasing.release(refs)
@@ -125,9 +119,10 @@ class Streams:
             )
 
     def set_capacity(self, session: Session, slots: int) -> None:
-        session.draining = slots == 0
+        """0 drains the stream; a refused value changes nothing."""
         if slots:
-            session.capacity = capacity(slots)
+            session.capacity = validation.capacity(slots)
+        session.draining = slots == 0
         self.dispatcher.freed(session)
 
     async def close(self, session: Session) -> None:
@@ -142,6 +137,12 @@ class Streams:
             known = await self.registry.get(session.worker_id)
             if known is not None:
                 return known
+        if self.room_for is not None:
+            try:
+                await self.room_for(session.worker_id, now)
+            except DtqError as error:
+                if error.code == Code.RESOURCE_EXHAUSTED:
+                    raise
         sub = session.sub
         return WorkerInfo(
             session.worker_id, "", 0, sub.queues, sub.task_types, session.capacity, "", {}, now, now

@@ -21,6 +21,14 @@ OUTCOME = {
 }
 
 
+def _q(task: Task) -> str:
+    return metrics.queue_label(task.queue)
+
+
+def _t(task: Task) -> str:
+    return metrics.type_label(task.type)
+
+
 def _priority(task: Task) -> str:
     return task.priority.name.lower()
 
@@ -33,7 +41,7 @@ def _count(counter: Counter, labelled: Iterable[tuple[str, ...]]) -> None:
 
 
 def submitted(tasks: Iterable[Task]) -> None:
-    _count(metrics.tasks_submitted, ((t.queue, t.type, _priority(t)) for t in tasks))
+    _count(metrics.tasks_submitted, ((_q(t), _t(t), _priority(t)) for t in tasks))
 
 
 def leased(tasks: Iterable[Task]) -> None:
@@ -43,7 +51,7 @@ def leased(tasks: Iterable[Task]) -> None:
         if t.started_at is None:
             continue
         ready = max(t.created_at, t.scheduled_at or t.created_at)
-        key = (t.queue, _priority(t))
+        key = (_q(t), _priority(t))
         if (hist := series.get(key)) is None:
             hist = series[key] = metrics.task_queue_wait.labels(*key)
         hist.observe(max(0.0, t.started_at - ready))
@@ -57,10 +65,10 @@ def finished(tasks: Iterable[Task]) -> None:
         outcome = OUTCOME.get(t.state)
         if outcome is None:
             continue
-        counted.append((t.queue, t.type, _priority(t), outcome))
+        counted.append((_q(t), _t(t), _priority(t), outcome))
         if t.started_at is not None:
             end = t.finished_at if t.finished_at is not None else t.updated_at
-            key = (t.queue, t.type, outcome)
+            key = (_q(t), _t(t), outcome)
             if (hist := series.get(key)) is None:
                 hist = series[key] = metrics.task_duration.labels(*key)
             hist.observe(max(0.0, end - t.started_at))
@@ -73,11 +81,11 @@ def expired(tasks: Iterable[Task]) -> None:
     """Leases that ran out: the task goes back (a retry) or to the dead letters."""
     for t in tasks:
         if t.state == TaskState.DEAD_LETTERED:
-            metrics.tasks_finished.labels(t.queue, t.type, _priority(t), "dead_lettered").inc()
+            metrics.tasks_finished.labels(_q(t), _t(t), _priority(t), "dead_lettered").inc()
         else:
             retried([t], "lease_expired")
 
 
 def retried(tasks: Iterable[Task], reason: str) -> None:
     for t in tasks:
-        metrics.tasks_retried.labels(t.queue, t.type, _priority(t), reason).inc()
+        metrics.tasks_retried.labels(_q(t), _t(t), _priority(t), reason).inc()

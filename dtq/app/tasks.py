@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import uuid
@@ -10,27 +11,25 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from dtq import metrics
-from dtq.adapters.group_commit import GroupCommit
-from dtq.adapters.redis_notify import RedisNotifier
-from dtq.app import task_metrics
+from dtq.app import caller, task_metrics
+from dtq.app.queue_cap import QueueCap
 from dtq.domain import paging, validation
-from dtq.domain.errors import DtqError, OutcomeUnknown
+from dtq.domain.auth import queue_required
+from dtq.domain.errors import Code, DtqError, OutcomeUnknown
 from dtq.domain.model import LeaseRef, Page, Submitted, Task, TaskFilter, TaskState
 from dtq.domain.states import TERMINAL
 from dtq.domain.validation import Limits, SubmitSpec
-from dtq.ports import Clock, DispatchQueue, Ready, TaskStore
+from dtq.ports import Clock, DispatchQueue, Ready, TaskStore, TaskWatches
 
 log = logging.getLogger(__name__)
 
 # How often a watch re-reads the task even without a notification (pub/sub
 # may drop messages while Redis reconnects).
 WATCH_RECHECK = 2.0
+# Tasks read at a time for a page with payloads and results.
+FULL_CHUNK = 16
 # Most accepted-but-unindexed tasks a server keeps to retry itself.
 MAX_DEFERRED = 100_000
-
-
-def ready_of(task: Task) -> Ready:
-    return Ready(task.id, task.queue, task.type, task.priority)
 
 
 @dataclass
@@ -41,11 +40,13 @@ class Tasks:
     queue: DispatchQueue
     clock: Clock
     limits: Limits
-    notifier: RedisNotifier | None = None
+    watches: TaskWatches | None = None
     # Called for each (queue, type) made ready: wakes this process's
     # dispatcher without waiting for the pub/sub echo.
     on_ready: list[Callable[[str, str], None]] = field(default_factory=list)
     deferred: dict[uuid.UUID, Ready] = field(default_factory=dict)
+    watching: dict[str, int] = field(default_factory=dict)  # open watches per caller
+    queue_cap: QueueCap | None = None
 
     async def submit(self, specs: Sequence[SubmitSpec], batch: bool = False) -> list[Submitted]:
         """Validate, commit to PostgreSQL, then index in Redis.
@@ -59,47 +60,40 @@ class Tasks:
         for i, spec in enumerate(specs):
             try:
                 new.append(validation.new_task(spec, self.limits, now))
+                caller.check_queue(new[-1].queue)
             except DtqError as error:
                 raise error.prefixed(f"requests[{i}]") if batch else error from None
+        if self.queue_cap is not None:
+            await self.queue_cap.check(t.queue for t in new)
         try:
             submitted = await self.store.insert(new, now)
         except OutcomeUnknown as error:
             # The insert may have committed: index the tasks anyway, or a committed
             # one would wait for the reconciler. An id that was never stored is
             # dropped at its first lease (PostgreSQL has no such task to move).
-            self._defer([Ready(t.id, t.queue, t.type, t.priority) for t in new
-                         if not t.scheduled_at], error)  # fmt: skip
+            self._defer([Ready.of(t) for t in new if not t.scheduled_at], error)
             raise
         fresh = [s.task for s in submitted if not s.deduplicated]
         task_metrics.submitted(fresh)
         dups = [s.task for s in submitted if s.deduplicated]
         for dup in dups:
-            metrics.tasks_deduplicated.labels(dup.queue).inc()
+            metrics.tasks_deduplicated.labels(metrics.queue_label(dup.queue)).inc()
         # A repeat of a request whose first answer was lost (a retry after a
         # timeout) may find its task committed but never indexed: index ready
         # ones again. NX in Redis leaves one already indexed where it is.
         await self._index(fresh + [t for t in dups if t.state == TaskState.PENDING])
         return submitted
 
-    def __post_init__(self) -> None:
-        # Concurrent submissions share one Redis call, as they share one commit.
-        self._indexing = GroupCommit[list[Ready], None](self._index_flush, max_inflight=1)
-
-    async def _index_flush(self, calls: list[list[Ready]]) -> list[BaseException | None]:
-        ready = [r for call in calls for r in call]
-        try:
-            await self.queue.enqueue(ready)
-        except DtqError as error:
-            self._defer(ready, error)
-        else:
-            self._woken(ready)
-        return [None] * len(calls)
-
     async def _index(self, fresh: Sequence[Task]) -> None:
-        ready = [ready_of(t) for t in fresh if t.state == TaskState.PENDING]
+        ready = [Ready.of(t) for t in fresh if t.state == TaskState.PENDING]
         later = [t.scheduled_at for t in fresh if t.state == TaskState.SCHEDULED and t.scheduled_at]
         if ready:
-            await self._indexing(ready)
+            try:
+                await self.queue.enqueue(ready)
+            except DtqError as error:
+                self._defer(ready, error)
+            else:
+                self._woken(ready)
         if later:
             with contextlib.suppress(DtqError):  # the scheduler re-reads within 1 s anyway
                 await self.queue.wake_scheduler(min(later))
@@ -132,25 +126,59 @@ class Tasks:
 
     async def get(self, task_id: uuid.UUID, full: bool = True) -> Task:
         task = await self.store.get(task_id, with_payload=full)
-        if task is None:
-            raise DtqError.not_found("task", str(task_id))
+        if task is None or not caller.current().may_use(task.queue):
+            raise DtqError.not_found("task", str(task_id))  # another's queue: not even there
         return task
+
+    async def _mine(self, task_id: uuid.UUID) -> None:
+        """NOT_FOUND unless a caller limited to queues may use the task's."""
+        if caller.current().queues:
+            await self.get(task_id, full=False)
 
     async def list(self, filters: TaskFilter, page_size: int, token: str, full: bool) -> Page:
         size = validation.page_size(page_size, default=50)
+        if caller.current().queues and not filters.queue:
+            raise queue_required(caller.current())
+        if filters.queue:
+            caller.check_queue(filters.queue)
         fp = paging.fingerprint(filters.state, filters.type, filters.queue)
         last = paging.decode(token, fp)
         try:
             before = uuid.UUID(last) if last else None
         except ValueError:  # well-formed, but not made by us: a forged or corrupted token
             raise DtqError.invalid("page_token", "is not a token this API issued") from None
-        items = await self.store.list_tasks(filters, before, size + 1, full)
-        more = len(items) > size
-        items = items[:size]
+        if full:
+            items, more = await self._full_page(filters, before, size)
+        else:
+            items = await self.store.list_tasks(filters, before, size + 1, full)
+            more = len(items) > size
+            items = items[:size]
         next_token = paging.encode(str(items[-1].id), fp) if more else ""
         return Page(items, next_token)
 
+    async def _full_page(
+        self, filters: TaskFilter, before: uuid.UUID | None, size: int
+    ) -> tuple[builtins.list[Task], bool]:
+        """Tasks with payloads and results, read FULL_CHUNK at a time until the
+        page holds `size` or about half a message's worth of bytes (a page of
+        1,000 tasks near the payload limit would take gigabytes to build)."""
+        budget = validation.message_limit(self.limits.max_payload_bytes) // 2
+        items: builtins.list[Task] = []
+        used = 0
+        while True:
+            wanted = min(FULL_CHUNK, size + 1 - len(items))  # one past the page: is there more?
+            chunk = await self.store.list_tasks(filters, before, wanted, True)
+            for task in chunk:
+                if len(items) == size or (items and used >= budget):
+                    return items, True
+                items.append(task)
+                used += len(task.payload or b"") + len(task.result or b"")
+            if len(chunk) < wanted:
+                return items, False
+            before = chunk[-1].id
+
     async def cancel(self, task_id: uuid.UUID) -> Task:
+        await self._mine(task_id)
         task, was, token = await self.store.cancel(task_id, self.clock.now())
         log.info("task_cancelled", extra={"task_id": str(task_id), "was": was.value})
         with contextlib.suppress(DtqError):  # the index heals itself; the cancel is committed
@@ -163,6 +191,7 @@ class Tasks:
         return task
 
     async def retry(self, task_id: uuid.UUID) -> Task:
+        await self._mine(task_id)
         task = await self.store.retry(task_id, self.clock.now())
         log.info("task_requeued", extra={"task_id": str(task_id)})
         task_metrics.retried([task], "operator")
@@ -173,9 +202,28 @@ class Tasks:
 
     async def watch(self, task_id: uuid.UUID) -> AsyncIterator[Task]:
         """The task now, then after each change of state, until terminal."""
-        if self.notifier is None:
+        if self.watches is None:
             raise DtqError.unavailable("redis", "watching needs the notifier")
-        async with self.notifier.watch(task_id) as changes:
+        who = caller.current().subject
+        if self.watching.get(who, 0) >= self.limits.max_watches:
+            raise DtqError(
+                Code.RESOURCE_EXHAUSTED,
+                "TOO_MANY_WATCHES",
+                f"at most {self.limits.max_watches} open watches per caller",
+                retry_after=1.0,
+            )
+        self.watching[who] = self.watching.get(who, 0) + 1
+        try:
+            async for task in self._watch(task_id):
+                yield task
+        finally:
+            self.watching[who] -= 1
+            if not self.watching[who]:
+                del self.watching[who]
+
+    async def _watch(self, task_id: uuid.UUID) -> AsyncIterator[Task]:
+        assert self.watches is not None
+        async with self.watches.watch(task_id) as changes:
             task = await self.get(task_id)
             yield task
             while task.state not in TERMINAL:

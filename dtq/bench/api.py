@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from dtq.client import bearer
 from dtq.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -52,17 +53,21 @@ class Api:
     `--processes N` gets its load spread by the kernel, per connection.
     `tasks` hands out their stubs in turn."""
 
-    def __init__(self, address: str, connections: int = 1) -> None:
+    def __init__(self, address: str, connections: int = 1, api_key: str | None = None) -> None:
         self.address = address
+        self.api_key = api_key  # sent as a bearer credential on every call
         options = [("grpc.use_local_subchannel_pool", 1)]  # no connection shared
-        self.channels = [
-            grpc.aio.insecure_channel(address, options=options) for _ in range(connections)
-        ]
+        self.channels = [self.channel_to(options) for _ in range(connections)]
         self._stubs = itertools.cycle(
             [task_service_pb2_grpc.TaskServiceStub(c) for c in self.channels]
         )
         self.channel = self.channels[0]
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
+
+    def channel_to(self, options: list[tuple[str, int]]) -> grpc.aio.Channel:
+        """A channel of its own to the server, with the bench's credential."""
+        interceptors = bearer.async_interceptors(self.api_key) or None
+        return grpc.aio.insecure_channel(self.address, options=options, interceptors=interceptors)
 
     @property
     def tasks(self) -> task_service_pb2_grpc.TaskServiceAsyncStub:

@@ -34,8 +34,8 @@ class FanInConfig:
 class IdleWorkers:
     """`count` registered workers, each holding an open lease stream."""
 
-    def __init__(self, address: str, queue: str, count: int) -> None:
-        self.address, self.queue, self.count = address, queue, count
+    def __init__(self, api: Api, queue: str, count: int) -> None:
+        self.api, self.queue, self.count = api, queue, count
         self.channels: list[grpc.aio.Channel] = []
         self.calls: list[Any] = []
         self.retries = 0  # registrations refused with UNAVAILABLE, then retried
@@ -43,9 +43,7 @@ class IdleWorkers:
     async def open(self) -> None:
         for c in range(0, self.count, STREAMS_PER_CHANNEL):
             # A distinct argument gives each channel its own connection.
-            self.channels.append(
-                grpc.aio.insecure_channel(self.address, options=[("dtq.bench.channel", c)])
-            )
+            self.channels.append(self.api.channel_to([("dtq.bench.channel", c)]))
         gate = asyncio.Semaphore(OPENING)
 
         async def one(i: int) -> None:
@@ -105,7 +103,7 @@ def _load(first: ProcSample, last: ProcSample, wall: float) -> dict[str, Any]:
 
 async def run(api: Api, queue: str, probe: ProcessProbe, config: FanInConfig) -> dict[str, Any]:
     before = await idle_load(probe, config.idle_seconds)
-    idle = IdleWorkers(api.address, f"{queue}-idle", config.workers)
+    idle = IdleWorkers(api, f"{queue}-idle", config.workers)
     try:
         began = time.perf_counter()
         await idle.open()

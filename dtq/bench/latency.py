@@ -80,7 +80,10 @@ async def grpc_phase(
 class RestClient:
     """POST /api/v1/tasks through Envoy, one keep-alive connection per thread."""
 
-    def __init__(self, url: str, threads: int = 8) -> None:
+    def __init__(self, url: str, threads: int = 8, api_key: str | None = None) -> None:
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="bench-rest")
@@ -92,7 +95,7 @@ class RestClient:
             conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         began = time.perf_counter()
         try:
-            conn.request("POST", "/api/v1/tasks", body, {"Content-Type": "application/json"})
+            conn.request("POST", "/api/v1/tasks", body, self.headers)
             reply = conn.getresponse()
             data = reply.read()
         except (OSError, http.client.HTTPException):
@@ -106,9 +109,9 @@ class RestClient:
 
 
 async def rest_phase(
-    url: str, queue: str, rate: float, duration: float
+    url: str, queue: str, rate: float, duration: float, api_key: str | None = None
 ) -> tuple[list[str], list[float], dict[str, int]]:
-    client = RestClient(url)
+    client = RestClient(url, api_key=api_key)
     body = json.dumps({"type": NOOP, "queue": queue}).encode()
     ids: list[str] = []
     rpc_ms: list[float] = []
@@ -149,7 +152,7 @@ async def run(api: Api, queue: str, config: LatencyConfig) -> dict[str, Any]:
     }
     if config.rest_url:
         rest_ids, rest_ms, rest_errors = await rest_phase(
-            config.rest_url, queue, config.rest_rate, config.duration
+            config.rest_url, queue, config.rest_rate, config.duration, api.api_key
         )
         rest_done = await api.wait_completed(queue, rest_ids, config.timeout)
         figures["rest"] = {

@@ -30,6 +30,24 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         )
     if back := results.get("backlog"):
         out += _backlog_rows(back)
+    out += _client_rows(results)
+    return out
+
+
+def _client_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for name in ("client", "client-latency"):
+        if not (c := results.get(name)):
+            continue
+        how = f"coalesce {'on' if c['coalesce'] else 'off'}, {c['connections']} conn."
+        if name == "client":
+            label = f"client: {c['threads']} threads ({how})"
+            done = f"{c['completed']:,}/{c['accepted']:,}"
+            out.append((f"{label}, e2e tasks/s", f"{c['e2e_tasks_per_s']:,.0f} ({done} done)"))
+        else:
+            label = f"client-latency: one thread at {c['rate']:g}/s ({how})"
+        out.append((f"{label}, submit p50/p95/p99 ms", _ms(c["submit_ms"])))
+        out.append((f"{label}, submit->start p50/p95/p99 ms", _ms(c["submit_to_start_ms"])))
     return out
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import grpc
 
-from dtq.bench import backlog, burst, fanin, latency
+from dtq.bench import backlog, burst, client, fanin, latency
 from dtq.bench.api import Api, BenchError
 from dtq.bench.stats import ProcessProbe
 
-WORKLOADS = ("burst", "latency", "fan-in", "backlog")
+WORKLOADS = ("burst", "latency", "fan-in", "backlog", "client", "client-latency")
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,14 @@ class BenchConfig:
     latency: latency.LatencyConfig
     fanin: fanin.FanInConfig
     backlog: backlog.BacklogConfig
+    client: client.ClientConfig = field(default_factory=client.ClientConfig)
     probe: ProcessProbe = field(default_factory=lambda: ProcessProbe(None, None))
     connections: int = 16  # client connections the calls are spread over
+    api_key: str | None = None  # sent on every call (a server with DTQ_AUTH=on)
 
 
 async def run(config: BenchConfig) -> dict[str, Any]:
-    api = Api(config.server, config.connections)
+    api = Api(config.server, config.connections, config.api_key)
     results: dict[str, Any] = {
         "server": config.server,
         "queue": config.queue,
@@ -62,6 +64,10 @@ async def _one(api: Api, config: BenchConfig, name: str, done: dict[str, Any]) -
         return await fanin.run(api, q, config.probe, config.fanin)
     if name == "backlog":
         return await backlog.run(api, q, config.backlog, config.burst, done.get("burst"))
+    if name == "client":
+        return await client.run(api, q, config.client)
+    if name == "client-latency":
+        return await client.run_latency(api, q, config.client)
     raise ValueError(f"unknown workload {name!r}")
 
 

@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 
 from dtq.cli import live, output
-from dtq.cli.client import DEADLINE, ServerOpt, connect
+from dtq.cli.client import Target, connect, remote
 from dtq.cli.output import JsonOpt
 from dtq.cli.processes import worker_app
 from dtq.v1 import admin_service_pb2 as pb
 
-queue_app = typer.Typer(help="Queue statistics, pause and resume.", no_args_is_help=True)
+queue_app = typer.Typer(help="Queue statistics, pause, resume and delete.", no_args_is_help=True)
 system_app = typer.Typer(help="System health.", no_args_is_help=True)
 
 QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", help="Queue name.")]
@@ -21,6 +21,7 @@ WORKER_PAGE = 1000
 
 
 @queue_app.command()
+@remote
 def stats(
     queue: Annotated[
         str | None, typer.Option(metavar="NAME", help="Only this queue [default: all].")
@@ -35,20 +36,21 @@ def stats(
         int | None,
         typer.Option(metavar="N", min=1, help="With --watch: stop after N refreshes."),
     ] = None,
-    server: ServerOpt = None,
     json_out: JsonOpt = False,
+    *,
+    target: Target,
 ) -> None:
     """Depth, running, scheduled, dead-lettered and throughput of each queue.
 
     --watch refreshes the table in place on a terminal, and prints it again
     each time in a pipe; with --json, one JSON line per refresh."""
     request = pb.GetQueueStatsRequest(queue=queue or "")
-    with connect(server) as client:
+    with connect(target) as client:
         if watch or count is not None:
-            fetch = functools.partial(client.admin.GetQueueStats, request, timeout=DEADLINE)
+            fetch = functools.partial(client.call, lambda s: s.admin.GetQueueStats, request)
             live.watch_stats(fetch, interval, count, json_out)
             return
-        reply = client.admin.GetQueueStats(request, timeout=DEADLINE)
+        reply = client.call(lambda s: s.admin.GetQueueStats, request)
     if json_out:
         output.emit_json(reply)
     else:
@@ -56,10 +58,11 @@ def stats(
 
 
 @queue_app.command()
-def pause(queue: QueueArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+@remote
+def pause(queue: QueueArg, json_out: JsonOpt = False, *, target: Target) -> None:
     """Stop handing out tasks of QUEUE; submissions are still accepted."""
-    with connect(server) as client:
-        reply = client.admin.PauseQueue(pb.PauseQueueRequest(queue=queue), timeout=DEADLINE)
+    with connect(target) as client:
+        reply = client.call(lambda s: s.admin.PauseQueue, pb.PauseQueueRequest(queue=queue))
     if json_out:
         output.emit_json(reply)
     else:
@@ -67,23 +70,37 @@ def pause(queue: QueueArg, server: ServerOpt = None, json_out: JsonOpt = False) 
 
 
 @queue_app.command()
-def resume(queue: QueueArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+@remote
+def resume(queue: QueueArg, json_out: JsonOpt = False, *, target: Target) -> None:
     """Hand out tasks of a paused QUEUE again."""
-    with connect(server) as client:
-        reply = client.admin.ResumeQueue(pb.ResumeQueueRequest(queue=queue), timeout=DEADLINE)
+    with connect(target) as client:
+        reply = client.call(lambda s: s.admin.ResumeQueue, pb.ResumeQueueRequest(queue=queue))
     if json_out:
         output.emit_json(reply)
     else:
         output.queue_table([reply.stats], f"queue {queue} resumed")
 
 
-def list_workers(server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+@queue_app.command()
+@remote
+def delete(queue: QueueArg, json_out: JsonOpt = False, *, target: Target) -> None:
+    """Forget an empty QUEUE (its name, pause flag and statistics)."""
+    with connect(target) as client:
+        reply = client.call(lambda s: s.admin.DeleteQueue, pb.DeleteQueueRequest(queue=queue))
+    if json_out:
+        output.emit_json(reply)
+    else:
+        typer.echo(f"queue {queue} deleted")
+
+
+@remote
+def list_workers(json_out: JsonOpt = False, *, target: Target) -> None:
     """Workers known to the system, most recently seen first."""
     everyone = pb.ListWorkersResponse()
-    with connect(server) as client:
+    with connect(target) as client:
         request = pb.ListWorkersRequest(page_size=WORKER_PAGE)
         while True:
-            reply = client.admin.ListWorkers(request, timeout=DEADLINE)
+            reply = client.call(lambda s: s.admin.ListWorkers, request)
             everyone.workers.extend(reply.workers)
             if not reply.next_page_token:
                 break
@@ -95,10 +112,11 @@ def list_workers(server: ServerOpt = None, json_out: JsonOpt = False) -> None:
 
 
 @system_app.command()
-def health(server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+@remote
+def health(json_out: JsonOpt = False, *, target: Target) -> None:
     """Health of PostgreSQL, Redis and the workers; exit 1 when unhealthy."""
-    with connect(server) as client:
-        reply = client.admin.GetSystemHealth(pb.GetSystemHealthRequest(), timeout=DEADLINE)
+    with connect(target) as client:
+        reply = client.call(lambda s: s.admin.GetSystemHealth, pb.GetSystemHealthRequest())
     if json_out:
         output.emit_json(reply)
     else:

@@ -29,15 +29,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dtq.cli import live, output
 from dtq.cli.client import (
     Client,
-    ServerOpt,
+    Target,
     bad_input,
     connect,
     describe,
-    field_violations,
-    reason_of,
+    remote,
 )
 from dtq.cli.output import JsonOpt
 from dtq.cli.priority import PRIORITY, PriorityChoice
+from dtq.client import DtqClientError
 from dtq.v1 import task_service_pb2
 
 BATCH_DEADLINE = 60.0  # seconds one BatchSubmitTasks call may take
@@ -203,9 +203,9 @@ def _send(client: Client, chunk: list[Line], summary: Summary) -> None:
     while chunk:
         request = task_service_pb2.BatchSubmitTasksRequest(requests=[x.request for x in chunk])
         try:
-            reply = client.tasks.BatchSubmitTasks(request, timeout=BATCH_DEADLINE)
-        except grpc.RpcError as error:
-            if not isinstance(error, grpc.Call) or error.code() not in PER_REQUEST:
+            reply = client.call(lambda s: s.tasks.BatchSubmitTasks, request, BATCH_DEADLINE)
+        except DtqClientError as error:
+            if error.code not in PER_REQUEST:
                 raise
             bad = _named_line(error, len(chunk))
             if bad is None:  # no line named: find the culprits one by one
@@ -219,33 +219,30 @@ def _send(client: Client, chunk: list[Line], summary: Summary) -> None:
         return
 
 
-def _named_line(error: grpc.Call, size: int) -> int | None:
-    for path, _ in field_violations(error):
-        match = INDEXED.match(path)
+def _named_line(error: DtqClientError, size: int) -> int | None:
+    for violation in error.violations:
+        match = INDEXED.match(violation.field)
         if match and int(match.group(1)) < size:
             return int(match.group(1))
     return None
 
 
-def _reason(error: grpc.Call, client: Client) -> str:
+def _reason(error: DtqClientError, client: Client) -> str:
     """`CODE REASON: field: description`, without the batch's `requests[i].` prefix."""
-    violations = field_violations(error)
-    if violations:
-        path, description = violations[0]
-        where = INDEXED.sub("", path)
-        reason = reason_of(error)
-        head = f"{error.code().name} {reason}" if reason else error.code().name
-        return f"{head}: {where + ': ' if where else ''}{description}"
-    assert isinstance(error, grpc.RpcError)
-    return describe(error, client.address, client.source)
+    if error.violations:
+        first = error.violations[0]
+        where = INDEXED.sub("", first.field)
+        head = f"{error.code.name} {error.reason}" if error.reason else error.code.name
+        return f"{head}: {where + ': ' if where else ''}{first.description}"
+    return describe(error, client.address, client.source, client.keyed)
 
 
 def _send_singly(client: Client, chunk: list[Line], summary: Summary) -> None:
     for line in chunk:
         try:
-            result = client.tasks.SubmitTask(line.request, timeout=BATCH_DEADLINE)
-        except grpc.RpcError as error:
-            if not isinstance(error, grpc.Call) or error.code() not in PER_REQUEST:
+            result = client.call(lambda s: s.tasks.SubmitTask, line.request, BATCH_DEADLINE)
+        except DtqClientError as error:
+            if error.code not in PER_REQUEST:
                 raise
             summary.rejected.append((line.number, _reason(error, client)))
             continue
@@ -281,6 +278,7 @@ def _submit_all(client: Client, lines: list[Line], size: int, summary: Summary) 
 # -- the command -----------------------------------------------------------------
 
 
+@remote
 def submit_batch(
     file: Annotated[
         str,
@@ -292,8 +290,9 @@ def submit_batch(
     queue: Annotated[
         str | None, typer.Option(metavar="NAME", help="Queue of lines that name none.")
     ] = None,
-    server: ServerOpt = None,
     json_out: JsonOpt = False,
+    *,
+    target: Target,
 ) -> None:
     """Submit many tasks from a JSON Lines FILE, in batches, with a progress bar.
 
@@ -310,10 +309,10 @@ def submit_batch(
         except LineError as error:
             summary.rejected.append((number, str(error)))
     if lines:
-        with connect(server) as client:
+        with connect(target) as client:
             try:
                 _submit_all(client, lines, chunk_size, summary)
-            except grpc.RpcError:
+            except DtqClientError:
                 if summary.accepted:
                     _unfinished(summary, lines)
                 raise

@@ -10,7 +10,11 @@ import typer
 
 from dtq.cli.client import ServerOpt, bad_input, fail
 
-WORKLOADS_HELP = "Comma-separated: burst, latency, fan-in, backlog (backlog leaves its tasks)."
+WORKLOADS_HELP = (
+    "Comma-separated: burst, latency, fan-in, backlog (backlog leaves its tasks), client "
+    "(--threads application threads each calling dtq.Client.submit), client-latency (one "
+    "thread calling it at --rate)."
+)
 
 
 def bench(
@@ -50,9 +54,26 @@ def bench(
         1_000_000
     ),
     timeout: Annotated[float, typer.Option(help="Seconds to wait for completions.")] = 600.0,
+    threads: Annotated[
+        int, typer.Option(help="Client: application threads, each submitting one at a time.", min=1)
+    ] = 64,
+    coalesce: Annotated[
+        bool, typer.Option(help="Client: coalesce concurrent submits into batches.")
+    ] = True,
+    client_connections: Annotated[
+        int, typer.Option(help="Client: dtq.Client connections to the server.", min=1)
+    ] = 1,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DTQ_API_KEY",
+            show_envvar=False,
+            help="API key (DTQ_API_KEY) for auth-on servers.",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark a running dtq system (server, workers taking QUEUE with the noop handler)."""
-    from dtq.bench import backlog, burst, fanin, latency, report, runner
+    from dtq.bench import backlog, burst, client, fanin, latency, report, runner
     from dtq.bench.api import BenchError
     from dtq.bench.stats import ProcessProbe
     from dtq.settings import Settings
@@ -71,8 +92,12 @@ def bench(
         latency=lat,
         fanin=fanin.FanInConfig(idle_workers, idle_seconds, lat),
         backlog=backlog.BacklogConfig(backlog_tasks, settings.redis_dsn, settings.database_dsn),
+        client=client.ClientConfig(
+            tasks, threads, coalesce, client_connections, rate, duration, timeout
+        ),
         probe=ProcessProbe(server_pid, None if server_pid else server_metrics),
         connections=connections,
+        api_key=api_key,
     )
     try:
         results = asyncio.run(runner.run(config))

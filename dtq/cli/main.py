@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dtq.cli import admin, bench, dev, dlq, processes, tasks
+from dtq.cli import admin, apikey, audit, bench, dev, dlq, processes, tasks
 
 app = typer.Typer(
     name="dtq",
@@ -19,6 +19,8 @@ admin.register(app)
 dlq.register(app)
 dev.register(app)
 bench.register(app)
+apikey.register(app)
+audit.register(app)
 
 
 def main() -> None:

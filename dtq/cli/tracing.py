@@ -31,18 +31,23 @@ def command_name(argv: list[str]) -> str:
 
 
 @contextlib.contextmanager
-def traced(channel: grpc.Channel) -> Iterator[grpc.Channel]:
-    """`channel`, with the command's span current and sent with each call."""
+def command_span() -> Iterator[None]:
+    """The command's span, current while the command runs (when tracing is on)."""
     if not tracing.setup("dtq-cli"):
-        yield channel
+        yield
         return
     tracer = tracing.tracer()
     assert tracer is not None
     try:
         with tracer.start_as_current_span(command_name(sys.argv), kind=SpanKind.CLIENT):
-            yield grpc.intercept_channel(channel, _Propagate())
+            yield
     finally:
         tracing.flush()
+
+
+def interceptors() -> list[grpc.UnaryUnaryClientInterceptor]:
+    """For the command's client: send the current span with each call (tracing on)."""
+    return [_Propagate()] if tracing.tracer() is not None else []
 
 
 class _Propagate(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):

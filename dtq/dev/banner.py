@@ -19,6 +19,8 @@ class Endpoints:
     rest: str | None = None
     envoy_admin: str | None = None
     pids: dict[str, int] = field(default_factory=dict)
+    # Authentication: off, as every port is on loopback (DTQ_AUTH=off).
+    auth: str = "off"
 
 
 def banner(ep: Endpoints, seconds: float, pg_note: str | None) -> str:
@@ -38,6 +40,8 @@ def banner(ep: Endpoints, seconds: float, pg_note: str | None) -> str:
         "               (/health and /ready beside each /metrics)",
         f"  PostgreSQL   {ep.database_url}",
         f"  Redis        {ep.redis_url}",
+        f"  Auth         {ep.auth}: every caller is an admin, so no API key is needed; every",
+        "               port listens on 127.0.0.1 only (dtq server with DTQ_AUTH=on for keys)",
     ]
     if pg_note:
         lines.append(f"               PostgreSQL data in {pg_note} (runs as nobody)")

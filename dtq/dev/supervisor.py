@@ -349,12 +349,16 @@ def _child_env(database_url: str, redis_url: str, address: str, external: bool) 
         env.update(DTQ_DATABASE_URL=database_url, DTQ_REDIS_URL=redis_url)
     env.update(
         DTQ_SERVER_ADDRESS=address,
+        # Everything listens on loopback: authentication stays off, whatever the
+        # environment says, so there is nothing to set up (the banner says so).
+        DTQ_AUTH="off",
         DTQ_LOG_FORMAT="text",
         DTQ_SERVER_GRACE="2",
         DTQ_WORKER_SHUTDOWN_GRACE="5",
         PYTHONUNBUFFERED="1",
     )
     env.pop("DTQ_METRICS_PORT", None)  # each process gets its own port on the command line
+    env.pop("DTQ_API_KEY", None)  # a real key has no business with the local system
     return env
 
 

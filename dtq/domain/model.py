@@ -66,6 +66,18 @@ class NewTask:
     request_hash: bytes
     # Trace propagation fields of the submission (W3C traceparent/tracestate).
     trace_context: dict[str, str] | None = None
+    unique: Unique | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unique:
+    """Unique for a window: an earlier task of the queue with the same digest,
+    created within `seconds` and in one of `states` (empty: any), is returned
+    instead of a new one."""
+
+    digest: bytes  # of the type and the payload or the caller's unique key
+    seconds: float
+    states: tuple[TaskState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 
 from dtq import metrics
 from dtq.app.admin import Admin
@@ -27,18 +28,32 @@ class QueueObserver:
             await asyncio.sleep(self.interval)
 
     async def tick(self) -> None:
+        """Set every gauge; queues past the label cap add up under `_other`
+        (their oldest age is the oldest of them)."""
+        depth: dict[tuple[str, str], float] = defaultdict(float)
+        age: dict[tuple[str, str], float] = defaultdict(float)
+        tasks: dict[tuple[str, str], float] = defaultdict(float)
+        paused: dict[str, int] = defaultdict(int)
         for stats in await self.admin.queue_stats():
-            q = stats.queue
-            for priority, depth in stats.pending_by_priority.items():
-                name = priority.name.lower()
-                metrics.queue_depth.labels(q, name).set(depth)
-                age = stats.oldest_age_by_priority.get(priority, 0.0)
-                metrics.queue_oldest_age.labels(q, name).set(age)
+            q = metrics.queue_label(stats.queue)
+            for priority, n in stats.pending_by_priority.items():
+                key = (q, priority.name.lower())
+                depth[key] += n
+                age[key] = max(age[key], stats.oldest_age_by_priority.get(priority, 0.0))
             for state, n in (
                 ("running", stats.running),
                 ("scheduled", stats.scheduled),
                 ("retrying", stats.retrying),
                 ("dead_lettered", stats.dead_lettered),
             ):
-                metrics.queue_tasks.labels(q, state).set(n)
-            metrics.queue_paused.labels(q).set(int(stats.paused))
+                tasks[(q, state)] += n
+            paused[q] = max(paused[q], int(stats.paused))
+        for gauge, values in (
+            (metrics.queue_depth, depth),
+            (metrics.queue_oldest_age, age),
+            (metrics.queue_tasks, tasks),
+        ):
+            for labels, value in values.items():
+                gauge.labels(*labels).set(value)
+        for q, flag in paused.items():
+            metrics.queue_paused.labels(q).set(flag)

@@ -10,16 +10,16 @@ import logging
 from dtq import metrics
 from dtq.app.leasing import Leasing
 from dtq.domain.errors import DtqError
-from dtq.ports import DispatchQueue
+from dtq.ports import QueueIndex
 
 log = logging.getLogger(__name__)
 BATCH = 1000
 
 
 class Reaper:
-    def __init__(self, leasing: Leasing, queue: DispatchQueue, interval: float = 1.0) -> None:
+    def __init__(self, leasing: Leasing, index: QueueIndex, interval: float = 1.0) -> None:
         self.leasing = leasing
-        self.queue = queue
+        self.index = index
         self.interval = interval
 
     async def run(self) -> None:
@@ -32,12 +32,12 @@ class Reaper:
 
     async def tick(self) -> int:
         total = 0
-        for queue in sorted(await self.queue.queues()):
+        for queue in sorted(await self.index.queues()):
             while True:
                 claimed, expired = await self.leasing.reap(queue, BATCH)
                 # Only leases of tasks still RUNNING expired; the others had
                 # finished and their leases were merely left behind.
-                metrics.leases_expired.labels(queue).inc(expired)
+                metrics.leases_expired.labels(metrics.queue_label(queue)).inc(expired)
                 total += expired
                 if claimed < BATCH:
                     break

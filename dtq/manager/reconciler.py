@@ -20,11 +20,12 @@ import uuid
 from dtq import metrics
 from dtq.domain.errors import DtqError
 from dtq.domain.model import LeaseRef, Task, TaskState
-from dtq.ports import DispatchQueue, QueueSettings, TaskStore
+from dtq.ports import DispatchQueue, QueueIndex, QueueSettings, TaskStore
 
 log = logging.getLogger(__name__)
 BATCH = 5000
 CHECK_EVERY = 0.5  # how often the epoch marker is looked at
+PAUSE_PASSES = 5  # re-reads of the pause flags while operators change them
 
 
 class Reconciler:
@@ -32,11 +33,13 @@ class Reconciler:
         self,
         store: TaskStore,
         queue: DispatchQueue,
+        index: QueueIndex,
         settings: QueueSettings,
         interval: float = 300.0,
     ) -> None:
         self.store = store
         self.queue = queue
+        self.index = index
         self.settings = settings
         self.interval = interval
 
@@ -45,7 +48,7 @@ class Reconciler:
         due = 0.0  # reconcile at start
         while True:
             try:
-                epoch = await self.queue.epoch()
+                epoch = await self.index.epoch()
                 if epoch is None or loop.time() >= due:
                     await self.reconcile(reason="data_lost" if epoch is None else "periodic")
                     due = loop.time() + self.interval
@@ -67,11 +70,11 @@ class Reconciler:
                 break
             after = batch[-1].id
             pending = [t for t in batch if t.state == TaskState.PENDING]
-            restored["ready"] += await self.queue.restore_ready(pending)
+            restored["ready"] += await self.index.restore_ready(pending)
             restored["leases"] += await self._leases(
                 [t for t in batch if t.state == TaskState.RUNNING]
             )
-        await self.queue.set_epoch(uuid.uuid4().hex)
+        await self.index.set_epoch(uuid.uuid4().hex)
         for kind, n in restored.items():
             metrics.reconciled.labels(kind).inc(n)
         level = logging.WARNING if any(restored.values()) else logging.INFO
@@ -90,10 +93,19 @@ class Reconciler:
         return await self.queue.restore_leases(items)
 
     async def _pauses(self) -> int:
+        """Redis's pause flags from PostgreSQL's. An operator's pause or resume
+        writes PostgreSQL, then Redis; one that lands between our read and our
+        write would be undone, so PostgreSQL is read again after writing and
+        any flag that moved meanwhile is written again."""
         changed = 0
-        for queue, paused in (await self.settings.paused()).items():
-            stats = await self.queue.stats(queue)
-            if stats.paused != paused:
-                await self.queue.set_paused(queue, paused)
-                changed += 1
+        truth = await self.settings.paused()
+        for _ in range(PAUSE_PASSES):
+            stale = [(q, p) for q, p in truth.items() if (await self.index.stats(q)).paused != p]
+            for queue, paused in stale:
+                await self.index.set_paused(queue, paused)
+            changed += len(stale)
+            again = await self.settings.paused() if stale else truth
+            if again == truth:
+                break
+            truth = again
         return changed

@@ -14,9 +14,8 @@ import logging
 from collections import Counter
 
 from dtq import metrics
-from dtq.app.tasks import ready_of
 from dtq.domain.errors import DtqError
-from dtq.ports import Clock, DispatchQueue, TaskStore
+from dtq.ports import Clock, DispatchQueue, Ready, TaskStore
 
 log = logging.getLogger(__name__)
 BATCH = 1000
@@ -53,10 +52,10 @@ class Scheduler:
         while True:
             promoted = await self.store.promote_due(self.clock.now(), BATCH)
             if promoted:
-                await self.queue.enqueue([ready_of(t) for t in promoted])
+                await self.queue.enqueue([Ready.of(t) for t in promoted])
                 await self.queue.publish_changes(promoted)
                 for queue, n in Counter(t.queue for t in promoted).items():
-                    metrics.tasks_promoted.labels(queue).inc(n)
+                    metrics.tasks_promoted.labels(metrics.queue_label(queue)).inc(n)
                 log.info("tasks_promoted", extra={"count": len(promoted)})
             if len(promoted) < BATCH:
                 break

@@ -30,9 +30,16 @@ import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from dtq.worker.refs import TaskRef
+
+if TYPE_CHECKING:
+    from dtq.client import AsyncClient, Client
 
 HandlerFn = Callable[..., Any]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class PermanentError(Exception):
@@ -76,19 +83,26 @@ class Handler:
 
 
 class App:
-    """A set of task handlers, the unit a worker loads."""
+    """A set of task handlers, the unit a worker loads.
 
-    def __init__(self, name: str = "dtq") -> None:
+    `client` (a `dtq.Client` or `dtq.AsyncClient`, also settable later as
+    `app.client`) is what the handlers' references submit through.
+    """
+
+    def __init__(self, name: str = "dtq", client: Client | AsyncClient | None = None) -> None:
         self.name = name
         self.handlers: dict[str, Handler] = {}
+        self.client = client
 
-    def task(self, name: str | None = None) -> Callable[[HandlerFn], HandlerFn]:
+    def task(self, name: str | None = None) -> Callable[[Callable[P, R]], TaskRef[P, R]]:
         """Register the decorated function as the handler of task type `name`
-        (default: the function's name)."""
+        (default: the function's name). The function becomes a `TaskRef`: still
+        callable, and able to `.submit(...)` / `.delay(...)` tasks of its type."""
 
-        def register(fn: HandlerFn) -> HandlerFn:
-            self.add(name or fn.__name__, fn)
-            return fn
+        def register(fn: Callable[P, R]) -> TaskRef[P, R]:
+            task_type = name or fn.__name__
+            self.add(task_type, fn)
+            return TaskRef(self, task_type, fn)
 
         return register
 

@@ -142,6 +142,7 @@ class Executor:
             tracing.run_failed(span, exc, kind)
         finally:
             metrics.worker_running.dec()
-        metrics.worker_tasks.labels(task.type, kind).inc()
-        metrics.worker_task_duration.labels(task.type).observe(time.perf_counter() - started)
+        label = metrics.type_label(task.type)
+        metrics.worker_tasks.labels(label, kind).inc()
+        metrics.worker_task_duration.labels(label).observe(time.perf_counter() - started)
         return outcome

@@ -21,13 +21,17 @@ import os
 import random
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
-from dtq import __version__, metrics
+from dtq import metrics
+from dtq.client import bearer, channels
 from dtq.ops_http import HealthBoard
+from dtq.v1 import task_pb2, worker_service_pb2_grpc
 from dtq.v1 import worker_service_pb2 as pb
-from dtq.v1 import worker_service_pb2_grpc
+from dtq.version import __version__
+from dtq.worker import decoding
 from dtq.worker.execution import Execution, Executor
 
 log = logging.getLogger(__name__)
@@ -35,18 +39,17 @@ FLUSH_SECONDS = 5.0  # after the grace period, to deliver the last outcomes
 OUTCOME_LINGER = 0.002  # seconds an outcome waits for others to share its message
 RESEND_SECONDS = 1.0  # an outcome the server could not record is sent again after this
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
-CHANNEL_OPTIONS = [
-    # gRPC's own reconnect backoff grows to 120 s by default: after a long
-    # server outage a worker would sit disconnected for up to two minutes
-    # after the server is back. Keep it under the stream's own retry cap (5 s).
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-]
+# Registration answers that no retry can change.
+REFUSED = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
+CHANNEL_OPTIONS = channels.OPTIONS  # reconnect within 2 s of a server's return, keepalives
+
+LEASE_TASKS = "/dtq.v1.WorkerService/LeaseTasks"
+Call = grpc.aio.StreamStreamCall[pb.LeaseTasksRequest, decoding.Received]
+LeaseTasks = grpc.aio.StreamStreamMultiCallable[pb.LeaseTasksRequest, decoding.Received]
 
 
 def _now() -> float:
@@ -58,6 +61,14 @@ def channel_target(address: str) -> tuple[str, list[tuple[str, object]]]:
     if "," in address:
         return f"ipv4:{address}", [("grpc.lb_policy_name", "round_robin")]
     return address, []
+
+
+def _channel(
+    target: str, credentials: grpc.ChannelCredentials | None, **kwargs: Any
+) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, **kwargs)
+    return grpc.aio.secure_channel(target, credentials, **kwargs)
 
 
 @dataclass
@@ -73,6 +84,8 @@ class WorkerConfig:
     shutdown_grace: float = 30.0
     labels: dict[str, str] = field(default_factory=dict)
     metrics_address: str = ""  # host:port of this process's /metrics, told at registration
+    api_key: str | None = field(default=None, repr=False)  # sent on every call
+    credentials: grpc.ChannelCredentials | None = None  # TLS; None: plaintext
 
 
 class Worker:
@@ -115,14 +128,26 @@ class Worker:
     async def run(self) -> int:
         metrics.worker_slots.set(self.config.concurrency)
         target, options = channel_target(self.config.server_address)
-        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS + options) as channel:
+        async with _channel(
+            target,
+            self.config.credentials,
+            options=CHANNEL_OPTIONS + options,
+            interceptors=bearer.async_interceptors(self.config.api_key),
+        ) as channel:
             stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
             if not await self._register(stub):
                 return 0
+            # The stub's own deserializer would turn a message that does not
+            # decode into None, losing every lease in it (and then the worker).
+            lease_tasks: LeaseTasks = channel.stream_stream(
+                LEASE_TASKS,
+                request_serializer=pb.LeaseTasksRequest.SerializeToString,
+                response_deserializer=decoding.decode,
+            )
             backoff = 0.1
             while True:
                 try:
-                    await self._session(stub)
+                    await self._session(lease_tasks)
                     backoff = 0.1
                 except grpc.aio.AioRpcError as error:
                     log.warning(
@@ -158,7 +183,7 @@ class Worker:
             try:
                 reply = await stub.RegisterWorker(request, timeout=10)
             except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                if error.code() in REFUSED:
                     raise SystemExit(f"registration refused: {error.details()}") from None
                 log.warning(
                     "register_failed", extra={"code": error.code().name, "retry_in": backoff}
@@ -183,8 +208,8 @@ class Worker:
 
     # -- one stream ---------------------------------------------------------------
 
-    async def _session(self, stub: worker_service_pb2_grpc.WorkerServiceAsyncStub) -> None:
-        call = stub.LeaseTasks()
+    async def _session(self, lease_tasks: LeaseTasks) -> None:
+        call = lease_tasks()
         held = [e.ref() for e in self.running.values()]
         held += [
             pb.LeaseRef(task_id=o.task_id, lease_token=o.lease_token) for o in self.unacked.values()
@@ -227,9 +252,7 @@ class Worker:
                 extra={"worker_id": self.worker_id, "server": self.config.server_address},
             )
 
-    async def _write(
-        self, call: grpc.aio.StreamStreamCall[pb.LeaseTasksRequest, pb.LeaseTasksResponse]
-    ) -> None:
+    async def _write(self, call: Call) -> None:
         while True:
             message = await self._outbox.get()
             if message is None:
@@ -295,10 +318,13 @@ class Worker:
 
     # -- messages from the server ----------------------------------------------
 
-    def _handle(self, response: pb.LeaseTasksResponse) -> bool:
+    def _handle(self, received: decoding.Received) -> bool:
         """Act on one server message; True when the stream should be left."""
+        response = received.response
         for lease in response.leases:
             self._start(lease)
+        for bad in received.undecodable:
+            self._undecodable(bad)
         for ack in response.acks:
             outcome = self.unacked.pop(ack.task_id, None)
             if ack.status.code and ack.status.code != FAILED_PRECONDITION and outcome is not None:
@@ -318,6 +344,21 @@ class Worker:
             log.info("server_draining", extra={"worker_id": self.worker_id})
             return True
         return False
+
+    def _undecodable(self, bad: decoding.Undecodable) -> None:
+        """A lease this worker cannot read: fail its task (permanently: no
+        worker could read it) rather than let it expire and come back."""
+        log.error("lease_undecodable", extra={"task_id": bad.task_id, "reason": bad.reason})
+        if not bad.task_id:
+            return  # nothing to name: the lease expires
+        error = task_pb2.TaskError(
+            message=f"the worker could not decode the lease: {bad.reason}",
+            type="UndecodableLease",
+            permanent=True,
+        )
+        outcome = pb.TaskOutcome(task_id=bad.task_id, lease_token=bad.lease_token, error=error)
+        self.unacked[bad.task_id] = outcome
+        self._outbox.put_nowait(pb.LeaseTasksRequest(outcomes=[outcome]))
 
     def _start(self, lease: pb.Lease) -> None:
         execution = self.executor.start(lease)

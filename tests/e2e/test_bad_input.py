@@ -218,3 +218,36 @@ def test_rest_queue_name_with_padding_is_a_400(
     reply = Rest(envoy.port).post(path, body)
     assert_error(reply, 400, INVALID_ARGUMENT, "INVALID_FIELD", ("queue",))
     assert Rest(envoy.port).ok("GET", "/api/v1/tasks")["tasks"] == []
+
+
+# -- a bad message in the middle of a lease stream ---------------------------------------
+
+
+def _open_stream(channel: grpc.Channel, later: list[bytes]) -> grpc.RpcError:
+    """A lease stream of raw bytes: a valid registration and open, then `later`."""
+    stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+    worker = stub.RegisterWorker(wpb.RegisterWorkerRequest(task_types=["x"]), timeout=10)
+    open_ = wpb.LeaseTasksRequest(
+        open=wpb.StreamOpen(worker_id=worker.worker_id, task_types=["x"], capacity=1)
+    )
+    call = channel.stream_stream("/dtq.v1.WorkerService/LeaseTasks")  # bytes as they are
+    with pytest.raises(grpc.RpcError) as caught:
+        list(call(iter([open_.SerializeToString(), *later]), timeout=10))
+    return caught.value
+
+
+@pytest.mark.parametrize("raw", MALFORMED, ids=lambda r: r.hex())
+def test_garbage_mid_stream_ends_the_lease_stream_with_invalid_argument(
+    channel: grpc.Channel, raw: bytes
+) -> None:
+    heartbeat = wpb.LeaseTasksRequest().SerializeToString()
+    error = _open_stream(channel, [heartbeat, raw])
+    assert_invalid(error, None, "MALFORMED_REQUEST")  # was: closed with OK
+
+
+def test_an_invalid_outcome_mid_stream_ends_it_with_invalid_argument(
+    channel: grpc.Channel,
+) -> None:
+    bad = wpb.LeaseTasksRequest(outcomes=[wpb.TaskOutcome(task_id="nope", lease_token="t")])
+    error = _open_stream(channel, [bad.SerializeToString()])
+    assert_invalid(error, "outcomes[0].lease_token", "INVALID_FIELD")

@@ -56,3 +56,27 @@ def test_bench_refuses_a_queue_no_worker_takes(server: Server) -> None:
     )
     assert done.returncode == 1
     assert "no worker takes 'noop' tasks from queue 'nobody-takes-this'" in done.stderr
+
+
+def test_bench_client_workloads_complete_every_task(
+    server: Server, start_worker: WorkerFactory
+) -> None:
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    start_worker("--queue", queue, "--concurrency", "8")
+    command = dtq_args(
+        "bench", "--server", server.address, "--queue", queue, "--json",
+        "--tasks", str(TASKS), "--workloads", "client,client-latency", "--threads", "16",
+        "--rate", "100", "--duration", "1", "--timeout", "20",
+    )  # fmt: skip
+    done = subprocess.run(
+        command, env=server.env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    threads, lone = results["client"], results["client-latency"]
+    assert threads["accepted"] == threads["completed"] == TASKS
+    assert (threads["threads"], threads["coalesce"], threads["errors"]) == (16, True, {})
+    assert threads["tasks_per_call"] > 1  # 16 threads at once: submits were coalesced
+    assert threads["submit_ms"]["n"] == TASKS
+    assert lone["accepted"] == lone["completed"] == lone["submit_ms"]["n"] == 100
+    assert 0 <= lone["submit_to_start_ms"]["p50"] <= lone["submit_to_start_ms"]["p99"]

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -350,7 +351,17 @@ def test_bad_settings_and_usage_exit_2(server: Server) -> None:
 def test_completion_scripts(server: Server, shell: str) -> None:
     """`--show-completion` prints the script for the shell it runs in; the
     `_DTQ_COMPLETE=source_<shell>` variable, for any shell."""
-    shown = dtq(server, "--show-completion")
+    # Run from a bash, as a user would: Typer finds the shell among the parent
+    # processes, and the test runner's parents need not include one.
+    line = shlex.join([*DTQ, "--show-completion"])
+    shown = subprocess.run(
+        ["bash", "-c", f"{line}; exit $?"],
+        env=env_of(server),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "_DTQ_COMPLETE=complete_" in shown.stdout
     script = dtq(server, _DTQ_COMPLETE=f"source_{shell}")

@@ -4,10 +4,12 @@ neither SIGTERM nor SIGKILL of the supervisor leaves any process behind."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 
 from dtq.process_tree import descendants
@@ -40,7 +43,7 @@ def data_dir() -> Iterator[Path]:
 class Dev:
     """One `dtq dev` process on free ports, and what it announced."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **env: str) -> None:
         self.grpc, self.rest = free_port(), free_port()
         ports = {
             "--port": self.grpc,
@@ -53,7 +56,7 @@ class Dev:
         args = [str(a) for pair in ports.items() for a in pair]
         self.data_dir = data_dir
         self.proc = Proc(
-            "dev", dtq_args("dev", "--data-dir", str(data_dir), *args), dict(os.environ)
+            "dev", dtq_args("dev", "--data-dir", str(data_dir), *args), {**os.environ, **env}
         )
         self.endpoints = self._wait_ready()
 
@@ -86,6 +89,11 @@ def assert_all_gone(pids: list[int], seconds: float = 15.0) -> None:
         time.sleep(0.05)
     names = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in left if running(p)}
     assert not left, f"left running: {names}"
+
+
+def loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
 def rest(port: int, method: str, path: str, body: Any = None) -> Any:
@@ -143,6 +151,38 @@ def test_second_dev_on_the_same_data_refuses_to_start(data_dir: Path) -> None:
         again = Proc("dev2", dtq_args("dev", "--data-dir", str(data_dir)), dict(os.environ))
         assert again.popen.wait(30) == 1
         assert dev.proc.alive()
+    finally:
+        family = dev.family()
+        dev.proc.stop()
+        assert_all_gone(family)
+
+
+def test_dev_runs_auth_off_on_loopback_only_and_says_so(data_dir: Path) -> None:
+    # Whatever the environment says: no set-up, no key, and nothing off loopback.
+    dev = Dev(data_dir, DTQ_AUTH="on", DTQ_API_KEY="dtq_000000000000_not-a-real-key")
+    try:
+        assert dev.endpoints["auth"] == "off"
+        wait_until(lambda: "Ctrl-C stops everything" in dev.proc.output(), 10, "the banner")
+        assert "Auth         off: every caller is an admin" in dev.proc.output()
+        keyless = {k: v for k, v in os.environ.items() if k != "DTQ_API_KEY"}
+        done = subprocess.run(
+            dtq_args(
+                "task", "submit", "test_task", "{}", "--wait", "-q", "-s", dev.endpoints["grpc"]
+            ),
+            env=keyless,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        family = set(dev.family())
+        listening = {
+            c.laddr.ip
+            for c in psutil.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in family
+        }
+        assert listening and all(loopback(ip) for ip in listening), listening
     finally:
         family = dev.family()
         dev.proc.stop()

@@ -23,6 +23,10 @@ def replicas(pg_url: str, redis_url: str) -> Iterator[list[Server]]:
         srv.proc.stop()
 
 
+def opened(server: Server) -> bool:
+    return "stream_opened" in server.proc.output()
+
+
 def test_worker_follows_a_draining_server_to_another_replica(replicas: list[Server]) -> None:
     first, second = replicas
     both = f"{first.address},{second.address}"
@@ -32,15 +36,17 @@ def test_worker_follows_a_draining_server_to_another_replica(replicas: list[Serv
         {**first.env, "DTQ_SERVER_ADDRESS": both},
     )
     try:
-        wait_until(lambda: "worker_connected" in worker.output(), 30, "worker stream")
-        holder = next(s for s in replicas if "stream_opened" in s.proc.output())
+        # The worker logs worker_connected once it has written its opening
+        # message; the server logs stream_opened once it has read it.
+        wait_until(lambda: any(opened(s) for s in replicas), 30, "worker stream")
+        holder = next(s for s in replicas if opened(s))
         other = second if holder is first else first
         with other.channel() as channel:
             tasks = task_service_pb2_grpc.TaskServiceStub(channel)
             task = submit(tasks, "test_task", payload={"sleep_duration": 2})
             wait_for(tasks, task.id, {State.Value("STATE_RUNNING")})
             holder.proc.signal(15)
-            wait_until(lambda: "stream_opened" in other.proc.output(), 15, "reconnect")
+            wait_until(lambda: opened(other), 15, "reconnect")
             done = wait_for(tasks, task.id, timeout=30)
         assert done.state == State.Value("STATE_COMPLETED")
         assert done.attempts == 1, "the lease was lost in the move"

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
 from dtq import tracing
+from dtq.client import Client
 from dtq.ops_http import HealthBoard
 from dtq.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from dtq.worker.app import App
@@ -213,6 +214,21 @@ def test_in_process_worker_span_continues_the_submitters_trace(
     (failed,) = run_spans(memory, bad.id)
     assert failed.status.status_code == StatusCode.ERROR
     assert [e.name for e in failed.events] == ["exception"]
+
+
+def test_a_task_submitted_through_the_client_runs_in_the_callers_trace(
+    server: Server, memory: InMemorySpanExporter
+) -> None:
+    app_tracer = TracerProvider().get_tracer("signup-app")  # the application's own tracing
+    with Client(server.address) as client:
+        with app_tracer.start_as_current_span("POST /signups") as span:
+            handle = client.submit("noop", {}, queue="inproc")
+        asyncio.run(
+            _run_worker(server.address, "inproc", lambda: bool(run_spans(memory, handle.id)))
+        )
+    (run,) = run_spans(memory, handle.id)
+    assert run.context.trace_id == span.get_span_context().trace_id
+    assert run.parent is not None and run.parent.span_id == span.get_span_context().span_id
 
 
 def test_an_explicit_trace_context_wins_and_is_kept(

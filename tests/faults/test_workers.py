@@ -81,12 +81,17 @@ def test_stopped_worker_past_its_lease_is_refused(cluster: Cluster) -> None:
     def refused() -> float:
         return server.metric("dtq_stale_outcomes_total") + victim.output().count("outcome_refused")
 
+    def revoked() -> int:
+        return victim.output().count("REASON_LEASE_LOST")
+
     verdict = cluster.verify("worker SIGSTOP past lease, SIGCONT", ids, timeout=30, fault=fault)
-    wait_until(lambda: refused() > 0, 10, "the late completion to be refused")
+    # On SIGCONT the worker either reports its stale outcome first (refused:
+    # the token is no longer current) or reads the server's revocation first
+    # (it then drops the outcome). Which comes first is a race of two
+    # messages; either way nothing it did after its lease expired is recorded.
+    wait_until(lambda: refused() + revoked() > 0, 10, "the late work to be refused or revoked")
     verdict.notes = (
-        f"late completion refused: dtq_stale_outcomes_total "
-        f"{server.metric('dtq_stale_outcomes_total'):g}, "
-        f"worker log outcome_refused {victim.output().count('outcome_refused')}"
+        f"late work not recorded: {refused():g} outcomes refused, {revoked()} leases revoked"
     )
     assert_contract(verdict)
 

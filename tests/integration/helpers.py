@@ -14,7 +14,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from dtq.adapters.pg_conn import Pg
 from dtq.adapters.pg_store import PgStore
+from dtq.adapters.redis_conn import RedisCalls
 from dtq.adapters.redis_queue import RedisQueue
 from dtq.domain import validation
 from dtq.domain.model import NewTask, Priority
@@ -44,18 +46,18 @@ def sa_dsn(pg_url: str) -> str:
 
 @contextlib.asynccontextmanager
 async def pg_store(pg_url: str, pool_size: int = 8) -> AsyncIterator[PgStore]:
-    store = PgStore(sa_dsn(pg_url), pool_size=pool_size)
+    pg = Pg(sa_dsn(pg_url), size=pool_size)
     try:
-        yield store
+        yield PgStore(pg)
     finally:
-        store.close()
+        pg.close()
 
 
 @contextlib.asynccontextmanager
 async def redis_queue(redis_url: str, aging_seconds: float = 60.0) -> AsyncIterator[RedisQueue]:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        yield RedisQueue(client, aging_seconds=aging_seconds)
+        yield RedisQueue(RedisCalls(client), aging_seconds=aging_seconds)
     finally:
         await client.aclose()
 

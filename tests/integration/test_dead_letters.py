@@ -8,10 +8,13 @@ import asyncio
 import time
 
 import pytest
-from sqlalchemy import text
 
 from dtq.adapters.pg_dead_letters import PURGE_BATCH
+from dtq.adapters.pg_sql import Sql
 from dtq.adapters.pg_store import PgStore
+from dtq.adapters.redis_index import RedisIndex
+from dtq.adapters.redis_queue import RedisQueue
+from dtq.adapters.redis_workers import RedisWorkers
 from dtq.app.admin import Admin
 from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import Task, TaskFilter, TaskState
@@ -23,6 +26,10 @@ from tests.integration.test_pg_store import in_state
 pytestmark = pytest.mark.usefixtures("clean")
 S = TaskState
 ALL_STATES = [S.PENDING, S.SCHEDULED, S.RUNNING, S.FAILED, S.COMPLETED, S.CANCELLED]
+
+
+def admin_of(store: PgStore, queue: RedisQueue) -> Admin:
+    return Admin(store, queue, RedisIndex(queue.calls), RedisWorkers(queue.calls), SystemClock())
 
 
 async def dead(store: PgStore, n: int, **spec: object) -> list[Task]:
@@ -38,8 +45,7 @@ async def many_dead(store: PgStore, n: int, queue: str = "bulk") -> None:
     """`n` dead letters at once (the store's transitions, one by one, are slow)."""
     await store.insert([new_task(queue=queue) for _ in range(n)], time.time())
     sql = "UPDATE tasks SET state = 'dead_lettered', attempts = 1, finished_at = now()"
-    with store.engine.begin() as conn:
-        conn.execute(text(sql))
+    await store.pg.fetch(Sql(sql, dict))
 
 
 # -- requeue_dead ------------------------------------------------------------------------
@@ -203,7 +209,9 @@ async def test_requeue_dead_letters_indexes_them_for_workers_at_once(
     pg_url: str, redis_url: str
 ) -> None:
     async with pg_store(pg_url) as store, redis_queue(redis_url) as queue:
-        admin = Admin(store, queue, queue, SystemClock())
+        admin = Admin(
+            store, queue, RedisIndex(queue.calls), RedisWorkers(queue.calls), SystemClock()
+        )
         letters = await dead(store, 5, queue="jobs", type="a")
         await dead(store, 1, queue="jobs", type="b")
         assert await admin.requeue_dead_letters("jobs", "a", 3) == 3
@@ -224,7 +232,9 @@ async def test_requeue_dead_letters_validates_its_request(
 ) -> None:
     async with pg_store(pg_url) as store, redis_queue(redis_url) as rq:
         with pytest.raises(DtqError) as caught:
-            await Admin(store, rq, rq, SystemClock()).requeue_dead_letters(queue, task_type, limit)
+            await Admin(
+                store, rq, RedisIndex(rq.calls), RedisWorkers(rq.calls), SystemClock()
+            ).requeue_dead_letters(queue, task_type, limit)
     assert caught.value.code == Code.INVALID_ARGUMENT
     assert [v.field for v in caught.value.violations] == [field]
 
@@ -234,7 +244,9 @@ async def test_purge_dead_letters_needs_confirmation_and_can_count_first(
     pg_url: str, redis_url: str
 ) -> None:
     async with pg_store(pg_url) as store, redis_queue(redis_url) as queue:
-        admin = Admin(store, queue, queue, SystemClock())
+        admin = Admin(
+            store, queue, RedisIndex(queue.calls), RedisWorkers(queue.calls), SystemClock()
+        )
         await dead(store, 2, queue="jobs")
         with pytest.raises(DtqError) as caught:
             await admin.purge_dead_letters("jobs", "", confirm=False)

@@ -14,14 +14,15 @@ import pytest
 
 from dtq.adapters import redis_keys as keys
 from dtq.adapters.pg_store import PgStore
+from dtq.adapters.redis_index import RedisIndex
 from dtq.adapters.redis_queue import RedisQueue
 from dtq.app.leasing import Leasing, deal
-from dtq.app.tasks import Tasks, ready_of
+from dtq.app.tasks import Tasks
 from dtq.domain.errors import STALE_LEASE, Code, DtqError, OutcomeUnknown
 from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
 from dtq.domain.retry import RetryPolicy
 from dtq.domain.validation import Limits, SubmitSpec
-from dtq.ports import SystemClock
+from dtq.ports import Ready, SystemClock
 from tests.integration.helpers import async_test, new_task, pg_store, redis_queue, token, with_lease
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -42,11 +43,12 @@ class World:
         if lease is not None:
             new = with_lease(new, lease)
         (submitted,) = await self.store.insert([new], time.time())
-        await self.queue.enqueue([ready_of(submitted.task)])
+        await self.queue.enqueue([Ready.of(submitted.task)])
         return submitted.task
 
     async def grant(self, n: int = 10) -> list[Lease]:
-        return await self.leasing.grant("w-1", SUB, "q", n)
+        (leases,) = await self.leasing.grant_many(SUB, "q", [("w-1", n)])
+        return leases
 
     async def task(self, task_id: uuid.UUID) -> Task:
         found = await self.store.get(task_id)
@@ -59,7 +61,7 @@ class World:
     async def promote_due(self) -> None:
         """What the queue manager's scheduler does."""
         promoted = await self.store.promote_due(time.time(), 100)
-        await self.queue.enqueue([ready_of(t) for t in promoted])
+        await self.queue.enqueue([Ready.of(t) for t in promoted])
 
 
 @contextlib.asynccontextmanager
@@ -142,7 +144,7 @@ async def test_a_lease_whose_commit_answer_was_lost_is_settled_when_it_expires(
         await w.submit()
         (warm,) = await w.grant()  # opens the connection (server-side timeout 5 s)
         task = await w.submit()
-        w.store.aio.timeout = 0.3  # the client gives up long before the server does
+        w.store.pg.timeout = 0.3  # the client gives up long before the server does
         locker = psycopg2.connect(pg_url)
         try:
             with locker.cursor() as cur:  # the UPDATE waits for this row lock
@@ -152,7 +154,7 @@ async def test_a_lease_whose_commit_answer_was_lost_is_settled_when_it_expires(
         finally:
             locker.rollback()  # the waiting UPDATE goes on, and commits
             locker.close()
-        w.store.aio.timeout = 5.0
+        w.store.pg.timeout = 5.0
         for _ in range(100):
             if (await w.task(task.id)).state == S.RUNNING:
                 break
@@ -179,7 +181,7 @@ async def test_a_submit_whose_commit_answer_was_lost_is_indexed_anyway(
     async with world(pg_url, redis_url) as w:
         tasks = Tasks(w.store, w.queue, SystemClock(), Limits())
         await tasks.submit([SubmitSpec(type="t", payload=b"", queue="q")])  # opens the connection
-        w.store.aio.timeout = 0.3  # the client gives up long before the server does
+        w.store.pg.timeout = 0.3  # the client gives up long before the server does
         locker = psycopg2.connect(pg_url)
         try:
             with locker.cursor() as cur:  # the INSERT waits for this lock
@@ -189,7 +191,7 @@ async def test_a_submit_whose_commit_answer_was_lost_is_indexed_anyway(
         finally:
             locker.rollback()  # the waiting INSERT goes on, and commits
             locker.close()
-        w.store.aio.timeout = 5.0
+        w.store.pg.timeout = 5.0
         (lost,) = tasks.deferred  # kept to index, as when Redis is down
         assert await tasks.flush_deferred() == 1
         leased = {x.task.id for x in await w.grant()}
@@ -230,7 +232,7 @@ async def test_success_completes_and_releases_the_lease(pg_url: str, redis_url: 
         (lease,) = await w.grant()
         (done,) = await w.leasing.report([ok(lease, b'{"sent":true}')])
         stored = await w.task(lease.task.id)
-        stats = await w.queue.stats("q")
+        stats = await RedisIndex(w.queue.calls).stats("q")
     assert isinstance(done, Task)
     assert (done.state, stored.state, stored.result) == (S.COMPLETED, S.COMPLETED, b'{"sent":true}')
     assert (stats.running, stats.completed_last_minute) == (0, 1)
@@ -261,7 +263,7 @@ async def test_a_stale_and_a_current_outcome_of_one_task_in_one_report(
         (lease,) = await w.grant()
         forged = Lease(lease.task, token(), lease.expire_at)
         stale_one, current = await w.leasing.report([ok(forged), ok(lease)])
-        stats = await w.queue.stats("q")
+        stats = await RedisIndex(w.queue.calls).stats("q")
     assert_stale(stale_one)
     assert isinstance(current, Task)
     assert current.state == S.COMPLETED
@@ -281,7 +283,7 @@ async def test_a_failure_is_retried_then_dead_lettered(pg_url: str, redis_url: s
             await w.promote_due()
         (lease,) = await w.grant()
         (result,) = await w.leasing.report([failed(lease)])
-        stats = await w.queue.stats("q")
+        stats = await RedisIndex(w.queue.calls).stats("q")
     assert isinstance(result, Task)
     assert (result.id, result.state, result.attempts) == (task.id, S.DEAD_LETTERED, 3)
     assert result.finished_at is not None

@@ -52,6 +52,7 @@ def test_partial_indexes_and_checks_exist(pg_url: str) -> None:
         "tasks_due_idx",
         "tasks_state_idx",
         "tasks_finished_idx",
+        "tasks_unique_idx",
     }
     assert indexes["tasks_idempotency_idx"]["unique"]
     assert checks == {"tasks_state_check", "tasks_priority_check"}

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from dtq.adapters.redis_workers import RedisWorkers
 from dtq.app.dispatch import Held, Session
 from dtq.app.presence import Presence
 from dtq.domain.model import Subscription, WorkerInfo
@@ -32,7 +33,8 @@ def info(worker_id: str) -> WorkerInfo:
 async def test_presence_writes_changes_of_all_streams_in_one_go(redis_url: str) -> None:
     clock = Clock()
     a, b = (Session(w, Subscription(("q",), ("t",)), 4) for w in ("w-a", "w-b"))
-    async with redis_queue(redis_url) as q:
+    async with redis_queue(redis_url) as queue:
+        q = RedisWorkers(queue.calls)
         for s in (a, b):
             await q.upsert(info(s.worker_id))
         presence = Presence(q, clock, lambda: [a, b])

@@ -11,7 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from dtq.adapters import redis_keys as keys
+from dtq.adapters.redis_conn import RedisCalls
+from dtq.adapters.redis_index import RedisIndex
 from dtq.adapters.redis_queue import RedisQueue
+from dtq.adapters.redis_workers import RedisWorkers
 from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import LeaseRef, Priority, Task, TaskState, WorkerInfo
 from dtq.ports import Ready
@@ -108,7 +111,7 @@ async def test_queues_are_separate(redis_url: str) -> None:
         await q.enqueue([mine, theirs])
         popped, _, _ = await lease(q, 10)
         assert popped == [mine]
-        assert await q.queues() == {"q", "other"}
+        assert await RedisIndex(q.calls).queues() == {"q", "other"}
 
 
 @async_test
@@ -157,12 +160,12 @@ async def test_a_paused_queue_leases_nothing(redis_url: str) -> None:
     async with redis_queue(redis_url) as q:
         task = ready()
         await q.enqueue([task])
-        await q.set_paused("q", True)
+        await RedisIndex(q.calls).set_paused("q", True)
         assert (await lease(q, 1))[0] == []
-        assert (await q.stats("q")).paused
-        await q.set_paused("q", False)
+        assert (await RedisIndex(q.calls).stats("q")).paused
+        await RedisIndex(q.calls).set_paused("q", False)
         assert (await lease(q, 1))[0] == [task]
-        assert not (await q.stats("q")).paused
+        assert not (await RedisIndex(q.calls).stats("q")).paused
 
 
 @async_test
@@ -256,10 +259,10 @@ async def test_stats(redis_url: str) -> None:
         await asyncio.sleep(0.2)
         await q.enqueue([ready("c", H)])
         await lease(q, 1, types=("c",))
-        await q.count_finished("q", completed=3, failed=0)
-        await q.count_finished("q", completed=1, failed=2)
-        stats = await q.stats("q")
-        empty = await q.stats("nothing-here")
+        await q.settle({"q": ((), 3, 0)}, ())
+        await q.settle({"q": ((), 1, 2)}, ())
+        stats = await RedisIndex(q.calls).stats("q")
+        empty = await RedisIndex(q.calls).stats("nothing-here")
     assert stats.pending_by_priority == {H: 1, M: 2, L: 2}
     assert stats.pending == 5
     assert stats.running == 1
@@ -273,11 +276,13 @@ async def test_stats(redis_url: str) -> None:
 async def test_worker_registry(redis_url: str) -> None:
     worker = WorkerInfo("w-1", "host", 42, ("q",), ("t",), 4, "1.0", {"zone": "a"}, 1.0, 2.0)
     async with redis_queue(redis_url) as q:
-        await q.upsert(worker)
-        await q.touch("w-1", active_tasks=3, draining=True, now=time.time())
-        got = await q.get("w-1")
-        listed = await q.list_workers()
-        assert await q.get("unknown") is None
+        workers = RedisWorkers(q.calls)
+        await workers.upsert(worker)
+        await workers.touch("w-1", active_tasks=3, draining=True, now=time.time())
+        got = await workers.get("w-1")
+        listed, total = await workers.page(0, 10)
+        seen = await workers.count_seen_since(time.time() - 60)
+        assert await workers.get("unknown") is None
     assert got is not None
     assert (got.queues, got.labels, got.active_tasks, got.draining) == (
         ("q",),
@@ -285,7 +290,7 @@ async def test_worker_registry(redis_url: str) -> None:
         3,
         True,
     )
-    assert [w.id for w in listed] == ["w-1"]
+    assert ([w.id for w in listed], total, seen) == (["w-1"], 1, 1)
 
 
 @async_test
@@ -293,7 +298,7 @@ async def test_unreachable_redis_is_unavailable(redis_url: str) -> None:
     client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
     try:
         with pytest.raises(DtqError) as caught:
-            await RedisQueue(client).enqueue([ready()])
+            await RedisQueue(RedisCalls(client)).enqueue([ready()])
     finally:
         await client.aclose()
     assert (caught.value.code, caught.value.reason) == (Code.UNAVAILABLE, "REDIS_UNAVAILABLE")

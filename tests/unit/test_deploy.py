@@ -1194,7 +1194,20 @@ def test_k8s_dtq_commands_are_real() -> None:
         assert "command" not in container, f"{workload}: the image's entrypoint is dtq"
         command, _ = cli_parse([str(a) for a in container["args"]])
         seen.add(command)
-    assert seen == {"upgrade", "server", "envoy", "manager", "worker"}
+    assert seen == {"create", "server", "envoy", "manager", "worker"}  # upgrade: an init container
+
+
+def test_auth_is_on_off_loopback_and_workers_send_the_stored_key() -> None:
+    assert settings_from_env(k8s_env()).auth == "on"
+    (worker,) = k8s_named("Deployment", "dtq-worker")["spec"]["template"]["spec"]["containers"]
+    assert {"secretRef": {"name": "dtq-worker-key"}} in worker["envFrom"]
+    secret = k8s_named("Secret", "dtq-worker-key")
+    assert secret["stringData"]["DTQ_API_KEY"].startswith("dtq_")
+    compose = services()
+    assert compose["api"]["environment"]["DTQ_AUTH"] == "on"
+    stored = compose["worker-key"]["environment"]["NEW_API_KEY"]
+    assert compose["worker"]["environment"]["DTQ_API_KEY"] == stored
+    assert cli_parse(command_list(compose["worker-key"]))[0] == "create"
 
 
 def test_k8s_settings_are_valid() -> None:
@@ -1310,8 +1323,14 @@ def test_k8s_workers_autoscale_and_drain_before_sigkill() -> None:
 
 def test_k8s_migration_job_and_manager() -> None:
     (job,) = k8s_kind("Job")
-    (container,) = job["spec"]["template"]["spec"]["containers"]
-    assert cli_parse(container["args"])[0] == "upgrade"
+    (migrate,) = job["spec"]["template"]["spec"]["initContainers"]
+    assert cli_parse(migrate["args"])[0] == "upgrade"
+    (key,) = job["spec"]["template"]["spec"]["containers"]
+    assert key["args"][:4] == ["apikey", "create", "--role", "worker"]
+    cli_parse(key["args"])
+    (stored,) = key["env"]
+    assert stored["name"] == "NEW_API_KEY"
+    assert stored["valueFrom"]["secretKeyRef"] == {"name": "dtq-worker-key", "key": "DTQ_API_KEY"}
     assert job["spec"]["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}
     assert k8s_named("Deployment", "dtq-manager")["spec"]["replicas"] == 2
 

@@ -1,8 +1,10 @@
--- Pop up to n ready tasks for one worker stream and record their leases.
+-- Pop up to n ready tasks for the streams of one dispatcher round (the server
+-- deals them out among workers that take the same work) and record their leases.
 -- KEYS[1]   dtq:{q}:leases  ZSET member = task id (16 bytes) .. token (16 bytes),
 --           score = lease deadline in ms (Redis clock)
 -- KEYS[2]   dtq:{q}:paused  exists while the queue is paused
 -- KEYS[3..] ready ZSETs, three per task type in the order high, medium, low
+--           (redis_keys.ready_keys; a key's place gives its priority step)
 -- ARGV[1]   n: most tasks to lease
 -- ARGV[2]   provisional lease length in ms (the server sets each task's own
 --           deadline once PostgreSQL confirms the lease)

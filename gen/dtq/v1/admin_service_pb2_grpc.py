@@ -50,6 +50,11 @@ class AdminServiceStub:
                 request_serializer=dtq_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.SerializeToString,
                 response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.FromString,
                 _registered_method=True)
+        self.DeleteQueue = channel.unary_unary(
+                '/dtq.v1.AdminService/DeleteQueue',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteQueueRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteQueueResponse.FromString,
+                _registered_method=True)
         self.ListWorkers = channel.unary_unary(
                 '/dtq.v1.AdminService/ListWorkers',
                 request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListWorkersRequest.SerializeToString,
@@ -69,6 +74,11 @@ class AdminServiceStub:
                 '/dtq.v1.AdminService/PurgeDeadLetters',
                 request_serializer=dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.SerializeToString,
                 response_deserializer=dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/dtq.v1.AdminService/ListAuditEvents',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
 
 
@@ -92,6 +102,17 @@ class AdminServiceServicer:
 
     def ResumeQueue(self, request, context):
         """Resumes a paused queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteQueue(self, request, context):
+        """Forgets an empty queue: its name, pause flag and statistics go, so that it
+        no longer counts against the queue cap (DTQ_MAX_QUEUES). FAILED_PRECONDITION
+        (reason QUEUE_NOT_EMPTY) while it holds pending, running, scheduled,
+        retrying or dead-lettered tasks. Finished tasks keep their queue name.
+        A later submission to the name creates the queue again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +151,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """The audit log, newest first: every call that changed state on someone
+        else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
+        who made it, and its outcome, refused calls included. Admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +177,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ResumeQueue,
                     request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.FromString,
                     response_serializer=dtq_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'DeleteQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteQueue,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteQueueRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteQueueResponse.SerializeToString,
             ),
             'ListWorkers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWorkers,
@@ -167,6 +202,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.PurgeDeadLetters,
                     request_deserializer=dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.FromString,
                     response_serializer=dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,6 +291,33 @@ class AdminService:
             '/dtq.v1.AdminService/ResumeQueue',
             dtq_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.SerializeToString,
             dtq_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/DeleteQueue',
+            dtq_dot_v1_dot_admin__service__pb2.DeleteQueueRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.DeleteQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -359,6 +426,33 @@ class AdminService:
             '/dtq.v1.AdminService/PurgeDeadLetters',
             dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.SerializeToString,
             dtq_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ListAuditEvents',
+            dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

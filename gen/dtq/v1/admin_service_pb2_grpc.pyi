@@ -39,6 +39,13 @@ class AdminServiceStub:
     """Stops handing out leases from a queue; tasks keep being accepted."""
     ResumeQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ResumeQueueRequest, _admin_service_pb2.ResumeQueueResponse]
     """Resumes a paused queue."""
+    DeleteQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteQueueRequest, _admin_service_pb2.DeleteQueueResponse]
+    """Forgets an empty queue: its name, pause flag and statistics go, so that it
+    no longer counts against the queue cap (DTQ_MAX_QUEUES). FAILED_PRECONDITION
+    (reason QUEUE_NOT_EMPTY) while it holds pending, running, scheduled,
+    retrying or dead-lettered tasks. Finished tasks keep their queue name.
+    A later submission to the name creates the queue again.
+    """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListWorkersRequest, _admin_service_pb2.ListWorkersResponse]
     """Workers known to the system, most recently seen first."""
     GetSystemHealth: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetSystemHealthRequest, _admin_service_pb2.GetSystemHealthResponse]
@@ -54,6 +61,11 @@ class AdminServiceStub:
     `confirm` (or `validate_only` to count them first); dead letters are never
     deleted otherwise, not even by retention.
     """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]
+    """The audit log, newest first: every call that changed state on someone
+    else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
+    who made it, and its outcome, refused calls included. Admins only.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -66,6 +78,13 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Stops handing out leases from a queue; tasks keep being accepted."""
     ResumeQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ResumeQueueRequest, _admin_service_pb2.ResumeQueueResponse]  # type: ignore[assignment]
     """Resumes a paused queue."""
+    DeleteQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteQueueRequest, _admin_service_pb2.DeleteQueueResponse]  # type: ignore[assignment]
+    """Forgets an empty queue: its name, pause flag and statistics go, so that it
+    no longer counts against the queue cap (DTQ_MAX_QUEUES). FAILED_PRECONDITION
+    (reason QUEUE_NOT_EMPTY) while it holds pending, running, scheduled,
+    retrying or dead-lettered tasks. Finished tasks keep their queue name.
+    A later submission to the name creates the queue again.
+    """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListWorkersRequest, _admin_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """Workers known to the system, most recently seen first."""
     GetSystemHealth: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetSystemHealthRequest, _admin_service_pb2.GetSystemHealthResponse]  # type: ignore[assignment]
@@ -80,6 +99,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Deletes the dead-lettered tasks of a queue for good. The request must set
     `confirm` (or `validate_only` to count them first); dead letters are never
     deleted otherwise, not even by retention.
+    """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """The audit log, newest first: every call that changed state on someone
+    else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
+    who made it, and its outcome, refused calls included. Admins only.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -108,6 +132,19 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ResumeQueueResponse, _abc.Awaitable[_admin_service_pb2.ResumeQueueResponse]]:
         """Resumes a paused queue."""
+
+    @_abc_1.abstractmethod
+    def DeleteQueue(
+        self,
+        request: _admin_service_pb2.DeleteQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.DeleteQueueResponse, _abc.Awaitable[_admin_service_pb2.DeleteQueueResponse]]:
+        """Forgets an empty queue: its name, pause flag and statistics go, so that it
+        no longer counts against the queue cap (DTQ_MAX_QUEUES). FAILED_PRECONDITION
+        (reason QUEUE_NOT_EMPTY) while it holds pending, running, scheduled,
+        retrying or dead-lettered tasks. Finished tasks keep their queue name.
+        A later submission to the name creates the queue again.
+        """
 
     @_abc_1.abstractmethod
     def ListWorkers(
@@ -146,6 +183,17 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes the dead-lettered tasks of a queue for good. The request must set
         `confirm` (or `validate_only` to count them first); dead letters are never
         deleted otherwise, not even by retention.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _admin_service_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_admin_service_pb2.ListAuditEventsResponse]]:
+        """The audit log, newest first: every call that changed state on someone
+        else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
+        who made it, and its outcome, refused calls included. Admins only.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -291,7 +291,10 @@ Global___Task: _TypeAlias = Task  # noqa: Y015
 
 @_typing.final
 class TaskError(_message.Message):
-    """Why an attempt failed."""
+    """Why an attempt failed.
+    A NUL character in the text fields (PostgreSQL text cannot hold it) is
+    stored as U+FFFD, the replacement character.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -58,6 +58,9 @@ class SubmitTaskRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    UNIQUE_FOR_FIELD_NUMBER: _builtins.int
+    UNIQUE_KEY_FIELD_NUMBER: _builtins.int
+    UNIQUE_STATES_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Task type, naming the handler: 1 to 128 characters, a letter first, then
     letters, digits, `_`, `.` or `-`.
@@ -78,10 +81,16 @@ class SubmitTaskRequest(_message.Message):
     `deduplicated`); with other content it fails with ALREADY_EXISTS. At most
     256 characters.
     """
+    unique_key: _builtins.str
+    """What makes two submissions the same for `unique_for`, instead of the
+    payload: at most 256 characters. Only with `unique_for`.
+    """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
         """Handler input, any JSON object. At most 1 MiB once encoded
-        (`DTQ_MAX_PAYLOAD_BYTES`).
+        (`DTQ_MAX_PAYLOAD_BYTES`) and 32 levels of nesting (objects and arrays:
+        what every protobuf decoder reads back inside a lease), else
+        INVALID_ARGUMENT with reason NESTED_TOO_DEEP.
         """
 
     @_builtins.property
@@ -108,6 +117,20 @@ class SubmitTaskRequest(_message.Message):
         a submission idempotent.
         """
 
+    @_builtins.property
+    def unique_for(self) -> _duration_pb2.Duration:
+        """Unique for a window: when a task of the same type and queue with the same
+        payload (or the same `unique_key`) was created within this long, return
+        it (`deduplicated`) instead of a new one. Enforced by the server, across
+        concurrent submitters. 1 s to 30 days; unset: no uniqueness.
+        """
+
+    @_builtins.property
+    def unique_states(self) -> _containers.RepeatedScalarFieldContainer[_task_pb2.Task.State.ValueType]:
+        """Only an earlier task in one of these states counts (e.g. PENDING and
+        RUNNING: "one at a time"). Default: any state. Only with `unique_for`.
+        """
+
     def __init__(
         self,
         *,
@@ -121,10 +144,13 @@ class SubmitTaskRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        unique_for: _duration_pb2.Duration | None = ...,
+        unique_key: _builtins.str = ...,
+        unique_states: _abc.Iterable[_task_pb2.Task.State.ValueType] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "scheduled_at", b"scheduled_at", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "unique_for", b"unique_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "unique_for", b"unique_for", "unique_key", b"unique_key", "unique_states", b"unique_states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
@@ -318,7 +344,10 @@ class ListTasksResponse(_message.Message):
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:
-        """Tasks, newest first."""
+        """Tasks, newest first. With TASK_VIEW_FULL a page stops early once its
+        payloads and results pass half the message limit (8 MiB by default):
+        follow `next_page_token` for the rest.
+        """
 
     def __init__(
         self,

@@ -230,7 +230,9 @@ class TaskOutcome(_message.Message):
     """Lease token of the attempt."""
     @_builtins.property
     def result(self) -> _struct_pb2.Value:
-        """The handler's return value."""
+        """The handler's return value. Nested deeper than 32 levels (objects and
+        arrays), it fails the attempt instead (error type `ResultTooDeep`).
+        """
 
     @_builtins.property
     def error(self) -> _task_pb2.TaskError:
@@ -475,7 +477,9 @@ class CompleteTaskRequest(_message.Message):
     """Lease token of the attempt."""
     @_builtins.property
     def result(self) -> _struct_pb2.Value:
-        """The handler's return value."""
+        """The handler's return value. At most 32 levels of nesting (objects and
+        arrays), else INVALID_ARGUMENT with reason NESTED_TOO_DEEP.
+        """
 
     def __init__(
         self,

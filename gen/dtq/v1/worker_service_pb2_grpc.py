@@ -89,6 +89,14 @@ class WorkerServiceServicer:
         and revokes leases of cancelled or expired tasks. Ends with UNAVAILABLE
         when the server shuts down; the worker reconnects and lists the leases it
         still holds in `open.held`.
+
+        A lease counts as delivered once the worker names it in a heartbeat, an
+        outcome or a release (each heartbeat lists every lease held). One it has not
+        named two heartbeat intervals after it was sent is revoked and handed back
+        (PENDING again, no retry used up), and the stream gets no more leases until
+        the worker sends a message: a stream that does not read holds no work.
+        A message that does not decode, or has an invalid field, ends the stream
+        with INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,6 +47,14 @@ class WorkerServiceStub:
     and revokes leases of cancelled or expired tasks. Ends with UNAVAILABLE
     when the server shuts down; the worker reconnects and lists the leases it
     still holds in `open.held`.
+
+    A lease counts as delivered once the worker names it in a heartbeat, an
+    outcome or a release (each heartbeat lists every lease held). One it has not
+    named two heartbeat intervals after it was sent is revoked and handed back
+    (PENDING again, no retry used up), and the stream gets no more leases until
+    the worker sends a message: a stream that does not read holds no work.
+    A message that does not decode, or has an invalid field, ends the stream
+    with INVALID_ARGUMENT.
     """
     CompleteTask: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.CompleteTaskRequest, _worker_service_pb2.CompleteTaskResponse]
     """Records the result of a leased task. FAILED_PRECONDITION when the lease
@@ -79,6 +87,14 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     and revokes leases of cancelled or expired tasks. Ends with UNAVAILABLE
     when the server shuts down; the worker reconnects and lists the leases it
     still holds in `open.held`.
+
+    A lease counts as delivered once the worker names it in a heartbeat, an
+    outcome or a release (each heartbeat lists every lease held). One it has not
+    named two heartbeat intervals after it was sent is revoked and handed back
+    (PENDING again, no retry used up), and the stream gets no more leases until
+    the worker sends a message: a stream that does not read holds no work.
+    A message that does not decode, or has an invalid field, ends the stream
+    with INVALID_ARGUMENT.
     """
     CompleteTask: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.CompleteTaskRequest, _worker_service_pb2.CompleteTaskResponse]  # type: ignore[assignment]
     """Records the result of a leased task. FAILED_PRECONDITION when the lease
@@ -120,6 +136,14 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         and revokes leases of cancelled or expired tasks. Ends with UNAVAILABLE
         when the server shuts down; the worker reconnects and lists the leases it
         still holds in `open.held`.
+
+        A lease counts as delivered once the worker names it in a heartbeat, an
+        outcome or a release (each heartbeat lists every lease held). One it has not
+        named two heartbeat intervals after it was sent is revoked and handed back
+        (PENDING again, no retry used up), and the stream gets no more leases until
+        the worker sends a message: a stream that does not read holds no work.
+        A message that does not decode, or has an invalid field, ends the stream
+        with INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod

@@ -6,7 +6,9 @@ import asyncio
 import logging
 import signal
 
-from dtq import tracing
+import grpc
+
+from dtq import metrics, tls, tracing
 from dtq.ops_http import HealthBoard, serve_ops
 from dtq.settings import Settings
 from dtq.worker.child import ChildSpec
@@ -20,8 +22,19 @@ from dtq.worker.thread_pool import ThreadPool
 log = logging.getLogger(__name__)
 
 
+def client_tls(settings: Settings) -> grpc.ChannelCredentials | None:
+    """The clients' TLS credentials, when DTQ_TLS_CA is set."""
+    if not settings.tls_ca:
+        return None
+    try:
+        return tls.channel_credentials(settings.tls_ca, settings.tls_cert, settings.tls_key)
+    except ValueError as error:
+        raise SystemExit(f"dtq worker: TLS: {error}") from None
+
+
 async def run(settings: Settings, modules: list[str], worker_id: str | None = None) -> int:
     tracing.setup("dtq-worker")
+    metrics.cap_labels(settings.metrics_max_queues, settings.metrics_max_types)
     try:
         app = load(modules)
     except LoadError as error:
@@ -40,6 +53,8 @@ async def run(settings: Settings, modules: list[str], worker_id: str | None = No
             worker_id=worker_id or "",
             shutdown_grace=settings.worker_shutdown_grace,
             metrics_address=ops.address if ops else "",
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            credentials=client_tls(settings),
         ),
         executor,
         board,

@@ -7,8 +7,11 @@ import asyncio
 import contextlib
 import logging
 
-from dtq import tracing
+from dtq import metrics, tracing
+from dtq.adapters.pg_conn import libpq_dsn
+from dtq.adapters.pg_listen import PgListener
 from dtq.adapters.pg_queues import PgQueues
+from dtq.adapters.pg_sql import DUE_CHANNEL
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.app.admin import Admin
 from dtq.manager.observer import QueueObserver
@@ -17,8 +20,8 @@ from dtq.manager.reconciler import Reconciler
 from dtq.manager.retention import Retention
 from dtq.manager.scheduler import Scheduler
 from dtq.ops_http import HealthBoard, serve_ops
+from dtq.processes.core import build_core, stop_on_signals, watch_dependencies
 from dtq.settings import Settings
-from dtq.wiring import build_core, stop_on_signals, watch_dependencies
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,13 @@ async def run(settings: Settings) -> None:
     ops = serve_ops(board, settings)  # first: a taken port stops it before it opens anything
     core = build_core(settings)
     scheduler = Scheduler(core.store, core.queue, core.clock)
-    reaper = Reaper(core.leasing, core.queue)
+    reaper = Reaper(core.leasing, core.index)
     observer = QueueObserver(
-        Admin(core.store, core.queue, core.queue, core.clock), settings.observe_interval
+        Admin(core.store, core.queue, core.index, core.workers, core.clock),
+        settings.observe_interval,
     )
     reconciler = Reconciler(
-        core.store, core.queue, PgQueues(core.store), settings.reconcile_interval
+        core.store, core.queue, core.index, PgQueues(core.pg), settings.reconcile_interval
     )
     retention = Retention(
         core.store, core.clock, settings.retention_completed, settings.retention_interval
@@ -42,11 +46,18 @@ async def run(settings: Settings) -> None:
     notifier = RedisNotifier(core.redis, schedule=True)
     notifier.on_schedule.append(scheduler.wake)
     notifier.on_resync.append(lambda: scheduler.wake(0.0))
+
+    def enqueued(count: int) -> None:  # dtq.enqueue_in committed tasks due now
+        metrics.scheduler_notified.inc(count)
+        scheduler.wake(0.0)
+
+    listener = PgListener(libpq_dsn(settings.database_dsn), DUE_CHANNEL, enqueued)
     stop = asyncio.Event()
     stop_on_signals(stop)
     notifier.start()
     loops = [
         asyncio.create_task(scheduler.run(), name="scheduler"),
+        asyncio.create_task(listener.run(), name="listener"),
         asyncio.create_task(reaper.run(), name="reaper"),
         asyncio.create_task(observer.run(), name="observer"),
         asyncio.create_task(reconciler.run(), name="reconciler"),

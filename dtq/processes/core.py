@@ -1,4 +1,4 @@
-"""Builds adapters and use cases from settings; used by the process entry points."""
+"""The core every server-side process shares: the adapters, built from settings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from dtq import metrics
+from dtq.adapters.pg_conn import Pg
 from dtq.adapters.pg_store import PgStore
-from dtq.adapters.redis_queue import RedisQueue, connect
+from dtq.adapters.redis_conn import RedisCalls, connect
+from dtq.adapters.redis_index import RedisIndex
+from dtq.adapters.redis_queue import RedisQueue
+from dtq.adapters.redis_workers import RedisWorkers
 from dtq.app.leasing import Leasing
 from dtq.domain.errors import DtqError
 from dtq.domain.retry import RetryPolicy
@@ -29,9 +34,12 @@ class Core:
     """The adapters every server-side process shares."""
 
     settings: Settings
+    pg: Pg
     store: PgStore
     redis: aioredis.Redis
     queue: RedisQueue
+    index: RedisIndex
+    workers: RedisWorkers
     leasing: Leasing
     clock: SystemClock
 
@@ -39,19 +47,26 @@ class Core:
     def limits(self) -> Limits:
         s = self.settings
         return Limits(
-            s.max_payload_bytes, s.worker_max_retries, s.default_timeout, s.lease_duration
+            s.max_payload_bytes,
+            s.worker_max_retries,
+            s.default_timeout,
+            s.lease_duration,
+            s.max_watches_per_caller,
         )
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
-        self.store.close()
+        self.pg.close()
 
 
 def build_core(settings: Settings) -> Core:
-    store = PgStore(settings.database_dsn, settings.database_pool_size, settings.database_timeout)
+    metrics.cap_labels(settings.metrics_max_queues, settings.metrics_max_types)
+    pg = Pg(settings.database_dsn, settings.database_pool_size, settings.database_timeout)
+    store = PgStore(pg)
     client = connect(settings.redis_dsn, settings.redis_timeout)
-    queue = RedisQueue(client, settings.priority_aging_seconds)
+    calls = RedisCalls(client)
+    queue = RedisQueue(calls, settings.priority_aging_seconds)
     clock = SystemClock()
     leasing = Leasing(
         store,
@@ -60,7 +75,9 @@ def build_core(settings: Settings) -> Core:
         RetryPolicy(settings.worker_retry_backoff_base, settings.worker_max_retry_backoff),
         settings.lease_duration,
     )
-    return Core(settings, store, client, queue, leasing, clock)
+    return Core(
+        settings, pg, store, client, queue, RedisIndex(calls), RedisWorkers(calls), leasing, clock
+    )
 
 
 async def watch_dependencies(core: Core, board: HealthBoard, every: float = 5.0) -> None:

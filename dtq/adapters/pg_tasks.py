@@ -1,0 +1,65 @@
+"""Reading tasks, and an operator's writes to one task: cancel and retry."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from dtq.adapters import pg_sql as sql
+from dtq.adapters.pg_conn import Pg
+from dtq.adapters.pg_rows import as_datetime
+from dtq.domain import states
+from dtq.domain.errors import DtqError
+from dtq.domain.model import Task, TaskFilter, TaskState
+from dtq.domain.states import Event
+
+
+class PgTasks:
+    """The reads of `dtq.ports.TaskStore`, and cancel and retry."""
+
+    def __init__(self, pg: Pg) -> None:
+        self.pg = pg
+
+    async def get(self, task_id: uuid.UUID, with_payload: bool = True) -> Task | None:
+        found = await self.pg.fetch(
+            sql.GET_TASK if with_payload else sql.GET_TASK_BASIC, {"id": task_id}
+        )
+        return found[0] if found else None
+
+    async def get_many(self, ids: Sequence[uuid.UUID]) -> list[Task]:
+        return await self.pg.fetch(sql.GET_TASKS, {"ids": list(ids)}) if ids else []
+
+    async def list_tasks(
+        self, filters: TaskFilter, before: uuid.UUID | None, limit: int, with_payload: bool
+    ) -> list[Task]:
+        args = {
+            "state": filters.state.value if filters.state else None,
+            "type": filters.type or None,
+            "queue": filters.queue or None,
+            "before": before,
+            "limit": limit,
+        }
+        return await self.pg.fetch(sql.LIST_TASKS if with_payload else sql.LIST_TASKS_BASIC, args)
+
+    async def state_counts(self, queue: str | None) -> dict[tuple[str, TaskState], int]:
+        return dict(await self.pg.fetch(sql.STATE_COUNTS, {"queue": queue or None}))
+
+    async def cancel(self, task_id: uuid.UUID, now: float) -> tuple[Task, TaskState, str | None]:
+        found = await self.pg.fetch(sql.CANCEL, {"id": task_id, "now": as_datetime(now)})
+        if not found:
+            await self._explain_refusal(task_id, Event.CANCEL)
+        return found[0]
+
+    async def retry(self, task_id: uuid.UUID, now: float) -> Task:
+        """A dead-lettered task gets a fresh retry budget (see pg_sql)."""
+        found = await self.pg.fetch(sql.RETRY, {"id": task_id, "now": as_datetime(now)})
+        if not found:
+            await self._explain_refusal(task_id, Event.RETRY)
+        return found[0]
+
+    async def _explain_refusal(self, task_id: uuid.UUID, event: Event) -> None:
+        task = await self.get(task_id, with_payload=False)
+        if task is None:
+            raise DtqError.not_found("task", str(task_id))
+        states.apply(task.state, event)  # raises FAILED_PRECONDITION
+        raise DtqError.failed_precondition("CONCURRENT_UPDATE", "the task changed; try again")

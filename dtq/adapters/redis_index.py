@@ -1,0 +1,120 @@
+"""QueueIndex on Redis: which queues exist, their live figures, pause flags,
+and rebuilding the ready index from PostgreSQL (keys in redis_keys.py)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from dtq.adapters import redis_keys as keys
+from dtq.adapters.redis_conn import RedisCalls, text
+from dtq.domain.model import Priority, QueueStats, Task
+
+
+class RedisIndex:
+    """Redis implementation of `QueueIndex`."""
+
+    def __init__(self, calls: RedisCalls) -> None:
+        self._call = calls
+        self.redis = calls.redis
+
+    async def queues(self) -> set[str]:
+        names = await self._call(lambda: self.redis.smembers(keys.QUEUES))
+        return {text(n) for n in names}
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        async def run() -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            if paused:
+                pipe.set(keys.paused(queue), b"1")
+            else:
+                pipe.delete(keys.paused(queue))
+            pipe.sadd(keys.QUEUES, queue)
+            pipe.publish(keys.notify_channel(queue), b"*")
+            await pipe.execute()
+
+        await self._call(run)
+
+    async def add(self, queues: Sequence[str]) -> None:
+        if queues:
+            await self._call(lambda: self.redis.sadd(keys.QUEUES, *queues))
+
+    async def remove(self, queue: str) -> None:
+        async def run() -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.srem(keys.QUEUES, queue)
+            pipe.delete(keys.paused(queue))
+            await pipe.execute()
+
+        await self._call(run)
+
+    async def stats(self, queue: str) -> QueueStats:
+        return await self._call(lambda: self._stats(queue))
+
+    async def _stats(self, queue: str) -> QueueStats:
+        type_names = sorted(text(t) for t in await self.redis.smembers(keys.types(queue)))
+        bucket = int(time.time()) // keys.BUCKET_SECONDS
+        buckets = [bucket - i for i in range(6)]
+        pipe = self.redis.pipeline(transaction=False)
+        ready_keys = keys.ready_keys(queue, type_names)
+        for key in ready_keys:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, 0, withscores=True)
+        pipe.zcard(keys.leases(queue))
+        pipe.exists(keys.paused(queue))
+        pipe.mget([keys.counter(queue, "completed", b) for b in buckets])
+        pipe.mget([keys.counter(queue, "failed", b) for b in buckets])
+        pipe.time()
+        out = await pipe.execute()
+        by_priority = dict.fromkeys(keys.PRIORITY_ORDER, 0)
+        heads: dict[Priority, float] = {}  # priority -> enqueue time (us) of its oldest task
+        for i in range(len(ready_keys)):
+            _, priority = keys.of_ready_key(type_names, i)
+            by_priority[priority] += out[2 * i]
+            head = out[2 * i + 1]
+            if head:
+                heads[priority] = min(heads.get(priority, head[0][1]), head[0][1])
+        running, paused, done, failed, now = out[len(ready_keys) * 2 :]
+        now_us = now[0] * 1_000_000 + now[1]
+        ages = {p: max(0.0, (now_us - t) / 1_000_000) for p, t in heads.items()}
+        return QueueStats(
+            queue=queue,
+            pending_by_priority={Priority(p): n for p, n in by_priority.items()},
+            running=running,
+            completed_last_minute=sum(int(x) for x in done if x),
+            failed_last_minute=sum(int(x) for x in failed if x),
+            oldest_pending_age=max(ages.values(), default=0.0),
+            oldest_age_by_priority=ages,
+            paused=bool(paused),
+        )
+
+    async def restore_ready(self, tasks: Sequence[Task]) -> int:
+        """Index PENDING tasks that Redis lost; returns how many were missing.
+        Each keeps its place: the score is the time it became ready."""
+        if not tasks:
+            return 0
+        by_key: dict[str, dict[bytes, float]] = defaultdict(dict)
+        for t in tasks:
+            by_key[keys.ready(t.queue, t.type, t.priority)][t.id.bytes] = int(t.updated_at * 1e6)
+
+        async def run() -> int:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, mapping in by_key.items():
+                pipe.zadd(key, mapping, nx=True)
+            for queue, task_type in {(t.queue, t.type) for t in tasks}:
+                pipe.sadd(keys.types(queue), task_type)
+                pipe.sadd(keys.QUEUES, queue)
+                pipe.publish(keys.notify_channel(queue), task_type.encode())
+            out = await pipe.execute()
+            return sum(out[: len(by_key)])
+
+        return await self._call(run)
+
+    async def epoch(self) -> str | None:
+        """Marker of an index that was built or checked; gone when Redis lost its data."""
+        value = await self._call(lambda: self.redis.get(keys.EPOCH))
+        return None if value is None else text(value)
+
+    async def set_epoch(self, value: str) -> None:
+        await self._call(lambda: self.redis.set(keys.EPOCH, value))

@@ -1,0 +1,126 @@
+"""Who may do what: roles, the callers they belong to, and the rule of each RPC.
+
+A caller is a `Principal`: the subject of an API key or of a token, its role,
+the queues it is limited to (none: every queue) and its tenant (every caller
+is in `default` until tenants land). The API layer authenticates each call and
+checks `allowed(role, method)`; a method with no rule is refused to everyone
+but admins (fail closed: a new RPC must be given its rule here).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from dtq.domain.errors import Code, DtqError
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"  # everything
+    PRODUCER = "producer"  # submit, read and cancel tasks
+    WORKER = "worker"  # register, lease, report outcomes
+    VIEWER = "viewer"  # read-only
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    subject: str  # "key:<id>", or the token's subject claim
+    role: Role
+    queues: frozenset[str] = frozenset()  # empty: every queue
+    tenant: str = "default"
+
+    def may_use(self, queue: str) -> bool:
+        return not self.queues or queue in self.queues
+
+
+ANONYMOUS = Principal("anonymous", Role.ADMIN)  # every caller when authentication is off
+
+_A, _P, _W, _V = Role.ADMIN, Role.PRODUCER, Role.WORKER, Role.VIEWER
+_READ = frozenset({_A, _P, _V})
+_SUBMIT = frozenset({_A, _P})
+_WORK = frozenset({_A, _W})
+_OBSERVE = frozenset({_A, _V})
+_ADMIN = frozenset({_A})
+
+# Full method name without the package: "Service/Method".
+RULES: dict[str, frozenset[Role]] = {
+    "TaskService/SubmitTask": _SUBMIT,
+    "TaskService/BatchSubmitTasks": _SUBMIT,
+    "TaskService/GetTask": _READ,
+    "TaskService/ListTasks": _READ,
+    "TaskService/WatchTask": _READ,
+    "TaskService/CancelTask": _SUBMIT,
+    "TaskService/RetryTask": _ADMIN,
+    "WorkerService/RegisterWorker": _WORK,
+    "WorkerService/LeaseTasks": _WORK,
+    "WorkerService/CompleteTask": _WORK,
+    "WorkerService/FailTask": _WORK,
+    "WorkerService/ExtendLease": _WORK,
+    "AdminService/GetQueueStats": _OBSERVE,
+    "AdminService/ListWorkers": _OBSERVE,
+    "AdminService/GetSystemHealth": _OBSERVE,
+    "AdminService/PauseQueue": _ADMIN,
+    "AdminService/ResumeQueue": _ADMIN,
+    "AdminService/DeleteQueue": _ADMIN,
+    "AdminService/RequeueDeadLetters": _ADMIN,
+    "AdminService/PurgeDeadLetters": _ADMIN,
+    "AdminService/ListAuditEvents": _ADMIN,
+}
+
+
+def allowed(role: Role, method: str) -> bool:
+    """May `role` call `method` ("Service/Method")?"""
+    return role in RULES.get(method, _ADMIN)
+
+
+def unauthenticated(reason: str, message: str) -> DtqError:
+    return DtqError(Code.UNAUTHENTICATED, reason, message)
+
+
+def denied(principal: Principal, method: str) -> DtqError:
+    return DtqError(
+        Code.PERMISSION_DENIED,
+        "ROLE_NOT_ALLOWED",
+        f"role {principal.role.value} may not call {method}",
+    )
+
+
+def queue_denied(principal: Principal, queue: str) -> DtqError:
+    return DtqError(
+        Code.PERMISSION_DENIED,
+        "QUEUE_NOT_ALLOWED",
+        f"this credential is limited to queues {', '.join(sorted(principal.queues))}, "
+        f"not {queue!r}",
+    )
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored API key: everything but its secret (only a digest of that is kept)."""
+
+    id: str
+    name: str
+    role: Role
+    queues: frozenset[str]
+    tenant: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+    def principal(self) -> Principal:
+        return Principal(f"key:{self.id}", self.role, self.queues, self.tenant)
+
+    def live(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+def queue_required(principal: Principal) -> DtqError:
+    return DtqError(
+        Code.PERMISSION_DENIED,
+        "QUEUE_NOT_ALLOWED",
+        f"this credential is limited to queues {', '.join(sorted(principal.queues))}: "
+        f"name one (queue)",
+    )
