@@ -163,5 +163,8 @@ worker_task_duration = Histogram(
     "dtq_worker_task_duration_seconds", "Handler run time", ["type"], buckets=TASK_BUCKETS
 )
 worker_running = Gauge("dtq_worker_tasks_running", "Handlers running now")
+worker_leases = Gauge(
+    "dtq_worker_leases_held", "Leases this worker holds: running or waiting for a slot"
+)
 worker_slots = Gauge("dtq_worker_slots", "Tasks this worker runs at once (its concurrency)")
 worker_connected = Gauge("dtq_worker_connected", "1 while the lease stream is open")

@@ -76,10 +76,12 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         """Handle the worker's messages; the error of a bad one (a message that
         does not decode, an invalid field) ends the stream."""
         pending: set[asyncio.Task[None]] = set()
+        goodbye = False
         try:
             await self._handle(session, first, pending)
             async for message in rest:
                 await self._handle(session, message, pending)
+                goodbye = goodbye or message.goodbye
         except DtqError as error:
             log.info(
                 "stream_refused", extra={"worker_id": session.worker_id, "reason": error.reason}
@@ -92,7 +94,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         finally:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-            session.end()
+            session.end(goodbye)
         return None
 
     async def _handle(

@@ -85,6 +85,7 @@ class Session:
     # (event loop time). A session whose leases went unnamed is `stalled`.
     unconfirmed: dict[uuid.UUID, float] = field(default_factory=dict)
     stalled: bool = False
+    goodbye: bool = False
     id: int = field(default_factory=lambda: next(_ids))
     # The worker's registration, re-written on every heartbeat so that the
     # registry heals itself if Redis loses it.
@@ -108,11 +109,13 @@ class Session:
         if leases:
             self.outbox.put_nowait(Push(leases=list(leases)))
 
-    def end(self) -> None:
+    def end(self, goodbye: bool) -> None:
         """The worker stopped writing: lease nothing more to it (a grant still
         in flight goes back at once, see `Dispatcher._deliver`); the stream ends
-        once what is queued for it has been sent."""
+        once what is queued for it has been sent. `goodbye`: its last message
+        said so (a worker shutting down names the leases it keeps in it)."""
         self.closed = True
+        self.goodbye = goodbye
         self.outbox.put_nowait(None)
 
     def drop(self, task_id: uuid.UUID) -> Held | None:
@@ -333,10 +336,20 @@ class Dispatcher:
     async def _take_back_closed(self, now: float) -> None:
         due = [s for closed_at, s in self._closed if closed_at + self.reconnect_grace <= now]
         self._closed = [(t, s) for t, s in self._closed if t + self.reconnect_grace > now]
+        await self._take_back_unnamed(due)
+
+    async def said_goodbye(self, session: Session) -> None:
+        """A worker that closed its stream itself named every lease it keeps
+        first: the unnamed ones never reached it (or it handed them back
+        unstarted), so they go back now, not after the reconnect grace."""
+        self._closed = [(t, s) for t, s in self._closed if s is not session]
+        await self._take_back_unnamed([session])
+
+    async def _take_back_unnamed(self, sessions: list[Session]) -> None:
         adopted = {(tid, h.token) for s in self.sessions.values() for tid, h in s.held.items()}
         refs = [
             LeaseRef(tid, held.token)
-            for session in due
+            for session in sessions
             for tid in session.unconfirmed
             if (held := session.held.get(tid)) and (tid, held.token) not in adopted
         ]

@@ -129,6 +129,8 @@ class Streams:
         """The stream ended. Held leases stay valid until they expire: the
         worker may reconnect (to any server) and keep them."""
         self.dispatcher.detach(session)
+        if session.goodbye:
+            await self.dispatcher.said_goodbye(session)
         log.info("stream_closed", extra={"worker_id": session.worker_id, "held": len(session.held)})
 
     async def _registration(self, session: Session) -> WorkerInfo:

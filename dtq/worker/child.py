@@ -29,6 +29,7 @@ from dtq.worker.loader import load
 Job = tuple[str, dict[str, Any], dict[str, Any], dict[str, str] | None]
 # From the child: ("ok", JSON value) or ("error", type, message, traceback, permanent).
 Reply = tuple[Any, ...]
+READY: Reply = ("ready",)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def main(conn: Connection, spec: ChildSpec) -> None:
     try:
         app = load(spec.modules)
         loop = asyncio.new_event_loop()
+        conn.send(READY)  # the handlers are imported: time a job from here
         while True:
             try:
                 job: Job = conn.recv()

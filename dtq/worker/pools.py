@@ -21,6 +21,11 @@ class HandlerPool(Protocol):
         interrupts the handler (thread) or kills its process."""
         ...
 
+    async def started(self) -> None:
+        """Wait until every slot can start a handler at once (a child process
+        imports the handler modules first)."""
+        ...
+
     def close(self) -> None:
         """Stop every slot; running handlers are abandoned."""
         ...

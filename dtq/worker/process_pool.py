@@ -8,7 +8,9 @@ child takes the slot, so even a handler blocked in C code or ignoring
 `ctx.cancelled` stops for sure. A handler that takes its process down
 (`os._exit`, a segfault, the OOM killer) fails the attempt with
 `WorkerProcessDied`, which is retried. Outcomes, heartbeats and the stream
-stay in the parent.
+stay in the parent. The worker opens its stream once every child has imported
+the handlers (a task's timeout does not count a child's start-up; a
+replacement child's start-up still counts for the task that waits for it).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from dtq import tracing
 from dtq.worker.app import Handler, TaskContext
-from dtq.worker.child import ChildSpec, Job, Reply, main
+from dtq.worker.child import READY, ChildSpec, Job, Reply, main
 from dtq.worker.pools import HandlerFailed, WorkerProcessDied
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,14 @@ class _Child:
         )
         self.process.start()
         child_end.close()  # else the parent would never see the child's end close
+        self.greeted = False
+
+    async def hello(self) -> None:
+        """Wait for the child's READY: its handler modules are imported."""
+        if not self.greeted:
+            if await self.receive() != READY:
+                raise RuntimeError("a handler process did not start as expected")
+            self.greeted = True
 
     async def send(self, job: Job) -> None:
         # In a thread: a large payload would block until a child still
@@ -106,6 +116,7 @@ class ProcessPool:
     async def call(self, handler: Handler, payload: dict[str, Any], ctx: TaskContext) -> Any:
         child = await self._idle.get()
         try:
+            await child.hello()  # a replacement may still be importing
             await child.send((handler.name, payload, _fields(ctx), tracing.carrier()))
             reply = await child.receive()
         except BaseException:  # cancelled, timed out or died: never reuse it
@@ -116,6 +127,9 @@ class ProcessPool:
             return reply[1]
         _, type_name, message, traceback, permanent = reply
         raise HandlerFailed(type_name, message, traceback, permanent)
+
+    async def started(self) -> None:
+        await asyncio.gather(*(child.hello() for child in self._children))
 
     def _replace(self, child: _Child) -> None:
         """Stop `child` in the background; a new child takes its slot at once."""

@@ -6,7 +6,8 @@
   unacknowledged outcomes are listed in heartbeats (and in `open.held` after a
   reconnect), so they stay valid while the worker is alive.
 - Heartbeats run on the main event loop, apart from the handlers.
-- On SIGTERM: capacity 0 (no new leases), running tasks get the grace period;
+- On SIGTERM: capacity 0 (no new leases; one the server sent before it read
+  that is handed back unstarted), running tasks get the grace period;
   the ones still running then are interrupted and their leases handed back
   (`releases`: PENDING again at once, the attempt not counted), outcomes are
   flushed, then the worker exits.
@@ -127,6 +128,10 @@ class Worker:
 
     async def run(self) -> int:
         metrics.worker_slots.set(self.config.concurrency)
+        try:
+            await self.executor.pool.started()  # no lease before a slot can run it
+        except Exception as error:
+            raise SystemExit(f"the handler processes did not start: {error}") from None
         target, options = channel_target(self.config.server_address)
         async with _channel(
             target,
@@ -210,10 +215,7 @@ class Worker:
 
     async def _session(self, lease_tasks: LeaseTasks) -> None:
         call = lease_tasks()
-        held = [e.ref() for e in self.running.values()]
-        held += [
-            pb.LeaseRef(task_id=o.task_id, lease_token=o.lease_token) for o in self.unacked.values()
-        ]
+        held = self._held()
         capacity = 0 if self._stopping.is_set() else self.config.concurrency + self.config.prefetch
         opening = pb.StreamOpen(
             worker_id=self.worker_id,
@@ -273,13 +275,16 @@ class Worker:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            refs = [e.ref() for e in self.running.values()]
-            refs += [
-                pb.LeaseRef(task_id=o.task_id, lease_token=o.lease_token)
-                for o in self.unacked.values()
-            ]
             # Holding nothing, an empty message: the server still hears from us.
-            self._outbox.put_nowait(pb.LeaseTasksRequest(heartbeats=refs))
+            self._outbox.put_nowait(pb.LeaseTasksRequest(heartbeats=self._held()))
+
+    def _held(self) -> list[pb.LeaseRef]:
+        """The leases of running tasks and of outcomes not yet acknowledged."""
+        refs = [e.ref() for e in self.running.values()]
+        refs += [
+            pb.LeaseRef(task_id=o.task_id, lease_token=o.lease_token) for o in self.unacked.values()
+        ]
+        return refs
 
     async def _watch_stop(self) -> None:
         await self._stopping.wait()
@@ -294,6 +299,9 @@ class Worker:
         self._hand_back()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._flushed.wait(), max(0.0, self._deadline - _now()))
+        # Name what we still hold before closing our side: the server takes
+        # back at once every lease not named (ones still on their way to us).
+        self._outbox.put_nowait(pb.LeaseTasksRequest(heartbeats=self._held(), goodbye=True))
         self._outbox.put_nowait(None)
 
     def _hand_back(self, waiting_only: bool = False) -> None:
@@ -361,6 +369,13 @@ class Worker:
         self._outbox.put_nowait(pb.LeaseTasksRequest(outcomes=[outcome]))
 
     def _start(self, lease: pb.Lease) -> None:
+        if self._stopping.is_set():
+            # Sent before the server read our capacity 0: give it back at
+            # once rather than start it while shutting down.
+            log.info("lease_handed_back", extra={"task_id": lease.task.id})
+            ref = pb.LeaseRef(task_id=lease.task.id, lease_token=lease.lease_token)
+            self._outbox.put_nowait(pb.LeaseTasksRequest(releases=[ref]))
+            return
         execution = self.executor.start(lease)
         self.running[execution.task_id] = execution
         execution.future = asyncio.ensure_future(self._execute(execution))
@@ -397,6 +412,7 @@ class Worker:
             execution.future.cancel()  # interrupts the handler (thread) or kills it (process)
 
     def _update_idle(self) -> None:
+        metrics.worker_leases.set(len(self.running))
         for event, busy in ((self._idle, self.running), (self._flushed, self.unacked)):
             if busy:
                 event.clear()

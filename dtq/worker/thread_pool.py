@@ -169,6 +169,9 @@ class ThreadPool:
             future.cancel()  # cancels the coroutine on the handler loop
             raise
 
+    async def started(self) -> None:
+        return None  # threads start with their first call
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.threads.close()

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import textwrap
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dtq.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from tests.conftest import Server, WorkerFactory
 from tests.support.procs import Proc, free_port, wait_until
+from tests.support.scrape import metric
 from tests.support.tasks import State, get, result_of, submit, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean", "manager")]
@@ -25,6 +24,7 @@ DEAD = State.Value("STATE_DEAD_LETTERED")
 RUNNING = State.Value("STATE_RUNNING")
 CANCELLED = State.Value("STATE_CANCELLED")
 PENDING = State.Value("STATE_PENDING")
+RUNNING_NOW = "dtq_worker_tasks_running"
 
 
 @pytest.fixture(scope="module")
@@ -191,17 +191,10 @@ def test_sigterm_lets_running_tasks_finish(tasks, start_worker) -> None:
     task = submit(tasks, "test_task", payload={"sleep_duration": 1})
     # RUNNING in PostgreSQL is not yet running on the worker: the lease may
     # still be on its way (a lease the worker never got goes back at once).
-    wait_until(lambda: handlers_running(port) == 1, 10, "the handler to start")
+    wait_until(lambda: metric(port, RUNNING_NOW) == 1, 10, "the handler to start")
     proc.signal(15)
     assert proc.popen.wait(20) == 0
     assert get(tasks, task.id).state == COMPLETED
-
-
-def handlers_running(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    families = text_string_to_metric_families(text)
-    return sum(s.value for f in families for s in f.samples if s.name == "dtq_worker_tasks_running")
 
 
 def test_watch_streams_every_state_until_terminal(tasks, worker) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from dtq.v1 import task_service_pb2_grpc
 from tests.conftest import WorkerFactory
-from tests.support.procs import wait_until
+from tests.support.procs import free_port, wait_until
+from tests.support.scrape import metric
 from tests.support.tasks import State, get, submit, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean", "manager")]
@@ -52,9 +53,11 @@ def test_prefetched_tasks_wait_for_a_slot_and_keep_their_timeout(
 
 
 def test_sigterm_hands_prefetched_leases_back_at_once(tasks, start_worker: WorkerFactory) -> None:
-    worker = start_worker("--concurrency", "1", "--prefetch", "2")
+    port = free_port()
+    worker = start_worker("--concurrency", "1", "--prefetch", "2", "--metrics-port", str(port))
     ids = [submit(tasks, "test_task", payload={"sleep_duration": 1.5}).id for _ in range(3)]
-    wait_until(lambda: all(get(tasks, i).state == RUNNING for i in ids), 10, "three leases")
+    # RUNNING in PostgreSQL is not yet held by the worker: wait until it has all three.
+    wait_until(lambda: metric(port, "dtq_worker_leases_held") == 3, 10, "three leases")
     worker.signal(signal.SIGTERM)
     # The two waiting ones are PENDING again long before the running one ends.
     wait_until(

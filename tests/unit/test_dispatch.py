@@ -224,7 +224,7 @@ def test_a_grant_in_flight_when_the_worker_stops_writing_goes_back_at_once() -> 
         async def grant_many(self, sub, queue, asks):  # type: ignore[no-untyped-def]
             granted = await super().grant_many(sub, queue, asks)
             assert self.session is not None
-            self.session.end()  # the reader saw the end of the worker's stream
+            self.session.end(True)  # the reader saw the end of the worker's stream
             return granted
 
     async def go() -> tuple[int, int, int]:
@@ -237,3 +237,24 @@ def test_a_grant_in_flight_when_the_worker_stops_writing_goes_back_at_once() -> 
         return len(leasing.released), len(session.held), session.outbox.get_nowait()
 
     assert run(go()) == (1, 0, None)  # nothing pushed after the end
+
+
+def test_a_worker_that_says_goodbye_gets_its_unnamed_leases_taken_back_at_once() -> None:
+    async def go(goodbye: bool) -> int:
+        leasing = MemoryLeasing()
+        leasing.submit(*(a_task() for _ in range(3)))
+        dispatcher = Dispatcher(leasing, reconnect_grace=5.0)
+        session = Session("w", SUB, 3)
+        dispatcher.attach(session)
+        await dispatcher.round()
+        drain(session)
+        session.unconfirmed.pop(next(iter(session.held)))  # the one it named
+        session.end(goodbye)
+        dispatcher.detach(session)
+        if session.goodbye:
+            await dispatcher.said_goodbye(session)
+        await dispatcher.take_back_unread(asyncio.get_running_loop().time() + 1)
+        return len(leasing.released)
+
+    assert run(go(goodbye=True)) == 2  # on their way to it when it closed: back now
+    assert run(go(goodbye=False)) == 0  # a broken stream: the worker may reconnect

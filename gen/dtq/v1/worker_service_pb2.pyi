@@ -270,8 +270,15 @@ class LeaseTasksRequest(_message.Message):
     HEARTBEATS_FIELD_NUMBER: _builtins.int
     CAPACITY_FIELD_NUMBER: _builtins.int
     RELEASES_FIELD_NUMBER: _builtins.int
+    GOODBYE_FIELD_NUMBER: _builtins.int
     capacity: _builtins.int
     """New capacity. 0 stops new leases (the worker is draining)."""
+    goodbye: _builtins.bool
+    """The worker's last message before it closes its side of the stream (it is
+    shutting down): it names in `heartbeats` every lease it keeps; the others
+    (leases still on their way to it) are PENDING again at once instead of
+    after the server's reconnect grace.
+    """
     @_builtins.property
     def open(self) -> Global___StreamOpen:
         """First message only: who the worker is and what it takes."""
@@ -300,10 +307,11 @@ class LeaseTasksRequest(_message.Message):
         heartbeats: _abc.Iterable[Global___LeaseRef] | None = ...,
         capacity: _builtins.int | None = ...,
         releases: _abc.Iterable[Global___LeaseRef] | None = ...,
+        goodbye: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_capacity", b"_capacity", "capacity", b"capacity", "open", b"open"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_capacity", b"_capacity", "capacity", b"capacity", "heartbeats", b"heartbeats", "open", b"open", "outcomes", b"outcomes", "releases", b"releases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_capacity", b"_capacity", "capacity", b"capacity", "goodbye", b"goodbye", "heartbeats", b"heartbeats", "open", b"open", "outcomes", b"outcomes", "releases", b"releases"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__capacity: _TypeAlias = _typing.Literal["capacity"]  # noqa: Y015
     _WhichOneofArgType__capacity: _TypeAlias = _typing.Literal["_capacity", b"_capacity"]  # noqa: Y015
