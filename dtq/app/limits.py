@@ -98,6 +98,7 @@ class Quotas:
     # tenant -> [read at, queued then + accepted here since]
     counts: dict[str, list[float]] = field(default_factory=dict)
     _open_logged: float = -OPEN_LOG_EVERY
+    _reading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def check(self, tenant: str, n: int) -> None:
         """Raise RESOURCE_EXHAUSTED (RATE_LIMITED or QUEUED_CAP) when `n` more
@@ -105,27 +106,31 @@ class Quotas:
         limits = self.cache.tenants.get(tenant)
         if limits is None or n <= 0:
             return
-        if limits.max_queued is not None:
-            await self._check_cap(limits, n)
+        capped = limits.max_queued is not None
+        if capped:
+            await self._check_cap(limits, n)  # counts the n in: concurrent submits see them
         if limits.submit_rate is not None:
-            await self._take(limits, n)
-        if limits.max_queued is not None:
-            self.counts[tenant][1] += n
+            try:
+                await self._take(limits, n)
+            except DtqError:
+                if capped:
+                    self.counts[tenant][1] -= n
+                raise
 
     async def _check_cap(self, limits: TenantLimits, n: int) -> None:
         assert limits.max_queued is not None
-        now = self.clock()
-        entry = self.counts.get(limits.tenant)
-        if entry is None or now - entry[0] >= self.count_refresh:
-            entry = self.counts[limits.tenant] = [
-                now,
-                await self.cache.store.count_queued(limits.tenant),
-            ]
+        async with self._reading:  # one read per interval, however many submits wait
+            now = self.clock()
+            entry = self.counts.get(limits.tenant)
+            if entry is None or now - entry[0] >= self.count_refresh:
+                queued_now = await self.cache.store.count_queued(limits.tenant)
+                entry = self.counts[limits.tenant] = [now, queued_now]
         queued = int(entry[1])
         if queued + n > limits.max_queued:
             self._count(limits.tenant, QUEUED_CAP)
             wait = max(entry[0] + self.count_refresh - now, 0.1)
             raise queued_cap(limits.tenant, limits.max_queued, queued, wait)
+        entry[1] += n
 
     async def _take(self, limits: TenantLimits, n: int) -> None:
         assert limits.submit_rate is not None
