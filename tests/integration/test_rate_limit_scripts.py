@@ -61,6 +61,17 @@ async def test_a_batch_over_the_burst_passes_a_full_bucket_into_debt(redis_url: 
         assert 0 < await q.redis.pttl(key) <= 4000  # gone once it would be full again
 
 
+@async_test
+async def test_concurrent_takes_share_a_call_and_are_served_in_turn(redis_url: str) -> None:
+    async with redis_queue(redis_url) as q:
+        buckets = RedisBuckets(q.calls)
+        takes = [buckets.take(t, 1, 0.001, 5) for t in ("a", "b") for _ in range(8)]
+        waits = await asyncio.gather(*takes)
+        # Each tenant's bucket held 5: the first 5 of its 8 took them, in order.
+        assert [w == 0 for w in waits] == ([True] * 5 + [False] * 3) * 2
+        assert await buckets.take("a", 1, 0.001, 5) > 0
+
+
 # -- dispatch rate in lease.lua --------------------------------------------------------
 
 
