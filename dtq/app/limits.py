@@ -1,9 +1,10 @@
 """Quotas and rate limits, enforced where work enters and where it leaves.
 
 Submit rate (per tenant): a token bucket in Redis (take_tokens.lua), one call
-per submission batch, all or nothing: a batch of n takes n tokens or none.
-Every server replica takes from the same bucket, so the rate holds for the
-whole cluster. A tenant with no rate set costs no Redis call at all.
+per submission batch (concurrent batches share it), all or nothing: a batch of
+n takes n tokens or none. Every server replica takes from the same bucket, so
+the rate holds for the whole cluster. A tenant with no rate set costs no Redis
+call at all. A bucket Redis lost comes back full: one extra burst at most.
 
 Queued cap (per tenant: PENDING + SCHEDULED + FAILED awaiting a retry): each
 server reads the tenant's count from PostgreSQL at most once every
@@ -11,8 +12,8 @@ server reads the tenant's count from PostgreSQL at most once every
 that would pass the cap is refused. Between reads no round trip is made. Error
 bound: the count misses what *other* servers accepted since their last read,
 so the cluster may overshoot the cap by at most what the other replicas accept
-in one refresh interval (with a submit rate set as well: at most `rate` x 1 s
-+ `burst`); tasks that finished meanwhile only make the count too high, so a
+in one refresh interval (with a submit rate set as well: at most `rate` x the
+interval + `burst`); tasks that finished meanwhile only make the count too high, so a
 server may refuse for up to one interval after room was made. A counter kept
 by the enqueue and lease scripts would be exact but would have to follow every
 transition (schedule, retry, cancel, expiry, reconciliation) through Redis,
@@ -28,7 +29,8 @@ a change takes effect everywhere within that.
 
 Redis unreachable: the submit rate fails open (`DTQ_RATE_LIMIT_FAILURE=open`,
 the default: submissions go to PostgreSQL, the source of truth, and are
-dispatched when Redis is back, so refusing work would only lose it) or closed
+dispatched when Redis is back; refusing them would push the outage onto every
+producer) or closed
 (`closed`: UNAVAILABLE with RetryInfo, for operators who must never exceed a
 downstream's rate). Dispatch needs Redis anyway: nothing is leased while it is
 down.

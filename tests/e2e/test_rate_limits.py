@@ -209,6 +209,8 @@ def test_the_cli_waits_and_says_so(server: Server, tasks) -> None:
     assert result.returncode == 0, result.stderr
     shown = json.loads(dtq(server, "tenant", "limits", "default", "--json").stdout)
     assert shown["limits"]["submit_rate"] == 0.5 and shown["limits"]["submit_burst"] == 1
+    table = dtq(server, "tenant", "limits").stdout
+    assert "default" in table and "30/m" in table, table
     submit(tasks, "noop")  # the one token: the next in 2 s
     second = dtq(server, "task", "submit", "noop", "-q")
     assert second.returncode == 0, second.stderr
