@@ -2,9 +2,9 @@
 
 Names follow Prometheus conventions (`dtq_` prefix, `_total` counters,
 `_seconds` durations); labels stay low-cardinality: queue, task type, priority,
-method, code; never task or worker ids. Queue and type names come from callers,
-so they pass through `queue_label` / `type_label`: the first
-DTQ_METRICS_MAX_QUEUES (and _TYPES) names keep their own series, later ones
+method, code; never task or worker ids. Queue, type and tenant names come from
+callers, so they pass through `queue_label` / `type_label` / `tenant_label`: the
+first DTQ_METRICS_MAX_QUEUES (and _TYPES, _TENANTS) names keep their own series, later ones
 share the `_other` series, and /metrics stays bounded whatever callers send.
 """
 
@@ -38,11 +38,12 @@ class LabelCap:
 
 queue_label = LabelCap(200)
 type_label = LabelCap(200)
+tenant_label = LabelCap(100)
 
 
-def cap_labels(queues: int, types: int) -> None:
+def cap_labels(queues: int, types: int, tenants: int = 100) -> None:
     """Set the caps from the settings (at process start)."""
-    queue_label.limit, type_label.limit = queues, types
+    queue_label.limit, type_label.limit, tenant_label.limit = queues, types, tenants
 
 
 build = Info("dtq_build", "dtq version of this process")
@@ -99,6 +100,18 @@ stale_outcomes = Counter(
 worker_streams = Gauge("dtq_worker_streams", "Open worker lease streams on this server")
 stream_slots = Gauge(
     "dtq_worker_stream_slots", "Capacity and held leases of the open streams", ["kind"]
+)
+
+rate_limited = Counter(
+    "dtq_rate_limited_total",
+    "Submissions refused by a tenant limit, by reason: rate_limited (submit rate) or "
+    "queued_cap (too many queued tasks); tenants past DTQ_METRICS_MAX_TENANTS are _other",
+    ["tenant", "reason"],
+)
+dispatch_throttled = Counter(
+    "dtq_dispatch_throttled_total",
+    "Dispatch rounds that left ready tasks of a rate-limited task type waiting for a token",
+    ["queue"],
 )
 
 dependency_errors = Counter(

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from dtq.domain.audit import AuditEvent
 from dtq.domain.auth import ApiKey, Principal
+from dtq.domain.limits import DispatchRate, TenantLimits
 from dtq.domain.model import (
     LeaseRef,
     NewTask,
@@ -197,6 +198,20 @@ class DispatchQueue(Protocol):
         i-th token); returns them and Redis's clock (Unix s)."""
         ...
 
+    async def lease_rated(
+        self,
+        queue: str,
+        task_types: Sequence[str],
+        tokens: Sequence[str],
+        lease_seconds: float,
+        rates: Mapping[str, tuple[float, int]],
+    ) -> tuple[list[Ready], float, float]:
+        """`lease`, taking no more tasks of a type in `rates` (type -> (leases
+        per second, burst)) than its token bucket holds, and skipping it when
+        empty; also returns the seconds until a skipped type with ready tasks
+        gets its next token (0: none is waiting)."""
+        ...
+
     async def set_deadlines(self, queue: str, refs: Sequence[tuple[LeaseRef, float]]) -> None:
         """Set the deadline (Unix s) of held leases."""
         ...
@@ -240,6 +255,37 @@ class DispatchQueue(Protocol):
 
     async def now(self) -> float:
         """Redis's clock (Unix s), the clock of lease deadlines."""
+        ...
+
+
+class RateBuckets(Protocol):
+    """Token buckets shared by every server (Redis)."""
+
+    async def take(self, tenant: str, n: int, rate: float, burst: int) -> float:
+        """Take n tokens from the tenant's submit bucket, all or nothing:
+        0 when taken, else the seconds until they are there."""
+        ...
+
+
+class LimitStore(Protocol):
+    """Configured quotas and rates (PostgreSQL), and the queued count."""
+
+    async def tenant_limits(self) -> list[TenantLimits]:
+        """Every tenant with limits."""
+        ...
+
+    async def set_tenant_limits(self, limits: TenantLimits) -> TenantLimits: ...
+
+    async def dispatch_rates(self) -> list[DispatchRate]: ...
+
+    async def set_dispatch_rate(self, rate: DispatchRate) -> DispatchRate: ...
+
+    async def delete_dispatch_rate(self, queue: str, task_type: str) -> bool:
+        """False when there was no such rate."""
+        ...
+
+    async def count_queued(self, tenant: str) -> int:
+        """The tenant's PENDING, SCHEDULED and FAILED (awaiting a retry) tasks."""
         ...
 
 

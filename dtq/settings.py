@@ -92,10 +92,21 @@ class Settings(BaseSettings):
     # the names seen after these many are counted under `_other`.
     metrics_max_queues: int = Field(default=200, ge=1, le=100_000)
     metrics_max_types: int = Field(default=200, ge=1, le=100_000)
+    metrics_max_tenants: int = Field(default=100, ge=1, le=100_000)
     # Queues there may be (TOO_MANY_QUEUES past it; `dtq queue delete` frees).
     max_queues: int = Field(default=1000, ge=1, le=1_000_000)
     # Workers seen in the last 10 minutes there may be (TOO_MANY_WORKERS past it).
     max_workers: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    # Quotas and rate limits (`dtq tenant set-limits`, `dtq rate set`). With
+    # Redis unreachable the submit rate lets submissions through ("open": they
+    # are stored in PostgreSQL and dispatched once Redis is back) or refuses
+    # them with UNAVAILABLE ("closed"). Servers re-read the limits every
+    # `limits_refresh` seconds, and a tenant's queued count (for its cap) every
+    # `queued_count_refresh` seconds.
+    rate_limit_failure: Literal["open", "closed"] = "open"
+    limits_refresh: float = Field(default=2.0, gt=0, le=60)
+    queued_count_refresh: float = Field(default=1.0, gt=0, le=60)
 
     # Task defaults and limits.
     max_payload_bytes: int = Field(default=MIB, ge=1024)

@@ -1,4 +1,4 @@
-"""Rows of PostgreSQL <-> domain objects: tasks, API keys, audit events."""
+"""Rows of PostgreSQL <-> domain objects: tasks, API keys, audit events, limits."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from psycopg2.extras import Json
 
 from dtq.domain.audit import AuditEvent
 from dtq.domain.auth import ApiKey, Role
+from dtq.domain.limits import DispatchRate, TenantLimits
 from dtq.domain.model import NewTask, Priority, Task, TaskError, TaskState
 
 Row = Mapping[str, Any]  # a row by column name
@@ -129,3 +130,19 @@ def truncate(text_value: str, limit: int) -> str:
 
 def without_token(task: Task | None) -> Task | None:
     return None if task is None else dataclasses.replace(task, lease_token=None)
+
+
+def tenant_limits(m: Row) -> TenantLimits:
+    return TenantLimits(
+        m["tenant"],
+        m["submit_rate"],
+        m["submit_burst"],
+        m["max_queued"],
+        m["updated_at"].timestamp(),
+    )
+
+
+def dispatch_rate(m: Row) -> DispatchRate:
+    return DispatchRate(
+        m["queue"], m["task_type"], m["rate"], m["burst"], m["updated_at"].timestamp()
+    )

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from dtq.adapters.pg_rows import Row, api_key, audit_event, to_task
+from dtq.adapters.pg_rows import Row, api_key, audit_event, dispatch_rate, tenant_limits, to_task
 from dtq.adapters.pg_tables import tasks
 from dtq.domain import states
 from dtq.domain.model import TaskState
@@ -309,3 +309,40 @@ SELECT_ONE = Sql("SELECT 1 AS one", _one("one"))
 DUE_CHANNEL = "dtq_due"  # NOTIFYed at the commit of a task due now
 NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', '')"
 EARLIER_BY_KEY = "SELECT id, request_hash FROM tasks WHERE queue = %s AND idempotency_key = %s"
+
+# -- quotas and rate limits --------------------------------------------------------------
+_TENANT_LIMITS = "tenant, submit_rate, submit_burst, max_queued, updated_at"
+TENANT_LIMITS = Sql(f"SELECT {_TENANT_LIMITS} FROM tenant_limits ORDER BY tenant", tenant_limits)
+SET_TENANT_LIMITS = Sql(
+    f"""INSERT INTO tenant_limits ({_TENANT_LIMITS})
+    VALUES (%(tenant)s, %(submit_rate)s, %(submit_burst)s, %(max_queued)s, %(now)s)
+    ON CONFLICT (tenant) DO UPDATE SET submit_rate = excluded.submit_rate,
+        submit_burst = excluded.submit_burst, max_queued = excluded.max_queued,
+        updated_at = excluded.updated_at
+    RETURNING {_TENANT_LIMITS}""",
+    tenant_limits,
+)
+_RATES = "queue, task_type, rate, burst, updated_at"
+DISPATCH_RATES = Sql(
+    f"SELECT {_RATES} FROM dispatch_rates ORDER BY queue, task_type", dispatch_rate
+)
+SET_DISPATCH_RATE = Sql(
+    f"""INSERT INTO dispatch_rates ({_RATES})
+    VALUES (%(queue)s, %(task_type)s, %(rate)s, %(burst)s, %(now)s)
+    ON CONFLICT (queue, task_type) DO UPDATE SET rate = excluded.rate,
+        burst = excluded.burst, updated_at = excluded.updated_at
+    RETURNING {_RATES}""",
+    dispatch_rate,
+)
+DELETE_DISPATCH_RATE = Sql(
+    """DELETE FROM dispatch_rates WHERE queue = %(queue)s AND task_type = %(task_type)s
+    RETURNING queue""",
+    _one("queue"),
+)
+# Every task is in tenant `default` until the tenants migration (0008) gives
+# tasks a tenant column: then this filters on it. The state index serves it.
+_QUEUED = _listed([S.PENDING, S.SCHEDULED, S.FAILED])
+COUNT_QUEUED = Sql(
+    f"SELECT count(*) AS n FROM tasks WHERE state IN ({_QUEUED})",
+    _one("n"),
+)

@@ -3,7 +3,8 @@ migrations/versions/ create exactly this; a test compares the two.
 
 tasks: one row per task, the source of truth. queues: durable queue settings.
 api_keys: API keys, with a digest of each secret (never the secret).
-audit_events: the audit log.
+audit_events: the audit log. tenant_limits, dispatch_rates: quotas and rate
+limits (the buckets themselves live in Redis, see dtq/app/limits.py).
 - payload/result: encoded protobuf (`google.protobuf.Struct` / `Value`), opaque
   to the database so the hot path never re-parses user data.
 - lease_token: the fencing token of the current lease; every write by a worker
@@ -22,6 +23,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     Identity,
     Index,
     Integer,
@@ -147,4 +149,32 @@ audit_events = Table(
     Column("detail", JSONB, nullable=False),
     Index("audit_events_at", "at"),
     Index("audit_events_actor", "actor", "id"),
+)
+
+# Per tenant quotas; NULL: no limit. A tenant without a row has no limits.
+tenant_limits = Table(
+    "tenant_limits",
+    metadata,
+    Column("tenant", Text, primary_key=True),
+    Column("submit_rate", Float(precision=53)),  # tasks per second
+    Column("submit_burst", Integer),
+    Column("max_queued", BigInteger),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("submit_rate > 0", name="tenant_limits_rate_check"),
+    CheckConstraint("submit_burst >= 1", name="tenant_limits_burst_check"),
+    CheckConstraint("max_queued >= 0", name="tenant_limits_queued_check"),
+)
+
+# Per (queue, task type) dispatch rates: leases granted per second, across
+# every server and worker.
+dispatch_rates = Table(
+    "dispatch_rates",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("task_type", Text, primary_key=True),
+    Column("rate", Float(precision=53), nullable=False),
+    Column("burst", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("rate > 0", name="dispatch_rates_rate_check"),
+    CheckConstraint("burst >= 1", name="dispatch_rates_burst_check"),
 )

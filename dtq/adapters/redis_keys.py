@@ -9,6 +9,8 @@ single Redis Cluster slot.
 | dtq:{q}:types                | SET    | task types ever made ready in the queue            |
 | dtq:{q}:leases               | ZSET   | id (16 B) + token (16 B), score = deadline (ms)    |
 | dtq:{q}:paused               | STRING | present while the queue is paused                  |
+| dtq:{q}:rate:{type}          | HASH   | dispatch rate bucket: t tokens, ts (ms); TTL: full |
+| dtq:tenant:{t}:submit        | HASH   | a tenant's submit rate bucket (as above)           |
 | dtq:{q}:completed:{bucket}   | STRING | completions in a 10 s bucket (expires in 2 min)    |
 | dtq:{q}:failed:{bucket}      | STRING | failed attempts in a 10 s bucket (expires in 2 min)|
 | dtq:queues                   | SET    | names of every queue that had a ready task         |
@@ -68,6 +70,15 @@ def leases(queue: str) -> str:
 
 def paused(queue: str) -> str:
     return f"dtq:{{{queue}}}:paused"
+
+
+def dispatch_bucket(queue: str, task_type: str) -> str:
+    return f"dtq:{{{queue}}}:rate:{task_type}"
+
+
+def submit_bucket(tenant: str) -> str:
+    """In the tenant's own slot: every server replica takes from the same bucket."""
+    return f"dtq:tenant:{{{tenant}}}:submit"
 
 
 def counter(queue: str, kind: str, bucket: int) -> str:

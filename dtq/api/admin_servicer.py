@@ -10,6 +10,7 @@ from dtq.api import convert
 from dtq.api.errors import unary
 from dtq.app.admin import Admin
 from dtq.app.audit import Audit
+from dtq.app.limits_admin import LimitSettings
 from dtq.v1 import admin_service_pb2 as pb
 from dtq.v1 import admin_service_pb2_grpc
 from dtq.version import __version__
@@ -18,9 +19,10 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, admin: Admin, audit: Audit) -> None:
+    def __init__(self, admin: Admin, audit: Audit, limits: LimitSettings) -> None:
         self.admin = admin
         self.audit = audit
+        self.limits = limits
 
     @unary
     async def GetQueueStats(
@@ -95,3 +97,46 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return pb.ListAuditEventsResponse(
             events=[convert.audit_event(e) for e in events], next_page_token=token
         )
+
+    @unary
+    async def GetTenantLimits(
+        self, request: pb.GetTenantLimitsRequest, context: Ctx
+    ) -> pb.GetTenantLimitsResponse:
+        limits = await self.limits.tenant_limits(request.tenant)
+        return pb.GetTenantLimitsResponse(limits=convert.tenant_limits(limits))
+
+    @unary
+    async def ListTenantLimits(
+        self, request: pb.ListTenantLimitsRequest, context: Ctx
+    ) -> pb.ListTenantLimitsResponse:
+        every = await self.limits.all_tenant_limits()
+        return pb.ListTenantLimitsResponse(limits=[convert.tenant_limits(t) for t in every])
+
+    @unary
+    async def SetTenantLimits(
+        self, request: pb.SetTenantLimitsRequest, context: Ctx
+    ) -> pb.SetTenantLimitsResponse:
+        stored = await self.limits.set_tenant_limits(convert.tenant_limits_of(request.limits))
+        return pb.SetTenantLimitsResponse(limits=convert.tenant_limits(stored))
+
+    @unary
+    async def SetDispatchRate(
+        self, request: pb.SetDispatchRateRequest, context: Ctx
+    ) -> pb.SetDispatchRateResponse:
+        r = request.rate
+        stored = await self.limits.set_dispatch_rate(r.queue, r.task_type, r.rate, r.burst or None)
+        return pb.SetDispatchRateResponse(rate=convert.dispatch_rate(stored))
+
+    @unary
+    async def ListDispatchRates(
+        self, request: pb.ListDispatchRatesRequest, context: Ctx
+    ) -> pb.ListDispatchRatesResponse:
+        rates = await self.limits.dispatch_rates(request.queue)
+        return pb.ListDispatchRatesResponse(rates=[convert.dispatch_rate(r) for r in rates])
+
+    @unary
+    async def DeleteDispatchRate(
+        self, request: pb.DeleteDispatchRateRequest, context: Ctx
+    ) -> pb.DeleteDispatchRateResponse:
+        await self.limits.delete_dispatch_rate(request.queue, request.task_type)
+        return pb.DeleteDispatchRateResponse()

@@ -14,6 +14,7 @@ from dtq.domain import validation
 from dtq.domain.audit import AuditEvent
 from dtq.domain.errors import DtqError
 from dtq.domain.ids import lease_ref, parse_task_id
+from dtq.domain.limits import DispatchRate, TenantLimits
 from dtq.domain.model import (
     Lease,
     LeaseRef,
@@ -345,3 +346,34 @@ def audit_event(e: AuditEvent) -> admin_service_pb2.AuditEvent:
         outcome=e.outcome,
         detail=e.detail,
     )
+
+
+def tenant_limits(t: TenantLimits) -> admin_service_pb2.TenantLimits:
+    msg = admin_service_pb2.TenantLimits(tenant=t.tenant)
+    if t.submit_rate is not None:
+        msg.submit_rate = t.submit_rate
+    if t.submit_burst is not None:
+        msg.submit_burst = t.submit_burst
+    if t.max_queued is not None:
+        msg.max_queued = t.max_queued
+    if t.updated_at:
+        _at(msg.update_time, t.updated_at)
+    return msg
+
+
+def tenant_limits_of(msg: admin_service_pb2.TenantLimits) -> TenantLimits:
+    return TenantLimits(
+        msg.tenant,
+        msg.submit_rate if msg.HasField("submit_rate") else None,
+        msg.submit_burst if msg.HasField("submit_burst") else None,
+        msg.max_queued if msg.HasField("max_queued") else None,
+    )
+
+
+def dispatch_rate(r: DispatchRate) -> admin_service_pb2.DispatchRate:
+    msg = admin_service_pb2.DispatchRate(
+        queue=r.queue, task_type=r.task_type, rate=r.rate, burst=r.burst
+    )
+    if r.updated_at:
+        _at(msg.update_time, r.updated_at)
+    return msg

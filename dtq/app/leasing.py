@@ -17,8 +17,8 @@ import logging
 import secrets
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from dtq import metrics, tracing
 from dtq.app import task_metrics
@@ -60,6 +60,11 @@ class Leasing:
     clock: Clock
     retry_policy: RetryPolicy
     default_lease: float = 30.0
+    # The dispatch rates of a queue's task types: type -> (per second, burst).
+    rates_of: Callable[[str], Mapping[str, tuple[float, int]]] = lambda queue: {}
+    # Called with (queue, rated types, seconds) when ready tasks of a rated
+    # type wait for a token: when to try again.
+    on_throttled: list[Callable[[str, Sequence[str], float], None]] = field(default_factory=list)
 
     async def grant_many(
         self, sub: Subscription, queue: str, asks: Sequence[tuple[str, int]]
@@ -71,9 +76,7 @@ class Leasing:
         total = sum(n for _, n in asks)
         raw = secrets.token_bytes(16 * total)
         tokens = [raw[i : i + 16].hex() for i in range(0, len(raw), 16)]
-        popped, redis_now = await self.queue.lease(
-            queue, sub.task_types, tokens, self.default_lease
-        )
+        popped, redis_now = await self._pop(sub, queue, tokens)
         out: list[list[Lease]] = [[] for _ in asks]
         if not popped:
             return out
@@ -109,6 +112,22 @@ class Leasing:
             token, who = token_of[t.id]
             out[who].append(Lease(t, token, redis_now + t.lease_duration))
         return out
+
+    async def _pop(
+        self, sub: Subscription, queue: str, tokens: Sequence[str]
+    ) -> tuple[list[Ready], float]:
+        rates = self.rates_of(queue)
+        rated = {t: rates[t] for t in sub.task_types if t in rates}
+        if not rated:
+            return await self.queue.lease(queue, sub.task_types, tokens, self.default_lease)
+        popped, redis_now, wait = await self.queue.lease_rated(
+            queue, sub.task_types, tokens, self.default_lease, rated
+        )
+        if wait > 0:
+            metrics.dispatch_throttled.labels(metrics.queue_label(queue)).inc()
+            for callback in self.on_throttled:
+                callback(queue, list(rated), wait)
+        return popped, redis_now
 
     async def report(self, outcomes: Sequence[Outcome]) -> list[Task | DtqError]:
         """Record outcomes; each gets its task or a STALE_LEASE error."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from dtq import metrics
 from dtq.app import caller, task_metrics
+from dtq.app.limits import Quotas
 from dtq.app.queue_cap import QueueCap
 from dtq.domain import paging, validation
 from dtq.domain.auth import queue_required
@@ -47,6 +48,7 @@ class Tasks:
     deferred: dict[uuid.UUID, Ready] = field(default_factory=dict)
     watching: dict[str, int] = field(default_factory=dict)  # open watches per caller
     queue_cap: QueueCap | None = None
+    quotas: Quotas | None = None
 
     async def submit(self, specs: Sequence[SubmitSpec], batch: bool = False) -> list[Submitted]:
         """Validate, commit to PostgreSQL, then index in Redis.
@@ -65,6 +67,8 @@ class Tasks:
                 raise error.prefixed(f"requests[{i}]") if batch else error from None
         if self.queue_cap is not None:
             await self.queue_cap.check(t.queue for t in new)
+        if self.quotas is not None:
+            await self.quotas.check(caller.current().tenant, len(new))
         try:
             submitted = await self.store.insert(new, now)
         except OutcomeUnknown as error:

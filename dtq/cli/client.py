@@ -39,7 +39,24 @@ DEADLINE = 10.0  # seconds a unary call may take
 FAILED_EXIT = 1
 USAGE_EXIT = 2
 INTERRUPTED_EXIT = 130
-ONE_TRY = RetryPolicy(attempts=1)  # a command reports what happened; the user reruns it
+# A command reports what happened (the user reruns it); but over a rate limit
+# or quota (RESOURCE_EXHAUSTED with RetryInfo) it waits the time the server
+# names and tries again, saying so on stderr, up to LIMIT_TRIES tries (each
+# wait at most a minute).
+LIMIT_TRIES = 6
+
+
+def _announce(error: DtqClientError, seconds: float) -> None:
+    typer.echo(
+        f"{error.code.name} {error.reason}: retrying in {seconds:.2g}s (over a limit)", err=True
+    )
+
+
+ON_LIMITS = RetryPolicy(
+    attempts=LIMIT_TRIES,
+    only=frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED}),
+    on_retry=_announce,
+)
 Resp = TypeVar("Resp")
 R = TypeVar("R")
 
@@ -170,7 +187,7 @@ def _api_client(target: Target) -> Client:
 
     try:
         api = ApiClient.from_settings(
-            found, timeout=DEADLINE, retry=ONE_TRY, interceptors=interceptors()
+            found, timeout=DEADLINE, retry=ON_LIMITS, interceptors=interceptors()
         )
     except ValueError as error:  # a TLS file that cannot be read, an empty address
         bad_input(str(error))

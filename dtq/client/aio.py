@@ -140,6 +140,7 @@ class AsyncClient:
                 delay = self.retry_policy.delay(error, attempt, codes)
                 if delay is None:
                     raise error from None
+                self.retry_policy.waiting(error, delay)
                 self._endpoints.failed(endpoint)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt raises")

@@ -156,6 +156,7 @@ class Client:
                 delay = self.retry_policy.delay(error, attempt, codes)
                 if delay is None:
                     raise error from None
+                self.retry_policy.waiting(error, delay)
                 self._endpoints.failed(endpoint)
                 time.sleep(delay)
         raise AssertionError("unreachable: the last attempt raises")

@@ -18,6 +18,9 @@ AUDITED = frozenset(
         "AdminService/DeleteQueue",
         "AdminService/RequeueDeadLetters",
         "AdminService/PurgeDeadLetters",
+        "AdminService/SetTenantLimits",
+        "AdminService/SetDispatchRate",
+        "AdminService/DeleteDispatchRate",
     }
 )
 MAX_DETAIL = 2048  # characters of JSON kept per event

@@ -67,6 +67,12 @@ RULES: dict[str, frozenset[Role]] = {
     "AdminService/RequeueDeadLetters": _ADMIN,
     "AdminService/PurgeDeadLetters": _ADMIN,
     "AdminService/ListAuditEvents": _ADMIN,
+    "AdminService/GetTenantLimits": _ADMIN,
+    "AdminService/ListTenantLimits": _ADMIN,
+    "AdminService/SetTenantLimits": _ADMIN,
+    "AdminService/SetDispatchRate": _ADMIN,
+    "AdminService/ListDispatchRates": _ADMIN,
+    "AdminService/DeleteDispatchRate": _ADMIN,
 }
 
 

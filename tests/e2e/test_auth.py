@@ -176,6 +176,38 @@ CALLS: dict[str, Call] = {
     "AdminService/ListAuditEvents": unary(
         A + "ListAuditEvents", admin_pb.ListAuditEventsRequest(), admin_pb.ListAuditEventsResponse
     ),
+    "AdminService/GetTenantLimits": unary(
+        A + "GetTenantLimits",
+        admin_pb.GetTenantLimitsRequest(tenant="default"),
+        admin_pb.GetTenantLimitsResponse,
+    ),
+    "AdminService/ListTenantLimits": unary(
+        A + "ListTenantLimits",
+        admin_pb.ListTenantLimitsRequest(),
+        admin_pb.ListTenantLimitsResponse,
+    ),
+    "AdminService/SetTenantLimits": unary(
+        A + "SetTenantLimits",
+        admin_pb.SetTenantLimitsRequest(limits=admin_pb.TenantLimits(tenant="nobody")),
+        admin_pb.SetTenantLimitsResponse,
+    ),
+    "AdminService/SetDispatchRate": unary(
+        A + "SetDispatchRate",
+        admin_pb.SetDispatchRateRequest(
+            rate=admin_pb.DispatchRate(queue="never-used", task_type="t", rate=1000)
+        ),
+        admin_pb.SetDispatchRateResponse,
+    ),
+    "AdminService/ListDispatchRates": unary(
+        A + "ListDispatchRates",
+        admin_pb.ListDispatchRatesRequest(),
+        admin_pb.ListDispatchRatesResponse,
+    ),
+    "AdminService/DeleteDispatchRate": unary(
+        A + "DeleteDispatchRate",
+        admin_pb.DeleteDispatchRateRequest(queue="never-used", task_type="missing"),
+        admin_pb.DeleteDispatchRateResponse,
+    ),
 }
 
 

@@ -608,3 +608,379 @@ class AuditEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
+
+@_typing.final
+class TenantLimits(_message.Message):
+    """The quotas of one tenant. Unset: no limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBMIT_RATE_FIELD_NUMBER: _builtins.int
+    SUBMIT_BURST_FIELD_NUMBER: _builtins.int
+    MAX_QUEUED_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant name (every caller is in `default` until tenants are configured)."""
+    submit_rate: _builtins.float
+    """Tasks the tenant may submit per second, over every API server (a token
+    bucket in Redis). Above 0, at most 1,000,000.
+    """
+    submit_burst: _builtins.int
+    """Tasks that may be submitted at once after a quiet spell: the bucket's size,
+    1 to 1,000,000. Default: one second's worth of `submit_rate` (at least 1).
+    A batch larger than the burst is let through when the bucket is full.
+    """
+    max_queued: _builtins.int
+    """Most queued tasks (pending, scheduled, awaiting a retry) the tenant may
+    have; 0 to 10^12. Checked against a count each server re-reads every
+    DTQ_QUEUED_COUNT_REFRESH seconds (1), so the cluster may overshoot it by
+    what the other servers accept in that time.
+    """
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the limits were last set; unset when never."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        submit_rate: _builtins.float | None = ...,
+        submit_burst: _builtins.int | None = ...,
+        max_queued: _builtins.int | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_queued", b"_max_queued", "_submit_burst", b"_submit_burst", "_submit_rate", b"_submit_rate", "max_queued", b"max_queued", "submit_burst", b"submit_burst", "submit_rate", b"submit_rate", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_queued", b"_max_queued", "_submit_burst", b"_submit_burst", "_submit_rate", b"_submit_rate", "max_queued", b"max_queued", "submit_burst", b"submit_burst", "submit_rate", b"submit_rate", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_queued: _TypeAlias = _typing.Literal["max_queued"]  # noqa: Y015
+    _WhichOneofArgType__max_queued: _TypeAlias = _typing.Literal["_max_queued", b"_max_queued"]  # noqa: Y015
+    _WhichOneofReturnType__submit_burst: _TypeAlias = _typing.Literal["submit_burst"]  # noqa: Y015
+    _WhichOneofArgType__submit_burst: _TypeAlias = _typing.Literal["_submit_burst", b"_submit_burst"]  # noqa: Y015
+    _WhichOneofReturnType__submit_rate: _TypeAlias = _typing.Literal["submit_rate"]  # noqa: Y015
+    _WhichOneofArgType__submit_rate: _TypeAlias = _typing.Literal["_submit_rate", b"_submit_rate"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_queued) -> _WhichOneofReturnType__max_queued | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__submit_burst) -> _WhichOneofReturnType__submit_burst | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__submit_rate) -> _WhichOneofReturnType__submit_rate | None: ...
+
+Global___TenantLimits: _TypeAlias = TenantLimits  # noqa: Y015
+
+@_typing.final
+class GetTenantLimitsRequest(_message.Message):
+    """Which tenant's quotas to read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant name."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTenantLimitsRequest: _TypeAlias = GetTenantLimitsRequest  # noqa: Y015
+
+@_typing.final
+class GetTenantLimitsResponse(_message.Message):
+    """A tenant's quotas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> Global___TenantLimits:
+        """The limits; none set when the tenant has none."""
+
+    def __init__(
+        self,
+        *,
+        limits: Global___TenantLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTenantLimitsResponse: _TypeAlias = GetTenantLimitsResponse  # noqa: Y015
+
+@_typing.final
+class ListTenantLimitsRequest(_message.Message):
+    """Asks for every tenant's quotas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTenantLimitsRequest: _TypeAlias = ListTenantLimitsRequest  # noqa: Y015
+
+@_typing.final
+class ListTenantLimitsResponse(_message.Message):
+    """Every tenant's quotas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___TenantLimits]:
+        """Tenants with limits, by name (a short list: one entry per tenant)."""
+
+    def __init__(
+        self,
+        *,
+        limits: _abc.Iterable[Global___TenantLimits] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTenantLimitsResponse: _TypeAlias = ListTenantLimitsResponse  # noqa: Y015
+
+@_typing.final
+class SetTenantLimitsRequest(_message.Message):
+    """The quotas to set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> Global___TenantLimits:
+        """The tenant and its new limits; these replace the old ones whole."""
+
+    def __init__(
+        self,
+        *,
+        limits: Global___TenantLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTenantLimitsRequest: _TypeAlias = SetTenantLimitsRequest  # noqa: Y015
+
+@_typing.final
+class SetTenantLimitsResponse(_message.Message):
+    """The quotas set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> Global___TenantLimits:
+        """The tenant's limits as stored."""
+
+    def __init__(
+        self,
+        *,
+        limits: Global___TenantLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTenantLimitsResponse: _TypeAlias = SetTenantLimitsResponse  # noqa: Y015
+
+@_typing.final
+class DispatchRate(_message.Message):
+    """The dispatch rate of one task type in one queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Queue name."""
+    task_type: _builtins.str
+    """Task type."""
+    rate: _builtins.float
+    """Leases granted per second, over every server and worker; above 0, at most
+    1,000,000.
+    """
+    burst: _builtins.int
+    """Leases that may be granted at once after a quiet spell, 1 to 1,000,000;
+    0 means one second's worth of `rate` (at least 1).
+    """
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the rate was last set."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        task_type: _builtins.str = ...,
+        rate: _builtins.float = ...,
+        burst: _builtins.int = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "queue", b"queue", "rate", b"rate", "task_type", b"task_type", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchRate: _TypeAlias = DispatchRate  # noqa: Y015
+
+@_typing.final
+class SetDispatchRateRequest(_message.Message):
+    """The dispatch rate to set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate(self) -> Global___DispatchRate:
+        """Queue, task type, rate and burst."""
+
+    def __init__(
+        self,
+        *,
+        rate: Global___DispatchRate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate", b"rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate", b"rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDispatchRateRequest: _TypeAlias = SetDispatchRateRequest  # noqa: Y015
+
+@_typing.final
+class SetDispatchRateResponse(_message.Message):
+    """The dispatch rate set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate(self) -> Global___DispatchRate:
+        """The rate as stored (the burst filled in)."""
+
+    def __init__(
+        self,
+        *,
+        rate: Global___DispatchRate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate", b"rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate", b"rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDispatchRateResponse: _TypeAlias = SetDispatchRateResponse  # noqa: Y015
+
+@_typing.final
+class ListDispatchRatesRequest(_message.Message):
+    """Which dispatch rates to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Only this queue. Default: every queue."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDispatchRatesRequest: _TypeAlias = ListDispatchRatesRequest  # noqa: Y015
+
+@_typing.final
+class ListDispatchRatesResponse(_message.Message):
+    """Dispatch rates set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___DispatchRate]:
+        """By queue, then task type (a short list: one entry per rated type)."""
+
+    def __init__(
+        self,
+        *,
+        rates: _abc.Iterable[Global___DispatchRate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rates", b"rates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDispatchRatesResponse: _TypeAlias = ListDispatchRatesResponse  # noqa: Y015
+
+@_typing.final
+class DeleteDispatchRateRequest(_message.Message):
+    """Which dispatch rate to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Queue name."""
+    task_type: _builtins.str
+    """Task type."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        task_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDispatchRateRequest: _TypeAlias = DeleteDispatchRateRequest  # noqa: Y015
+
+@_typing.final
+class DeleteDispatchRateResponse(_message.Message):
+    """The dispatch rate was removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDispatchRateResponse: _TypeAlias = DeleteDispatchRateResponse  # noqa: Y015

@@ -80,6 +80,36 @@ class AdminServiceStub:
                 request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.GetTenantLimits = channel.unary_unary(
+                '/dtq.v1.AdminService/GetTenantLimits',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsResponse.FromString,
+                _registered_method=True)
+        self.ListTenantLimits = channel.unary_unary(
+                '/dtq.v1.AdminService/ListTenantLimits',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetTenantLimits = channel.unary_unary(
+                '/dtq.v1.AdminService/SetTenantLimits',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetDispatchRate = channel.unary_unary(
+                '/dtq.v1.AdminService/SetDispatchRate',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateResponse.FromString,
+                _registered_method=True)
+        self.ListDispatchRates = channel.unary_unary(
+                '/dtq.v1.AdminService/ListDispatchRates',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesResponse.FromString,
+                _registered_method=True)
+        self.DeleteDispatchRate = channel.unary_unary(
+                '/dtq.v1.AdminService/DeleteDispatchRate',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -160,6 +190,53 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTenantLimits(self, request, context):
+        """The quotas of one tenant (an empty record, with no limits, when none are set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenantLimits(self, request, context):
+        """The quotas of every tenant that has any, by tenant name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTenantLimits(self, request, context):
+        """Sets (replaces) the quotas of a tenant: a limit left unset is removed.
+        Every API server applies the change within DTQ_LIMITS_REFRESH seconds (2).
+        Over a limit, submissions answer RESOURCE_EXHAUSTED with RetryInfo (HTTP
+        429 with Retry-After), reason RATE_LIMITED or QUEUED_CAP.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDispatchRate(self, request, context):
+        """Sets the dispatch rate of a task type in a queue: leases granted per second
+        across every server and worker. Other types of the queue are not slowed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDispatchRates(self, request, context):
+        """Every dispatch rate set, by queue and task type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDispatchRate(self, request, context):
+        """Removes the dispatch rate of a task type: its tasks go out as fast as
+        workers take them. NOT_FOUND when none was set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +284,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'GetTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantLimits,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsResponse.SerializeToString,
+            ),
+            'ListTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenantLimits,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsResponse.SerializeToString,
+            ),
+            'SetTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantLimits,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsResponse.SerializeToString,
+            ),
+            'SetDispatchRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDispatchRate,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateResponse.SerializeToString,
+            ),
+            'ListDispatchRates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDispatchRates,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesResponse.SerializeToString,
+            ),
+            'DeleteDispatchRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDispatchRate,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -453,6 +560,168 @@ class AdminService:
             '/dtq.v1.AdminService/ListAuditEvents',
             dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
             dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/GetTenantLimits',
+            dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ListTenantLimits',
+            dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/SetTenantLimits',
+            dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDispatchRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/SetDispatchRate',
+            dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDispatchRates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ListDispatchRates',
+            dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDispatchRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/DeleteDispatchRate',
+            dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateResponse.FromString,
             options,
             channel_credentials,
             insecure,

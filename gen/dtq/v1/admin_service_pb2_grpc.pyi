@@ -66,6 +66,26 @@ class AdminServiceStub:
     else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
     who made it, and its outcome, refused calls included. Admins only.
     """
+    GetTenantLimits: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetTenantLimitsRequest, _admin_service_pb2.GetTenantLimitsResponse]
+    """The quotas of one tenant (an empty record, with no limits, when none are set)."""
+    ListTenantLimits: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantLimitsRequest, _admin_service_pb2.ListTenantLimitsResponse]
+    """The quotas of every tenant that has any, by tenant name."""
+    SetTenantLimits: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetTenantLimitsRequest, _admin_service_pb2.SetTenantLimitsResponse]
+    """Sets (replaces) the quotas of a tenant: a limit left unset is removed.
+    Every API server applies the change within DTQ_LIMITS_REFRESH seconds (2).
+    Over a limit, submissions answer RESOURCE_EXHAUSTED with RetryInfo (HTTP
+    429 with Retry-After), reason RATE_LIMITED or QUEUED_CAP.
+    """
+    SetDispatchRate: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetDispatchRateRequest, _admin_service_pb2.SetDispatchRateResponse]
+    """Sets the dispatch rate of a task type in a queue: leases granted per second
+    across every server and worker. Other types of the queue are not slowed.
+    """
+    ListDispatchRates: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListDispatchRatesRequest, _admin_service_pb2.ListDispatchRatesResponse]
+    """Every dispatch rate set, by queue and task type."""
+    DeleteDispatchRate: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteDispatchRateRequest, _admin_service_pb2.DeleteDispatchRateResponse]
+    """Removes the dispatch rate of a task type: its tasks go out as fast as
+    workers take them. NOT_FOUND when none was set.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -104,6 +124,26 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """The audit log, newest first: every call that changed state on someone
     else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
     who made it, and its outcome, refused calls included. Admins only.
+    """
+    GetTenantLimits: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetTenantLimitsRequest, _admin_service_pb2.GetTenantLimitsResponse]  # type: ignore[assignment]
+    """The quotas of one tenant (an empty record, with no limits, when none are set)."""
+    ListTenantLimits: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantLimitsRequest, _admin_service_pb2.ListTenantLimitsResponse]  # type: ignore[assignment]
+    """The quotas of every tenant that has any, by tenant name."""
+    SetTenantLimits: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetTenantLimitsRequest, _admin_service_pb2.SetTenantLimitsResponse]  # type: ignore[assignment]
+    """Sets (replaces) the quotas of a tenant: a limit left unset is removed.
+    Every API server applies the change within DTQ_LIMITS_REFRESH seconds (2).
+    Over a limit, submissions answer RESOURCE_EXHAUSTED with RetryInfo (HTTP
+    429 with Retry-After), reason RATE_LIMITED or QUEUED_CAP.
+    """
+    SetDispatchRate: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetDispatchRateRequest, _admin_service_pb2.SetDispatchRateResponse]  # type: ignore[assignment]
+    """Sets the dispatch rate of a task type in a queue: leases granted per second
+    across every server and worker. Other types of the queue are not slowed.
+    """
+    ListDispatchRates: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListDispatchRatesRequest, _admin_service_pb2.ListDispatchRatesResponse]  # type: ignore[assignment]
+    """Every dispatch rate set, by queue and task type."""
+    DeleteDispatchRate: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteDispatchRateRequest, _admin_service_pb2.DeleteDispatchRateResponse]  # type: ignore[assignment]
+    """Removes the dispatch rate of a task type: its tasks go out as fast as
+    workers take them. NOT_FOUND when none was set.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -194,6 +234,62 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """The audit log, newest first: every call that changed state on someone
         else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
         who made it, and its outcome, refused calls included. Admins only.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTenantLimits(
+        self,
+        request: _admin_service_pb2.GetTenantLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetTenantLimitsResponse, _abc.Awaitable[_admin_service_pb2.GetTenantLimitsResponse]]:
+        """The quotas of one tenant (an empty record, with no limits, when none are set)."""
+
+    @_abc_1.abstractmethod
+    def ListTenantLimits(
+        self,
+        request: _admin_service_pb2.ListTenantLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListTenantLimitsResponse, _abc.Awaitable[_admin_service_pb2.ListTenantLimitsResponse]]:
+        """The quotas of every tenant that has any, by tenant name."""
+
+    @_abc_1.abstractmethod
+    def SetTenantLimits(
+        self,
+        request: _admin_service_pb2.SetTenantLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetTenantLimitsResponse, _abc.Awaitable[_admin_service_pb2.SetTenantLimitsResponse]]:
+        """Sets (replaces) the quotas of a tenant: a limit left unset is removed.
+        Every API server applies the change within DTQ_LIMITS_REFRESH seconds (2).
+        Over a limit, submissions answer RESOURCE_EXHAUSTED with RetryInfo (HTTP
+        429 with Retry-After), reason RATE_LIMITED or QUEUED_CAP.
+        """
+
+    @_abc_1.abstractmethod
+    def SetDispatchRate(
+        self,
+        request: _admin_service_pb2.SetDispatchRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetDispatchRateResponse, _abc.Awaitable[_admin_service_pb2.SetDispatchRateResponse]]:
+        """Sets the dispatch rate of a task type in a queue: leases granted per second
+        across every server and worker. Other types of the queue are not slowed.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDispatchRates(
+        self,
+        request: _admin_service_pb2.ListDispatchRatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListDispatchRatesResponse, _abc.Awaitable[_admin_service_pb2.ListDispatchRatesResponse]]:
+        """Every dispatch rate set, by queue and task type."""
+
+    @_abc_1.abstractmethod
+    def DeleteDispatchRate(
+        self,
+        request: _admin_service_pb2.DeleteDispatchRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.DeleteDispatchRateResponse, _abc.Awaitable[_admin_service_pb2.DeleteDispatchRateResponse]]:
+        """Removes the dispatch rate of a task type: its tasks go out as fast as
+        workers take them. NOT_FOUND when none was set.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
