@@ -1,4 +1,5 @@
-"""AdminService: queue statistics, pause/resume, workers, health, dead letters."""
+"""AdminService: queue statistics, pause/resume, workers, health, dead letters,
+the audit log, tenants."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dtq.api import convert
 from dtq.api.errors import unary
 from dtq.app.admin import Admin
 from dtq.app.audit import Audit
+from dtq.app.tenants import TenantBook
 from dtq.v1 import admin_service_pb2 as pb
 from dtq.v1 import admin_service_pb2_grpc
 from dtq.version import __version__
@@ -18,9 +20,10 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, admin: Admin, audit: Audit) -> None:
+    def __init__(self, admin: Admin, audit: Audit, tenants: TenantBook) -> None:
         self.admin = admin
         self.audit = audit
+        self.tenants = tenants
 
     @unary
     async def GetQueueStats(
@@ -94,4 +97,20 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
         return pb.ListAuditEventsResponse(
             events=[convert.audit_event(e) for e in events], next_page_token=token
+        )
+
+    @unary
+    async def CreateTenant(
+        self, request: pb.CreateTenantRequest, context: Ctx
+    ) -> pb.CreateTenantResponse:
+        tenant = await self.tenants.create(request.tenant.name, request.tenant.weight)
+        return pb.CreateTenantResponse(tenant=convert.tenant(tenant))
+
+    @unary
+    async def ListTenants(
+        self, request: pb.ListTenantsRequest, context: Ctx
+    ) -> pb.ListTenantsResponse:
+        tenants, token = await self.tenants.page(request.page_size, request.page_token)
+        return pb.ListTenantsResponse(
+            tenants=[convert.tenant(t) for t in tenants], next_page_token=token
         )

@@ -27,12 +27,14 @@ from dtq.domain.model import (
     TaskState,
     WorkerInfo,
 )
+from dtq.domain.tenants import Tenant
 from dtq.domain.validation import MAX_DEPTH, SubmitSpec, queue_name, task_type
 from dtq.v1 import (
     admin_service_pb2,
     queue_pb2,
     task_pb2,
     task_service_pb2,
+    tenant_pb2,
     worker_pb2,
     worker_service_pb2,
 )
@@ -157,6 +159,7 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         lease_duration=duration(t.lease_duration),
         worker_id=t.worker_id or "",
         idempotency_key=t.idempotency_key or "",
+        tenant=t.tenant,
     )
     _at(msg.created_at, t.created_at)
     _at(msg.updated_at, t.updated_at)
@@ -237,6 +240,7 @@ def worker(w: WorkerInfo, status: WorkerStatus) -> worker_pb2.Worker:
         version=w.version,
         labels=w.labels,
         metrics_address=w.metrics_address,
+        tenant=w.tenant,
     )
 
 
@@ -313,6 +317,7 @@ def queue_stats(s: QueueStats) -> queue_pb2.QueueStats:
         throughput_per_second=s.completed_last_minute / 60.0,
         oldest_pending_age=duration(s.oldest_pending_age),
         paused=s.paused,
+        tenant=s.tenant,
     )
 
 
@@ -344,4 +349,9 @@ def audit_event(e: AuditEvent) -> admin_service_pb2.AuditEvent:
         target=e.target,
         outcome=e.outcome,
         detail=e.detail,
+        tenant=e.tenant,
     )
+
+
+def tenant(t: Tenant) -> tenant_pb2.Tenant:
+    return tenant_pb2.Tenant(name=t.name, weight=t.weight, created_at=timestamp(t.created_at))

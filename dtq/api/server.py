@@ -22,6 +22,7 @@ from dtq.app.audit import Audit
 from dtq.app.leasing import Leasing
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
+from dtq.app.tenants import TenantBook
 from dtq.domain.validation import message_limit
 from dtq.listen import ListenError, PortInUse, loopback, port_free
 from dtq.settings import Settings
@@ -124,13 +125,16 @@ def add_services(
     leasing: Leasing,
     streams: Streams,
     heartbeat_interval: float,
+    tenants: TenantBook,
 ) -> health.aio.HealthServicer:
     """TaskService, WorkerService, AdminService, health and reflection."""
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(admin, leasing, streams, heartbeat_interval), server
     )
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin, audit), server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(admin, audit, tenants), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

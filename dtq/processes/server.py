@@ -17,6 +17,7 @@ from dtq.adapters.jwt_tokens import JwtVerifier
 from dtq.adapters.pg_api_keys import PgApiKeys
 from dtq.adapters.pg_audit import PgAuditLog
 from dtq.adapters.pg_queues import PgQueues
+from dtq.adapters.pg_tenants import PgTenants
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.api import server as grpc_server
 from dtq.api.auth import Authentication
@@ -28,6 +29,7 @@ from dtq.app.presence import Presence
 from dtq.app.queue_cap import QueueCap
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
+from dtq.app.tenants import TenantBook
 from dtq.domain.errors import DtqError
 from dtq.ops_http import HealthBoard, serve_ops
 from dtq.processes.core import build_core, stop_on_signals, watch_dependencies
@@ -55,6 +57,7 @@ def tokens(settings: Settings) -> JwtVerifier | None:
         settings.auth_subject_claim,
         settings.auth_queues_claim,
         settings.auth_leeway,
+        settings.auth_tenant_claim,
     )
 
 
@@ -70,6 +73,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         core.leasing, settings.worker_poll_interval, 2 * settings.heartbeat_interval
     )
     queue_cap = QueueCap(core.index, settings.max_queues)
+    tenants = TenantBook(PgTenants(core.pg), core.clock)
     tasks = Tasks(
         core.store,
         core.queue,
@@ -78,6 +82,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         watches=notifier,
         on_ready=[dispatcher.notify],
         queue_cap=queue_cap,
+        tenants=tenants,
     )
     admin = Admin(
         core.store,
@@ -99,7 +104,14 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     notifier.on_resync.append(dispatcher.sweep)
     auth.audit = Audit(PgAuditLog(core.pg), core.clock)
     health = grpc_server.add_services(
-        server, tasks, admin, auth.audit, core.leasing, streams, settings.heartbeat_interval
+        server,
+        tasks,
+        admin,
+        auth.audit,
+        core.leasing,
+        streams,
+        settings.heartbeat_interval,
+        tenants,
     )
 
     stop = asyncio.Event()

@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from dtq.v1 import queue_pb2 as dtq_dot_v1_dot_queue__pb2
+from dtq.v1 import tenant_pb2 as dtq_dot_v1_dot_tenant__pb2
 from dtq.v1 import worker_pb2 as dtq_dot_v1_dot_worker__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
@@ -30,7 +31,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64tq/v1/admin_service.proto\x12\x06\x64tq.v1\x1a\x12\x64tq/v1/queue.proto\x1a\x13\x64tq/v1/worker.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x14GetQueueStatsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\";\n\x15GetQueueStatsResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.dtq.v1.QueueStats\"(\n\x11PauseQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x12PauseQueueResponse\x12!\n\x05stats\x18\x01 \x01(\x0b\x32\x12.dtq.v1.QueueStats\")\n\x12ResumeQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x13ResumeQueueResponse\x12!\n\x05stats\x18\x01 \x01(\x0b\x32\x12.dtq.v1.QueueStats\")\n\x12\x44\x65leteQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x44\x65leteQueueResponse\";\n\x12ListWorkersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x13ListWorkersResponse\x12\x1f\n\x07workers\x18\x01 \x03(\x0b\x32\x0e.dtq.v1.Worker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16GetSystemHealthRequest\"\x82\x01\n\x0f\x43omponentHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.dtq.v1.HealthStatus\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xc5\x01\n\x17GetSystemHealthResponse\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.dtq.v1.HealthStatus\x12+\n\ncomponents\x18\x02 \x03(\x0b\x32\x17.dtq.v1.ComponentHealth\x12\x16\n\x0e\x61\x63tive_workers\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12.\n\nchecked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x19RequeueDeadLettersRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"4\n\x1aRequeueDeadLettersResponse\x12\x16\n\x0erequeued_count\x18\x01 \x01(\x05\"i\n\x17PurgeDeadLettersRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x63onfirm\x18\x02 \x01(\x08\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\"0\n\x18PurgeDeadLettersResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x05\"y\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"V\n\x17ListAuditEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.dtq.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa0\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t*\x81\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x03\x32\x9c\x08\n\x0c\x41\x64minService\x12\x64\n\rGetQueueStats\x12\x1c.dtq.v1.GetQueueStatsRequest\x1a\x1d.dtq.v1.GetQueueStatsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/queues\x12l\n\nPauseQueue\x12\x19.dtq.v1.PauseQueueRequest\x1a\x1a.dtq.v1.PauseQueueResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/queues/{queue}:pause:\x01*\x12p\n\x0bResumeQueue\x12\x1a.dtq.v1.ResumeQueueRequest\x1a\x1b.dtq.v1.ResumeQueueResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/api/v1/queues/{queue}:resume:\x01*\x12\x66\n\x0b\x44\x65leteQueue\x12\x1a.dtq.v1.DeleteQueueRequest\x1a\x1b.dtq.v1.DeleteQueueResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/queues/{queue}\x12_\n\x0bListWorkers\x12\x1a.dtq.v1.ListWorkersRequest\x1a\x1b.dtq.v1.ListWorkersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/workers\x12j\n\x0fGetSystemHealth\x12\x1e.dtq.v1.GetSystemHealthRequest\x1a\x1f.dtq.v1.GetSystemHealthResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/health\x12\x92\x01\n\x12RequeueDeadLetters\x12!.dtq.v1.RequeueDeadLettersRequest\x1a\".dtq.v1.RequeueDeadLettersResponse\"5\x82\xd3\xe4\x93\x02/\"*/api/v1/queues/{queue}/deadLetters:requeue:\x01*\x12\x8a\x01\n\x10PurgeDeadLetters\x12\x1f.dtq.v1.PurgeDeadLettersRequest\x1a .dtq.v1.PurgeDeadLettersResponse\"3\x82\xd3\xe4\x93\x02-\"(/api/v1/queues/{queue}/deadLetters:purge:\x01*\x12o\n\x0fListAuditEvents\x12\x1e.dtq.v1.ListAuditEventsRequest\x1a\x1f.dtq.v1.ListAuditEventsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/auditEventsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64tq/v1/admin_service.proto\x12\x06\x64tq.v1\x1a\x12\x64tq/v1/queue.proto\x1a\x13\x64tq/v1/tenant.proto\x1a\x13\x64tq/v1/worker.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x14GetQueueStatsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\";\n\x15GetQueueStatsResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.dtq.v1.QueueStats\"(\n\x11PauseQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x12PauseQueueResponse\x12!\n\x05stats\x18\x01 \x01(\x0b\x32\x12.dtq.v1.QueueStats\")\n\x12ResumeQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x13ResumeQueueResponse\x12!\n\x05stats\x18\x01 \x01(\x0b\x32\x12.dtq.v1.QueueStats\")\n\x12\x44\x65leteQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x44\x65leteQueueResponse\";\n\x12ListWorkersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x13ListWorkersResponse\x12\x1f\n\x07workers\x18\x01 \x03(\x0b\x32\x0e.dtq.v1.Worker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16GetSystemHealthRequest\"\x82\x01\n\x0f\x43omponentHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.dtq.v1.HealthStatus\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xc5\x01\n\x17GetSystemHealthResponse\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.dtq.v1.HealthStatus\x12+\n\ncomponents\x18\x02 \x03(\x0b\x32\x17.dtq.v1.ComponentHealth\x12\x16\n\x0e\x61\x63tive_workers\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12.\n\nchecked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x19RequeueDeadLettersRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"4\n\x1aRequeueDeadLettersResponse\x12\x16\n\x0erequeued_count\x18\x01 \x01(\x05\"i\n\x17PurgeDeadLettersRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x63onfirm\x18\x02 \x01(\x08\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\"0\n\x18PurgeDeadLettersResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x05\"y\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"V\n\x17ListAuditEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.dtq.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb6\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12\x14\n\x06tenant\x18\t \x01(\tB\x04\xe2\x41\x01\x03\";\n\x13\x43reateTenantRequest\x12$\n\x06tenant\x18\x01 \x01(\x0b\x32\x0e.dtq.v1.TenantB\x04\xe2\x41\x01\x02\"6\n\x14\x43reateTenantResponse\x12\x1e\n\x06tenant\x18\x01 \x01(\x0b\x32\x0e.dtq.v1.Tenant\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x13ListTenantsResponse\x12\x1f\n\x07tenants\x18\x01 \x03(\x0b\x32\x0e.dtq.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x81\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x03\x32\xe9\t\n\x0c\x41\x64minService\x12\x64\n\rGetQueueStats\x12\x1c.dtq.v1.GetQueueStatsRequest\x1a\x1d.dtq.v1.GetQueueStatsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/queues\x12l\n\nPauseQueue\x12\x19.dtq.v1.PauseQueueRequest\x1a\x1a.dtq.v1.PauseQueueResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/queues/{queue}:pause:\x01*\x12p\n\x0bResumeQueue\x12\x1a.dtq.v1.ResumeQueueRequest\x1a\x1b.dtq.v1.ResumeQueueResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/api/v1/queues/{queue}:resume:\x01*\x12\x66\n\x0b\x44\x65leteQueue\x12\x1a.dtq.v1.DeleteQueueRequest\x1a\x1b.dtq.v1.DeleteQueueResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/queues/{queue}\x12_\n\x0bListWorkers\x12\x1a.dtq.v1.ListWorkersRequest\x1a\x1b.dtq.v1.ListWorkersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/workers\x12j\n\x0fGetSystemHealth\x12\x1e.dtq.v1.GetSystemHealthRequest\x1a\x1f.dtq.v1.GetSystemHealthResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/health\x12\x92\x01\n\x12RequeueDeadLetters\x12!.dtq.v1.RequeueDeadLettersRequest\x1a\".dtq.v1.RequeueDeadLettersResponse\"5\x82\xd3\xe4\x93\x02/\"*/api/v1/queues/{queue}/deadLetters:requeue:\x01*\x12\x8a\x01\n\x10PurgeDeadLetters\x12\x1f.dtq.v1.PurgeDeadLettersRequest\x1a .dtq.v1.PurgeDeadLettersResponse\"3\x82\xd3\xe4\x93\x02-\"(/api/v1/queues/{queue}/deadLetters:purge:\x01*\x12o\n\x0fListAuditEvents\x12\x1e.dtq.v1.ListAuditEventsRequest\x1a\x1f.dtq.v1.ListAuditEventsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/auditEvents\x12j\n\x0c\x43reateTenant\x12\x1b.dtq.v1.CreateTenantRequest\x1a\x1c.dtq.v1.CreateTenantResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x0f/api/v1/tenants:\x06tenant\x12_\n\x0bListTenants\x12\x1a.dtq.v1.ListTenantsRequest\x1a\x1b.dtq.v1.ListTenantsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/tenantsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +48,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQUEUEDEADLETTERSREQUEST'].fields_by_name['queue']._serialized_options = b'\342A\001\002'
   _globals['_PURGEDEADLETTERSREQUEST'].fields_by_name['queue']._loaded_options = None
   _globals['_PURGEDEADLETTERSREQUEST'].fields_by_name['queue']._serialized_options = b'\342A\001\002'
+  _globals['_AUDITEVENT'].fields_by_name['tenant']._loaded_options = None
+  _globals['_AUDITEVENT'].fields_by_name['tenant']._serialized_options = b'\342A\001\003'
+  _globals['_CREATETENANTREQUEST'].fields_by_name['tenant']._loaded_options = None
+  _globals['_CREATETENANTREQUEST'].fields_by_name['tenant']._serialized_options = b'\342A\001\002'
   _globals['_ADMINSERVICE'].methods_by_name['GetQueueStats']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['GetQueueStats']._serialized_options = b'\202\323\344\223\002\020\022\016/api/v1/queues'
   _globals['_ADMINSERVICE'].methods_by_name['PauseQueue']._loaded_options = None
@@ -65,48 +70,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['PurgeDeadLetters']._serialized_options = b'\202\323\344\223\002-\"(/api/v1/queues/{queue}/deadLetters:purge:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/auditEvents'
-  _globals['_HEALTHSTATUS']._serialized_start=1744
-  _globals['_HEALTHSTATUS']._serialized_end=1873
-  _globals['_GETQUEUESTATSREQUEST']._serialized_start=207
-  _globals['_GETQUEUESTATSREQUEST']._serialized_end=244
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=246
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=305
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=307
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=347
-  _globals['_PAUSEQUEUERESPONSE']._serialized_start=349
-  _globals['_PAUSEQUEUERESPONSE']._serialized_end=404
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=406
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=447
-  _globals['_RESUMEQUEUERESPONSE']._serialized_start=449
-  _globals['_RESUMEQUEUERESPONSE']._serialized_end=505
-  _globals['_DELETEQUEUEREQUEST']._serialized_start=507
-  _globals['_DELETEQUEUEREQUEST']._serialized_end=548
-  _globals['_DELETEQUEUERESPONSE']._serialized_start=550
-  _globals['_DELETEQUEUERESPONSE']._serialized_end=571
-  _globals['_LISTWORKERSREQUEST']._serialized_start=573
-  _globals['_LISTWORKERSREQUEST']._serialized_end=632
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=634
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=713
-  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_start=715
-  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_end=739
-  _globals['_COMPONENTHEALTH']._serialized_start=742
-  _globals['_COMPONENTHEALTH']._serialized_end=872
-  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_start=875
-  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_end=1072
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=1074
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=1156
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=1158
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=1210
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1212
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1317
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1319
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1367
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1369
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1490
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1492
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1578
-  _globals['_AUDITEVENT']._serialized_start=1581
-  _globals['_AUDITEVENT']._serialized_end=1741
-  _globals['_ADMINSERVICE']._serialized_start=1876
-  _globals['_ADMINSERVICE']._serialized_end=2928
+  _globals['_ADMINSERVICE'].methods_by_name['CreateTenant']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['CreateTenant']._serialized_options = b'\202\323\344\223\002\031\"\017/api/v1/tenants:\006tenant'
+  _globals['_ADMINSERVICE'].methods_by_name['ListTenants']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['ListTenants']._serialized_options = b'\202\323\344\223\002\021\022\017/api/v1/tenants'
+  _globals['_HEALTHSTATUS']._serialized_start=2046
+  _globals['_HEALTHSTATUS']._serialized_end=2175
+  _globals['_GETQUEUESTATSREQUEST']._serialized_start=228
+  _globals['_GETQUEUESTATSREQUEST']._serialized_end=265
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=267
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=326
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=328
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=368
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=370
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=425
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=427
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=468
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=470
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=526
+  _globals['_DELETEQUEUEREQUEST']._serialized_start=528
+  _globals['_DELETEQUEUEREQUEST']._serialized_end=569
+  _globals['_DELETEQUEUERESPONSE']._serialized_start=571
+  _globals['_DELETEQUEUERESPONSE']._serialized_end=592
+  _globals['_LISTWORKERSREQUEST']._serialized_start=594
+  _globals['_LISTWORKERSREQUEST']._serialized_end=653
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=655
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=734
+  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_start=736
+  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_end=760
+  _globals['_COMPONENTHEALTH']._serialized_start=763
+  _globals['_COMPONENTHEALTH']._serialized_end=893
+  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_start=896
+  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_end=1093
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=1095
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=1177
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=1179
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=1231
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1233
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1338
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1340
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1388
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1390
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1511
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1513
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1599
+  _globals['_AUDITEVENT']._serialized_start=1602
+  _globals['_AUDITEVENT']._serialized_end=1784
+  _globals['_CREATETENANTREQUEST']._serialized_start=1786
+  _globals['_CREATETENANTREQUEST']._serialized_end=1845
+  _globals['_CREATETENANTRESPONSE']._serialized_start=1847
+  _globals['_CREATETENANTRESPONSE']._serialized_end=1901
+  _globals['_LISTTENANTSREQUEST']._serialized_start=1903
+  _globals['_LISTTENANTSREQUEST']._serialized_end=1962
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=1964
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=2043
+  _globals['_ADMINSERVICE']._serialized_start=2178
+  _globals['_ADMINSERVICE']._serialized_end=3435
 # @@protoc_insertion_point(module_scope)
