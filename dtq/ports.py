@@ -324,8 +324,8 @@ class WorkerRegistry(Protocol):
         `offset` on, at most `limit`; and how many are known."""
         ...
 
-    async def count_seen_since(self, since: float) -> int:
-        """Workers seen at or after `since` (Unix s)."""
+    async def count_seen_since(self, since: float, tenant: str | None = None) -> int:
+        """Workers (of `tenant`; None: every tenant) seen at or after `since` (Unix s)."""
         ...
 
 

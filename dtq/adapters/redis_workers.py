@@ -105,8 +105,9 @@ class RedisWorkers:
 
         return await self._call(run)
 
-    async def count_seen_since(self, since: float) -> int:
-        return int(await self._call(lambda: self.redis.zcount(keys.WORKERS, since, "+inf")))
+    async def count_seen_since(self, since: float, tenant: str | None = None) -> int:
+        index = keys.WORKERS if tenant is None else keys.workers_of(tenant)
+        return int(await self._call(lambda: self.redis.zcount(index, since, "+inf")))
 
 
 def _seen(pipe: Any, tenant: str, worker_id: str, at: float) -> None:

@@ -268,7 +268,7 @@ class Admin:
         active = 0
         if redis.status == Health.HEALTHY:
             seen = self.clock.now() - 3 * self.heartbeat_interval  # as `status` counts
-            active = await self.registry.count_seen_since(seen)
+            active = await self.registry.count_seen_since(seen, caller.current().view)
         fleet = Component(
             "workers",
             Health.HEALTHY if active else Health.DEGRADED,

@@ -149,8 +149,12 @@ class MemoryRegistry:
         ordered = [w for w in ordered if tenant is None or w.tenant == tenant]
         return ordered[offset : offset + limit], len(ordered)
 
-    async def count_seen_since(self, since: float) -> int:
-        return sum(1 for w in self.workers.values() if w.last_seen_at >= since)
+    async def count_seen_since(self, since: float, tenant: str | None = None) -> int:
+        return sum(
+            1
+            for w in self.workers.values()
+            if w.last_seen_at >= since and tenant in (None, w.tenant)
+        )
 
 
 @dataclass
