@@ -20,12 +20,6 @@ def current() -> Principal:
     return CALLER.get()
 
 
-def visible(queues: set[str]) -> set[str]:
-    """The queues of `queues` the caller may see."""
-    principal = CALLER.get()
-    return {q for q in queues if principal.may_use(q)}
-
-
 def check_queue(queue: str) -> None:
     """PERMISSION_DENIED unless the caller may use `queue`."""
     principal = CALLER.get()

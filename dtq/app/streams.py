@@ -52,8 +52,8 @@ class Streams:
             caller.check_queue(queue)
         tenant = caller.current().home  # a worker takes the work of one tenant
         sub = replace(sub, queues=tuple(tenant_queue(tenant, q) for q in sub.queues))
-        session = Session(validation.worker_id(worker_id, "open.worker_id"), sub, slots)
-        session.tenant = tenant
+        worker_id = validation.worker_id(worker_id, "open.worker_id")
+        session = Session(worker_id, sub, slots, tenant=tenant)
         session.info = await self._registration(session)
         if held:
             await self._adopt(session, held)
