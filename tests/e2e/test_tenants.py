@@ -270,6 +270,29 @@ def _lease(
     raise AssertionError(f"the stream ended with {len(got)} of {want} leases")
 
 
+def made_keys(pg_url: str, tenant: str, *roles: str) -> dict[str, str]:
+    """Keys of `tenant` made as `dtq apikey create --tenant` makes them, in this process."""
+    import asyncio
+
+    from dtq.adapters.pg_api_keys import PgApiKeys
+    from dtq.adapters.pg_conn import Pg
+    from dtq.adapters.pg_tenants import PgTenants
+    from dtq.app.identity import KeyAdmin
+    from dtq.domain.auth import Role
+    from dtq.ports import SystemClock
+
+    pg = Pg(pg_url, size=1)
+    admin = KeyAdmin(PgApiKeys(pg), SystemClock(), tenants=PgTenants(pg))
+
+    async def make() -> dict[str, str]:
+        return {r: (await admin.create(r, Role(r), tenant=tenant))[1] for r in roles}
+
+    try:
+        return asyncio.run(make())
+    finally:
+        pg.close()
+
+
 @pytest.fixture(scope="module")
 def scene(server: Server, pg_url: str, redis_url: str) -> Scene:
     reset(pg_url, redis_url)  # what other modules left (tasks of any tenant)
@@ -277,16 +300,17 @@ def scene(server: Server, pg_url: str, redis_url: str) -> Scene:
     operator = apikeys.new_key(env, "admin", "--tenant", "*")["key"]
     refused = apikeys.apikey(env, "create", "--role", "producer", "--tenant", "nowhere")
     assert refused.returncode == 1 and "nowhere" in refused.stderr
-    for tenant in (A, B):
-        assert f"created tenant {tenant}" in cli(server, operator, "tenant", "create", tenant)
+    assert f"created tenant {A}" in cli(server, operator, "tenant", "create", A)
+    with server.channel() as channel:
+        g = Grpc(channel)
+        create = admin_pb.CreateTenantRequest(tenant=tenant_pb2.Tenant(name=B))
+        assert g("CreateTenant", create, operator).code == C.OK
     listed = json.loads(cli(server, operator, "tenant", "list", "--json"))
     assert {A, "default", B} <= {t["name"] for t in listed["tenants"]}
     keys: dict[str, dict[str, str]] = {"*": {"admin": operator}}
-    for tenant in (A, B):
-        keys[tenant] = {
-            role: apikeys.new_key(env, role, "--tenant", tenant)["key"]
-            for role in ("admin", "producer", "worker")
-        }
+    keys[A] = {"admin": apikeys.new_key(env, "admin", "--tenant", A)["key"]}  # as operators do
+    keys[A] |= made_keys(pg_url, A, "producer", "worker")  # the same, faster
+    keys[B] = made_keys(pg_url, B, "admin", "producer", "worker")
     scene = Scene(keys, {}, {}, {}, {})
     with server.channel() as channel:
         g = Grpc(channel)
@@ -507,3 +531,29 @@ def test_a_worker_of_one_tenant_never_gets_anothers_task(
         assert got.message.task.state == task_pb2.Task.STATE_PENDING
     leased = _lease(channel, a["worker"], A, "shared", want=3)
     assert {x.task.id for x in leased} == theirs
+
+
+def test_the_operators_cli_and_client_pick_a_tenant(
+    server: Server, channel: grpc.Channel, scene: Scene
+) -> None:
+    from dtq.client import AsyncClient, Client
+
+    op = scene.keys["*"]["admin"]
+    every = json.loads(cli(server, op, "queue", "stats", "--json"))["queues"]
+    assert {(A, QUEUE), (B, QUEUE)} <= {(q.get("tenant"), q["queue"]) for q in every}
+    acme = json.loads(cli(server, op, "queue", "stats", "--json", "--tenant", A))["queues"]
+    assert {q["tenant"] for q in acme} == {A}
+    with Client(server.address, api_key=op, tenant=B) as client:
+        task_id = client.submit("x", {}, queue="ops").id
+    got = Grpc(channel)("GetTask", task_pb.GetTaskRequest(id=task_id), scene.keys[B]["producer"])
+    assert got.message.task.tenant == B
+
+    async def in_acme() -> str:
+        async with AsyncClient(server.address, api_key=op, tenant=A) as client:
+            return (await client.submit("x", {}, queue="ops")).id
+
+    import asyncio
+
+    task_id = asyncio.run(in_acme())
+    got = Grpc(channel)("GetTask", task_pb.GetTaskRequest(id=task_id), scene.keys[A]["producer"])
+    assert got.message.task.tenant == A
