@@ -21,6 +21,9 @@ DEFAULT_PAGE = 100
 
 @dataclass
 class TenantBook:
+    """Which tenants exist: creating and listing them (the operator's calls),
+    and the check a submission makes that its tenant exists."""
+
     store: Tenants
     clock: Clock
     # Names known to exist: tenants are never deleted, so a name found once stays.
