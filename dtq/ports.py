@@ -1,5 +1,9 @@
 """What the use cases need from the outside world, as Protocols.
 
+Below the API a queue is a tenant's queue: Redis-side methods take its
+`tenant_queue` name (`dtq.domain.tenants`), PostgreSQL-side ones the tenant
+and the queue apart.
+
 `TaskStore` is PostgreSQL, the source of truth. `DispatchQueue` is Redis: the
 ready index, the leases, and the notifications that push work to streams. Redis
 can be rebuilt from PostgreSQL at any time; no task lives only there.
@@ -30,6 +34,7 @@ from dtq.domain.model import (
     TaskState,
     WorkerInfo,
 )
+from dtq.domain.tenants import DEFAULT, Tenant
 
 
 class Clock(Protocol):
@@ -48,13 +53,13 @@ class Ready:
     """A task to index as ready to run."""
 
     id: uuid.UUID
-    queue: str
+    queue: str  # a tenant's queue (`dtq.domain.tenants.tenant_queue`)
     type: str
     priority: Priority
 
     @classmethod
     def of(cls, task: Task | NewTask) -> Ready:
-        return cls(task.id, task.queue, task.type, task.priority)
+        return cls(task.id, task.tenant_queue, task.type, task.priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ class TaskStore(Protocol):
     """Durable task state (PostgreSQL). Every write is a compare-and-set."""
 
     async def insert(self, tasks: Sequence[NewTask], now: float) -> list[Submitted]:
-        """Store tasks, deduplicating by (queue, idempotency_key). Raises
+        """Store tasks, deduplicating by (tenant, queue, idempotency_key). Raises
         ALREADY_EXISTS when a key was used with a different request."""
         ...
 
@@ -129,18 +134,19 @@ class TaskStore(Protocol):
         limit: int,
         now: float,
         after: uuid.UUID | None = None,
+        tenant: str = DEFAULT,
     ) -> list[Task]:
-        """Up to `limit` DEAD_LETTERED tasks of `queue` (ids after `after`) ->
+        """Up to `limit` DEAD_LETTERED tasks of the tenant's `queue` (ids after `after`) ->
         PENDING, oldest first, each with a fresh budget of retries as `retry`
         gives; returns them in id order."""
         ...
 
-    async def count_dead(self, queue: str, task_type: str | None) -> int:
-        """DEAD_LETTERED tasks of `queue` (of `task_type`)."""
+    async def count_dead(self, queue: str, task_type: str | None, tenant: str = DEFAULT) -> int:
+        """DEAD_LETTERED tasks of the tenant's `queue` (of `task_type`)."""
         ...
 
-    async def purge_dead(self, queue: str, task_type: str | None) -> int:
-        """Delete the DEAD_LETTERED tasks of `queue` (of `task_type`), in small
+    async def purge_dead(self, queue: str, task_type: str | None, tenant: str = DEFAULT) -> int:
+        """Delete the DEAD_LETTERED tasks of the tenant's `queue` (of `task_type`), in small
         transactions; returns how many."""
         ...
 
@@ -175,8 +181,11 @@ class TaskStore(Protocol):
         """PENDING and RUNNING tasks in id order after `after` (reconciliation)."""
         ...
 
-    async def state_counts(self, queue: str | None) -> dict[tuple[str, TaskState], int]:
-        """Counts of SCHEDULED, FAILED, DEAD_LETTERED tasks by queue."""
+    async def state_counts(
+        self, queue: str | None, tenant: str | None = None
+    ) -> dict[tuple[str, TaskState], int]:
+        """Counts of SCHEDULED, FAILED, DEAD_LETTERED tasks by (tenant_queue
+        name, state), of one tenant (None: all)."""
         ...
 
     async def ping(self) -> None: ...
@@ -319,11 +328,13 @@ class QueueIndex(Protocol):
 class QueueSettings(Protocol):
     """Durable queue settings (PostgreSQL)."""
 
-    async def set_paused(self, queue: str, paused: bool) -> None: ...
+    async def set_paused(self, queue: str, paused: bool, tenant: str = DEFAULT) -> None: ...
 
-    async def paused(self) -> dict[str, bool]: ...
+    async def paused(self) -> dict[str, bool]:
+        """By `tenant_queue` name."""
+        ...
 
-    async def delete(self, queue: str) -> None: ...
+    async def delete(self, queue: str, tenant: str = DEFAULT) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +345,7 @@ class Liveness:
     active_tasks: int
     draining: bool
     last_seen_at: float
+    tenant: str = "default"
 
 
 class WorkerRegistry(Protocol):
@@ -342,22 +354,24 @@ class WorkerRegistry(Protocol):
     async def upsert(self, worker: WorkerInfo) -> None: ...
 
     async def touch(
-        self, worker_id: str, active_tasks: int, draining: bool, now: float
+        self, worker_id: str, active_tasks: int, draining: bool, now: float, tenant: str = DEFAULT
     ) -> None: ...
 
     async def touch_many(self, rows: Sequence[Liveness]) -> None:
         """`touch` for many workers at once (one round trip)."""
         ...
 
-    async def get(self, worker_id: str) -> WorkerInfo | None: ...
+    async def get(self, worker_id: str, tenant: str = DEFAULT) -> WorkerInfo | None: ...
 
-    async def page(self, offset: int, limit: int) -> tuple[list[WorkerInfo], int]:
-        """Workers most recently seen first, `offset` on, at most `limit`;
-        and how many are known."""
+    async def page(
+        self, offset: int, limit: int, tenant: str | None = None
+    ) -> tuple[list[WorkerInfo], int]:
+        """Workers of `tenant` (None: every tenant) most recently seen first,
+        `offset` on, at most `limit`; and how many are known."""
         ...
 
-    async def count_seen_since(self, since: float) -> int:
-        """Workers seen at or after `since` (Unix s)."""
+    async def count_seen_since(self, since: float, tenant: str | None = None) -> int:
+        """Workers (of `tenant`; None: every tenant) seen at or after `since` (Unix s)."""
         ...
 
 
@@ -398,9 +412,29 @@ class AuditLog(Protocol):
     async def add(self, event: AuditEvent) -> None: ...
 
     async def page(
-        self, since: float | None, actor: str | None, before_id: int | None, limit: int
+        self,
+        since: float | None,
+        actor: str | None,
+        before_id: int | None,
+        limit: int,
+        tenant: str | None = None,
     ) -> list[AuditEvent]:
-        """Events with id < `before_id` (None: from the newest), newest first."""
+        """Events of `tenant` (None: all) with id < `before_id` (None: from
+        the newest), newest first."""
+        ...
+
+
+class Tenants(Protocol):
+    """Stored tenants (PostgreSQL)."""
+
+    async def add(self, tenant: Tenant) -> bool:
+        """False when one of that name exists (it is left as it is)."""
+        ...
+
+    async def get(self, name: str) -> Tenant | None: ...
+
+    async def list_all(self) -> list[Tenant]:
+        """By name."""
         ...
 
 

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     auth_role_claim: str = "role"
     auth_subject_claim: str = "sub"
     auth_queues_claim: str = "dtq_queues"
+    # The JWT claim naming the caller's tenant; a token without it is in
+    # `default`; `*` (every tenant) is honoured for admins only.
+    auth_tenant_claim: str = "tenant"
+    # Clients (CLI, dtq.Client) with an operator credential (tenant `*`) act in
+    # this tenant: sent as `x-dtq-tenant` on every call. Empty: `default`.
+    tenant: str = ""
     auth_leeway: float = Field(default=30.0, ge=0, le=300)
     # TLS. The server: its certificate and key (PEM files), and a CA whose
     # client certificates it then requires (mTLS). Clients (workers, CLI,

@@ -14,6 +14,7 @@ from dtq.domain.audit import AuditEvent
 from dtq.domain.auth import ApiKey, Role
 from dtq.domain.limits import DispatchRate, TenantLimits
 from dtq.domain.model import NewTask, Priority, Task, TaskError, TaskState
+from dtq.domain.tenants import Tenant
 
 Row = Mapping[str, Any]  # a row by column name
 S = TaskState
@@ -58,6 +59,7 @@ def to_task(m: Row) -> Task:
         idempotency_key=m["idempotency_key"],
         lease_token=m["lease_token"],
         trace_context=m.get("trace_context"),
+        tenant=m["tenant"],
     )
 
 
@@ -71,6 +73,7 @@ def new_row(task: NewTask, now: float) -> tuple[Any, ...]:
         task.max_retries, round(task.timeout * 1000), round(task.lease_duration * 1000),
         task.payload, task.idempotency_key, task.request_hash, at, at,
         as_datetime(task.scheduled_at), trace, task.unique.digest if task.unique else None,
+        task.tenant,
     )  # fmt: skip
 
 
@@ -93,6 +96,7 @@ def new_task(task: NewTask, now: float) -> Task:
         scheduled_at=as_seconds(as_datetime(task.scheduled_at)),
         idempotency_key=task.idempotency_key,
         trace_context=task.trace_context,
+        tenant=task.tenant,
     )
 
 
@@ -121,7 +125,12 @@ def audit_event(row: Row) -> AuditEvent:
         row["outcome"],
         detail if isinstance(detail, str) else json.dumps(detail),
         row["id"],
+        row["tenant"],
     )
+
+
+def tenant(row: Row) -> Tenant:
+    return Tenant(row["name"], row["weight"], row["created_at"].timestamp())
 
 
 def truncate(text_value: str, limit: int) -> str:

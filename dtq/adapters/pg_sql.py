@@ -20,11 +20,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from dtq.adapters.pg_rows import Row, api_key, audit_event, dispatch_rate, tenant_limits, to_task
+from dtq.adapters.pg_rows import (
+    Row,
+    api_key,
+    audit_event,
+    dispatch_rate,
+    tenant,
+    tenant_limits,
+    to_task,
+)
 from dtq.adapters.pg_tables import tasks
 from dtq.domain import states
 from dtq.domain.model import TaskState
 from dtq.domain.states import Event
+from dtq.domain.tenants import tenant_queue
 
 T = TypeVar("T")
 S = TaskState
@@ -77,9 +86,9 @@ RELEASED_BUDGET = "t.max_retries + 1"
 NEW_COLUMNS = (
     "id", "queue", "type", "priority", "state", "attempts", "max_retries", "timeout_ms",
     "lease_ms", "payload", "idempotency_key", "request_hash", "created_at", "updated_at",
-    "scheduled_at", "trace_context", "unique_digest",
+    "scheduled_at", "trace_context", "unique_digest", "tenant",
 )  # fmt: skip
-INSERT_ROW = "(%s::uuid, " + ", ".join(["%s"] * (len(NEW_COLUMNS) - 3)) + ", %s::jsonb, %s)"
+INSERT_ROW = "(%s::uuid, " + ", ".join(["%s"] * (len(NEW_COLUMNS) - 4)) + ", %s::jsonb, %s, %s)"
 INSERT_TASKS = Sql(
     f"INSERT INTO tasks ({', '.join(NEW_COLUMNS)}) VALUES %(rows)s"
     " ON CONFLICT DO NOTHING RETURNING id",
@@ -88,15 +97,16 @@ INSERT_TASKS = Sql(
 # Fresh keys (the common case: dtq.Client makes one up for every submit): one look,
 # then the INSERT without ON CONFLICT, which fails whole on a key taken meanwhile.
 ANY_KEY = Sql(
-    "SELECT 1 AS one FROM tasks t JOIN (VALUES %(keys)s) AS k(queue, key)"
-    " ON t.queue = k.queue AND t.idempotency_key = k.key LIMIT 1",
+    "SELECT 1 AS one FROM tasks t JOIN (VALUES %(keys)s) AS k(tenant, queue, key)"
+    " ON t.tenant = k.tenant AND t.queue = k.queue AND t.idempotency_key = k.key LIMIT 1",
     _one("one"),
 )
-KEY_ROW = "(%s, %s)"
+KEY_ROW = "(%s, %s, %s)"
 INSERT_FRESH = Sql(INSERT_TASKS.text.replace(" ON CONFLICT DO NOTHING", ""), _one("id"))
 TASKS_BY_KEYS = Sql(
     f"SELECT {_FULL}, t.request_hash FROM tasks t"
-    " WHERE t.queue = %(queue)s AND t.idempotency_key = ANY(%(keys)s)",
+    " WHERE t.tenant = %(tenant)s AND t.queue = %(queue)s"
+    " AND t.idempotency_key = ANY(%(keys)s)",
     _task_with("request_hash"),
 )
 
@@ -104,7 +114,8 @@ TASKS_BY_KEYS = Sql(
 LOCK_UNIQUE = Sql("SELECT pg_advisory_xact_lock(%(key)s)::text AS locked", _one("locked"))
 UNIQUE_MATCH = Sql(
     f"SELECT {_FULL} FROM tasks t"
-    " WHERE t.queue = %(queue)s AND t.unique_digest = %(digest)s AND t.created_at > %(since)s"
+    " WHERE t.tenant = %(tenant)s AND t.queue = %(queue)s AND t.unique_digest = %(digest)s"
+    " AND t.created_at > %(since)s"
     " AND (%(states)s::text[] IS NULL OR t.state = ANY(%(states)s::text[]))"
     " ORDER BY t.created_at DESC LIMIT 1",
     to_task,
@@ -118,16 +129,18 @@ _LISTED = """ FROM tasks t
     WHERE (%(state)s::text IS NULL OR t.state = %(state)s)
       AND (%(type)s::text IS NULL OR t.type = %(type)s)
       AND (%(queue)s::text IS NULL OR t.queue = %(queue)s)
+      AND (%(tenant)s::text IS NULL OR t.tenant = %(tenant)s)
       AND (%(before)s::uuid IS NULL OR t.id < %(before)s)
     ORDER BY t.id DESC LIMIT %(limit)s"""
 LIST_TASKS = Sql(f"SELECT {_FULL}{_LISTED}", to_task)
 LIST_TASKS_BASIC = Sql(f"SELECT {_BASIC}{_LISTED}", to_task)
 STATE_COUNTS = Sql(
-    f"""SELECT queue, state, count(*) AS n FROM tasks
+    f"""SELECT tenant, queue, state, count(*) AS n FROM tasks
     WHERE state IN ({_listed([S.SCHEDULED, S.FAILED, S.DEAD_LETTERED])})
       AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-    GROUP BY queue, state""",
-    lambda row: ((row["queue"], TaskState(row["state"])), row["n"]),
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+    GROUP BY tenant, queue, state""",
+    lambda row: ((tenant_queue(row["tenant"], row["queue"]), TaskState(row["state"])), row["n"]),
 )
 
 # -- an operator's writes ------------------------------------------------------------
@@ -220,7 +233,7 @@ RELEASE = Sql(
 
 # -- dead letters and retention ------------------------------------------------------
 _DEAD = f"""SELECT id FROM tasks
-    WHERE state = '{S.DEAD_LETTERED.value}' AND queue = %(queue)s
+    WHERE state = '{S.DEAD_LETTERED.value}' AND tenant = %(tenant)s AND queue = %(queue)s
       AND (%(type)s::text IS NULL OR type = %(type)s)
       AND (%(after)s::uuid IS NULL OR id > %(after)s)"""
 REQUEUE_DEAD = Sql(
@@ -254,13 +267,30 @@ PURGE_FINISHED = Sql(
 
 # -- queues --------------------------------------------------------------------------
 SET_PAUSED = Sql(
-    """INSERT INTO queues (name, paused, updated_at) VALUES (%(name)s, %(paused)s, %(now)s)
-    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at
+    """INSERT INTO queues (tenant, name, paused, updated_at)
+    VALUES (%(tenant)s, %(name)s, %(paused)s, %(now)s)
+    ON CONFLICT (tenant, name) DO UPDATE
+    SET paused = excluded.paused, updated_at = excluded.updated_at
     RETURNING name""",
     _one("name"),
 )
-PAUSED = Sql("SELECT name, paused FROM queues", lambda row: (row["name"], row["paused"]))
-DELETE_QUEUE = Sql("DELETE FROM queues WHERE name = %(name)s RETURNING name", _one("name"))
+PAUSED = Sql(
+    "SELECT tenant, name, paused FROM queues",
+    lambda row: (tenant_queue(row["tenant"], row["name"]), row["paused"]),
+)
+DELETE_QUEUE = Sql(
+    "DELETE FROM queues WHERE tenant = %(tenant)s AND name = %(name)s RETURNING name",
+    _one("name"),
+)
+
+# -- tenants -------------------------------------------------------------------------
+ADD_TENANT = Sql(
+    """INSERT INTO tenants (name, weight, created_at) VALUES (%(name)s, %(weight)s, %(now)s)
+    ON CONFLICT (name) DO NOTHING RETURNING name""",
+    _one("name"),
+)
+LIST_TENANTS = Sql("SELECT name, weight, created_at FROM tenants ORDER BY name", tenant)
+GET_TENANT = Sql("SELECT name, weight, created_at FROM tenants WHERE name = %(name)s", tenant)
 
 # -- API keys ------------------------------------------------------------------------
 ADD_KEY = Sql(
@@ -289,14 +319,16 @@ KEYS_USED = Sql(
 
 # -- the audit log ---------------------------------------------------------------------
 ADD_AUDIT_EVENT = Sql(
-    """INSERT INTO audit_events (at, actor, role, action, target, outcome, detail)
-    VALUES (%(at)s, %(actor)s, %(role)s, %(action)s, %(target)s, %(outcome)s, %(detail)s::jsonb)
+    """INSERT INTO audit_events (at, actor, role, action, target, outcome, detail, tenant)
+    VALUES (%(at)s, %(actor)s, %(role)s, %(action)s, %(target)s, %(outcome)s, %(detail)s::jsonb,
+        %(tenant)s)
     RETURNING id""",
     _one("id"),
 )
 AUDIT_PAGE = Sql(
-    """SELECT id, at, actor, role, action, target, outcome, detail FROM audit_events
+    """SELECT id, at, actor, role, action, target, outcome, detail, tenant FROM audit_events
     WHERE (%(since)s::timestamptz IS NULL OR at >= %(since)s)
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
       AND (%(actor)s::text IS NULL OR actor = %(actor)s)
       AND (%(before)s::bigint IS NULL OR id < %(before)s)
     ORDER BY id DESC LIMIT %(limit)s""",
@@ -308,7 +340,10 @@ SELECT_ONE = Sql("SELECT 1 AS one", _one("one"))
 # -- transactional enqueue (dtq.enqueue_in) and the manager's LISTEN -------------------
 DUE_CHANNEL = "dtq_due"  # NOTIFYed at the commit of a task due now
 NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', '')"
-EARLIER_BY_KEY = "SELECT id, request_hash FROM tasks WHERE queue = %s AND idempotency_key = %s"
+EARLIER_BY_KEY = (
+    "SELECT id, request_hash FROM tasks"
+    " WHERE tenant = 'default' AND queue = %s AND idempotency_key = %s"
+)
 
 # -- quotas and rate limits --------------------------------------------------------------
 _TENANT_LIMITS = "tenant, submit_rate, submit_burst, max_queued, updated_at"
@@ -339,10 +374,9 @@ DELETE_DISPATCH_RATE = Sql(
     RETURNING queue""",
     _one("queue"),
 )
-# Every task is in tenant `default` until the tenants migration (0008) gives
-# tasks a tenant column: then this filters on it. The state index serves it.
+# The tenant's tasks not yet running nor terminal. The state index serves it.
 _QUEUED = _listed([S.PENDING, S.SCHEDULED, S.FAILED])
 COUNT_QUEUED = Sql(
-    f"SELECT count(*) AS n FROM tasks WHERE state IN ({_QUEUED})",
+    f"SELECT count(*) AS n FROM tasks WHERE state IN ({_QUEUED}) AND tenant = %(tenant)s",
     _one("n"),
 )

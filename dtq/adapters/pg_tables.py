@@ -1,6 +1,8 @@
 """PostgreSQL schema, as SQLAlchemy Core tables. Alembic migrations in
 migrations/versions/ create exactly this; a test compares the two.
 
+tenants: who owns what; every other table names a row's tenant (`default`
+for rows from before tenants).
 tasks: one row per task, the source of truth. queues: durable queue settings.
 api_keys: API keys, with a digest of each secret (never the secret).
 audit_events: the audit log. tenant_limits, dispatch_rates: quotas and rate
@@ -33,6 +35,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -44,6 +47,19 @@ metadata = MetaData()
 
 _states = ", ".join(f"'{s.value}'" for s in TaskState)
 _roles = ", ".join(f"'{r.value}'" for r in Role)
+
+
+def _tenant() -> Column[str]:
+    return Column("tenant", Text, nullable=False, server_default=text("'default'"))
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("weight", Integer, nullable=False, server_default=text("1")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
 
 tasks = Table(
     "tasks",
@@ -74,19 +90,22 @@ tasks = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("trace_context", JSONB(none_as_null=True)),
     Column("unique_digest", LargeBinary),
+    _tenant(),
     CheckConstraint(f"state IN ({_states})", name="tasks_state_check"),
     CheckConstraint("priority BETWEEN 1 AND 3", name="tasks_priority_check"),
-    # Idempotency keys are unique per queue.
+    # Idempotency keys are unique per queue of a tenant.
     Index(
         "tasks_idempotency_idx",
+        "tenant",
         "queue",
         "idempotency_key",
         unique=True,
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
-    # unique_for: the latest task of a queue with a digest.
+    # unique_for: the latest task of a tenant's queue with a digest.
     Index(
         "tasks_unique_idx",
+        "tenant",
         "queue",
         "unique_digest",
         "created_at",
@@ -112,6 +131,7 @@ tasks = Table(
 queues = Table(
     "queues",
     metadata,
+    Column("tenant", Text, primary_key=True, server_default=text("'default'")),
     Column("name", Text, primary_key=True),
     Column("paused", Boolean, nullable=False, server_default=false()),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -147,7 +167,9 @@ audit_events = Table(
     Column("target", Text, nullable=False),
     Column("outcome", Text, nullable=False),
     Column("detail", JSONB, nullable=False),
+    _tenant(),
     Index("audit_events_at", "at"),
+    Index("audit_events_tenant", "tenant", "id"),
     Index("audit_events_actor", "actor", "id"),
 )
 

@@ -73,7 +73,7 @@ class RedisQueue:
         return [keys.types(queue), *ready_keys], [keys.notify_channel(queue), *key_types, *pairs]
 
     async def remove_ready(self, task: Task) -> None:
-        key = keys.ready(task.queue, task.type, task.priority)
+        key = keys.ready(keys.queue_tag(task.tenant, task.queue), task.type, task.priority)
         await self._call(lambda: self.redis.zrem(key, task.id.bytes))
 
     # -- leases -----------------------------------------------------------------

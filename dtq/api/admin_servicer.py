@@ -1,4 +1,5 @@
-"""AdminService: queue statistics, pause/resume, workers, health, dead letters."""
+"""AdminService: queue statistics, pause/resume, workers, health, dead letters,
+the audit log, tenants."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dtq.api.errors import unary
 from dtq.app.admin import Admin
 from dtq.app.audit import Audit
 from dtq.app.limits_admin import LimitSettings
+from dtq.app.tenants import TenantBook
 from dtq.v1 import admin_service_pb2 as pb
 from dtq.v1 import admin_service_pb2_grpc
 from dtq.version import __version__
@@ -19,10 +21,13 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, admin: Admin, audit: Audit, limits: LimitSettings) -> None:
+    def __init__(
+        self, admin: Admin, audit: Audit, limits: LimitSettings, tenants: TenantBook
+    ) -> None:
         self.admin = admin
         self.audit = audit
         self.limits = limits
+        self.tenants = tenants
 
     @unary
     async def GetQueueStats(
@@ -140,3 +145,19 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     ) -> pb.DeleteDispatchRateResponse:
         await self.limits.delete_dispatch_rate(request.queue, request.task_type)
         return pb.DeleteDispatchRateResponse()
+
+    @unary
+    async def CreateTenant(
+        self, request: pb.CreateTenantRequest, context: Ctx
+    ) -> pb.CreateTenantResponse:
+        tenant = await self.tenants.create(request.tenant.name, request.tenant.weight)
+        return pb.CreateTenantResponse(tenant=convert.tenant(tenant))
+
+    @unary
+    async def ListTenants(
+        self, request: pb.ListTenantsRequest, context: Ctx
+    ) -> pb.ListTenantsResponse:
+        tenants, token = await self.tenants.page(request.page_size, request.page_token)
+        return pb.ListTenantsResponse(
+            tenants=[convert.tenant(t) for t in tenants], next_page_token=token
+        )

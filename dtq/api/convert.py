@@ -28,12 +28,14 @@ from dtq.domain.model import (
     TaskState,
     WorkerInfo,
 )
+from dtq.domain.tenants import Tenant
 from dtq.domain.validation import MAX_DEPTH, SubmitSpec, queue_name, task_type
 from dtq.v1 import (
     admin_service_pb2,
     queue_pb2,
     task_pb2,
     task_service_pb2,
+    tenant_pb2,
     worker_pb2,
     worker_service_pb2,
 )
@@ -158,6 +160,7 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         lease_duration=duration(t.lease_duration),
         worker_id=t.worker_id or "",
         idempotency_key=t.idempotency_key or "",
+        tenant=t.tenant,
     )
     _at(msg.created_at, t.created_at)
     _at(msg.updated_at, t.updated_at)
@@ -238,6 +241,7 @@ def worker(w: WorkerInfo, status: WorkerStatus) -> worker_pb2.Worker:
         version=w.version,
         labels=w.labels,
         metrics_address=w.metrics_address,
+        tenant=w.tenant,
     )
 
 
@@ -314,6 +318,7 @@ def queue_stats(s: QueueStats) -> queue_pb2.QueueStats:
         throughput_per_second=s.completed_last_minute / 60.0,
         oldest_pending_age=duration(s.oldest_pending_age),
         paused=s.paused,
+        tenant=s.tenant,
     )
 
 
@@ -345,6 +350,7 @@ def audit_event(e: AuditEvent) -> admin_service_pb2.AuditEvent:
         target=e.target,
         outcome=e.outcome,
         detail=e.detail,
+        tenant=e.tenant,
     )
 
 
@@ -377,3 +383,7 @@ def dispatch_rate(r: DispatchRate) -> admin_service_pb2.DispatchRate:
     if r.updated_at:
         _at(msg.update_time, r.updated_at)
     return msg
+
+
+def tenant(t: Tenant) -> tenant_pb2.Tenant:
+    return tenant_pb2.Tenant(name=t.name, weight=t.weight, created_at=timestamp(t.created_at))

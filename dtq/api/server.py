@@ -23,6 +23,7 @@ from dtq.app.leasing import Leasing
 from dtq.app.limits_admin import LimitSettings
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
+from dtq.app.tenants import TenantBook
 from dtq.domain.validation import message_limit
 from dtq.listen import ListenError, PortInUse, loopback, port_free
 from dtq.settings import Settings
@@ -126,6 +127,7 @@ def add_services(
     streams: Streams,
     heartbeat_interval: float,
     limits: LimitSettings,
+    tenants: TenantBook,
 ) -> health.aio.HealthServicer:
     """TaskService, WorkerService, AdminService, health and reflection."""
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks), server)
@@ -133,7 +135,7 @@ def add_services(
         WorkerServicer(admin, leasing, streams, heartbeat_interval), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(admin, audit, limits), server
+        AdminServicer(admin, audit, limits, tenants), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

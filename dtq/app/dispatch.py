@@ -74,7 +74,8 @@ _ids = itertools.count(1)
 
 @dataclass(eq=False)
 class Session:
-    """One open lease stream of one worker."""
+    """One open lease stream of one worker. `sub` names its tenant's queues
+    (`tenant_queue` names)."""
 
     worker_id: str
     sub: Subscription
@@ -92,6 +93,7 @@ class Session:
     # The worker's registration, re-written on every heartbeat so that the
     # registry heals itself if Redis loses it.
     info: WorkerInfo | None = None
+    tenant: str = "default"
 
     @property
     def free(self) -> int:
@@ -105,7 +107,7 @@ class Session:
     def deliver(self, leases: Sequence[Lease], now: float) -> None:
         for lease in leases:
             self.held[lease.task.id] = Held(
-                lease.task.queue, lease.token, lease.task.lease_duration
+                lease.task.tenant_queue, lease.token, lease.task.lease_duration
             )
             self.unconfirmed[lease.task.id] = now
         if leases:

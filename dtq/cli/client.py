@@ -90,7 +90,23 @@ TlsCaOpt = Annotated[
     ),
 ]
 
-TARGET_OPTIONS = {"server": ServerOpt, "api_key": ApiKeyOpt, "tls_ca": TlsCaOpt}
+TenantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tenant",
+        metavar="NAME",
+        help="With an operator key (tenant '*'): act in this tenant, sent as "
+        "'x-dtq-tenant' [DTQ_TENANT]; default: every tenant's to see, 'default' to act in.",
+        show_default=False,
+    ),
+]
+
+TARGET_OPTIONS = {
+    "server": ServerOpt,
+    "api_key": ApiKeyOpt,
+    "tls_ca": TlsCaOpt,
+    "tenant": TenantOpt,
+}
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,7 @@ class Target:
     server: str | None = None
     api_key: str | None = None
     tls_ca: str | None = None
+    tenant: str | None = None
 
 
 def remote(command: Callable[..., R]) -> Callable[..., R]:
@@ -182,6 +199,8 @@ def _api_client(target: Target) -> Client:
         options["api_key"] = SecretStr(target.api_key)
     if target.tls_ca:
         options["tls_ca"] = target.tls_ca
+    if target.tenant:
+        options["tenant"] = target.tenant
     found = found.model_copy(update=options)
     from dtq.cli.tracing import interceptors  # OpenTelemetry only for commands that call
 

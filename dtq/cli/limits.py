@@ -10,10 +10,10 @@ import typer
 from dtq.cli import output
 from dtq.cli.client import Target, bad_input, connect, remote
 from dtq.cli.output import JsonOpt
+from dtq.cli.tenant import tenant_app
 from dtq.domain.limits import parse_rate
 from dtq.v1 import admin_service_pb2 as pb
 
-tenant_app = typer.Typer(help="Tenants: quotas and rate limits.", no_args_is_help=True)
 rate_app = typer.Typer(
     help="Dispatch rates: leases of a task type granted per second, over every worker.",
     no_args_is_help=True,
@@ -65,7 +65,7 @@ def show_limits(items: list[pb.TenantLimits]) -> None:
 @tenant_app.command("set-limits")
 @remote
 def set_limits(
-    tenant: TenantArg,
+    name: TenantArg,
     submit_rate: Annotated[
         str | None,
         typer.Option(metavar="RATE", help="Tasks the tenant may submit: 100/s, 600/m, 5/h."),
@@ -85,7 +85,7 @@ def set_limits(
     to retry; dtq.Client and the CLI wait and retry by themselves."""
     if burst is not None and submit_rate is None:
         bad_input("--burst needs --submit-rate")
-    limits = pb.TenantLimits(tenant=tenant)
+    limits = pb.TenantLimits(tenant=name)
     if submit_rate is not None:
         limits.submit_rate = rate_of(submit_rate)
     if burst is not None:
@@ -105,7 +105,7 @@ def set_limits(
 @tenant_app.command("limits")
 @remote
 def limits(
-    tenant: Annotated[
+    name: Annotated[
         str | None, typer.Argument(metavar="[TENANT]", help="Only this tenant [default: all].")
     ] = None,
     json_out: JsonOpt = False,
@@ -114,15 +114,15 @@ def limits(
 ) -> None:
     """The quotas of TENANT, or of every tenant that has any."""
     with connect(target) as client:
-        if tenant:
-            request = pb.GetTenantLimitsRequest(tenant=tenant)
+        if name:
+            request = pb.GetTenantLimitsRequest(tenant=name)
             one = client.call(lambda s: s.admin.GetTenantLimits, request)
             items = [one.limits]
         else:
             every = client.call(lambda s: s.admin.ListTenantLimits, pb.ListTenantLimitsRequest())
             items = list(every.limits)
     if json_out:
-        output.emit_json(one if tenant else every)
+        output.emit_json(one if name else every)
     else:
         show_limits(items)
 
@@ -189,5 +189,5 @@ def clear_rate(queue: QueueArg, task_type: TypeArg, *, target: Target) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(tenant_app, name="tenant")
+    """`dtq rate`; the quota commands join `dtq tenant` (dtq/cli/tenant.py)."""
     app.add_typer(rate_app, name="rate")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dtq.cli import admin, apikey, audit, bench, dev, dlq, limits, processes, tasks
+from dtq.cli import admin, apikey, audit, bench, dev, dlq, limits, processes, tasks, tenant
 
 app = typer.Typer(
     name="dtq",
@@ -22,6 +22,7 @@ bench.register(app)
 apikey.register(app)
 audit.register(app)
 limits.register(app)
+tenant.register(app)
 
 
 def main() -> None:

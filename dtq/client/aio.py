@@ -82,6 +82,7 @@ class AsyncClient:
         interceptors: Sequence[Any] = (),
         coalesce: bool | Coalescing = True,
         connections: int = 1,
+        tenant: str | None = None,
     ) -> None:
         self.config = channels.config(
             address,
@@ -91,6 +92,7 @@ class AsyncClient:
             (tls_ca, tls_cert, tls_key),
             interceptors,
             connections,
+            tenant,
         )
         self.timeout = timeout
         self.retry_policy = retry or RetryPolicy()

@@ -21,6 +21,7 @@ AUDITED = frozenset(
         "AdminService/SetTenantLimits",
         "AdminService/SetDispatchRate",
         "AdminService/DeleteDispatchRate",
+        "AdminService/CreateTenant",
     }
 )
 MAX_DETAIL = 2048  # characters of JSON kept per event
@@ -36,3 +37,4 @@ class AuditEvent:
     outcome: str  # a gRPC status code name: "OK", "PERMISSION_DENIED", ...
     detail: str = "{}"  # JSON, at most MAX_DETAIL characters
     id: int = 0  # given by the log
+    tenant: str = "default"  # the tenant the caller acted in

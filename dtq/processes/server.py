@@ -18,6 +18,7 @@ from dtq.adapters.pg_api_keys import PgApiKeys
 from dtq.adapters.pg_audit import PgAuditLog
 from dtq.adapters.pg_limits import PgLimits
 from dtq.adapters.pg_queues import PgQueues
+from dtq.adapters.pg_tenants import PgTenants
 from dtq.adapters.redis_limits import RedisBuckets
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.api import server as grpc_server
@@ -32,6 +33,7 @@ from dtq.app.presence import Presence
 from dtq.app.queue_cap import QueueCap
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
+from dtq.app.tenants import TenantBook
 from dtq.domain.errors import DtqError
 from dtq.ops_http import HealthBoard, serve_ops
 from dtq.processes.core import Core, build_core, stop_on_signals, watch_dependencies
@@ -59,6 +61,7 @@ def tokens(settings: Settings) -> JwtVerifier | None:
         settings.auth_subject_claim,
         settings.auth_queues_claim,
         settings.auth_leeway,
+        settings.auth_tenant_claim,
     )
 
 
@@ -93,6 +96,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     )
     queue_cap = QueueCap(core.index, settings.max_queues)
     limits, quotas = await rate_limits(settings, core, dispatcher)
+    tenants = TenantBook(PgTenants(core.pg), core.clock)
     tasks = Tasks(
         core.store,
         core.queue,
@@ -102,6 +106,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         on_ready=[dispatcher.notify],
         queue_cap=queue_cap,
         quotas=quotas,
+        tenants=tenants,
     )
     admin = Admin(
         core.store,
@@ -131,6 +136,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         streams,
         settings.heartbeat_interval,
         LimitSettings(limits.store, limits),
+        tenants,
     )
 
     stop = asyncio.Event()

@@ -24,6 +24,9 @@ from dtq.v1 import (
     task_service_pb2 as task_pb,
 )
 from dtq.v1 import (
+    tenant_pb2 as tenant_pb,
+)
+from dtq.v1 import (
     worker_service_pb2 as worker_pb,
 )
 from tests.conftest import Server, WorkerFactory, process_env, start_server
@@ -53,8 +56,10 @@ def new_key(pg_url: str, role: str, *args: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def keys(server: Server, pg_url: str) -> dict[str, str]:
-    """A key of every role, and credentials that are not keys."""
-    made = {role.value: new_key(pg_url, role.value)["key"] for role in Role}
+    """A key of every role (the admin's of the operator scope, which may call
+    everything), and credentials that are not keys."""
+    made = {role.value: new_key(pg_url, role.value)["key"] for role in Role if role != Role.ADMIN}
+    made["admin"] = new_key(pg_url, "admin", "--tenant", "*")["key"]
     return {**made, "forged": f"dtq_{'0' * 12}_{'x' * 43}", "garbage": "not-a-key"}
 
 
@@ -207,6 +212,14 @@ CALLS: dict[str, Call] = {
         A + "DeleteDispatchRate",
         admin_pb.DeleteDispatchRateRequest(queue="never-used", task_type="missing"),
         admin_pb.DeleteDispatchRateResponse,
+    ),
+    "AdminService/CreateTenant": unary(  # a bad name: INVALID_ARGUMENT once allowed
+        A + "CreateTenant",
+        admin_pb.CreateTenantRequest(tenant=tenant_pb.Tenant(name="Not A Name")),
+        admin_pb.CreateTenantResponse,
+    ),
+    "AdminService/ListTenants": unary(
+        A + "ListTenants", admin_pb.ListTenantsRequest(), admin_pb.ListTenantsResponse
     ),
 }
 
@@ -443,6 +456,8 @@ REST: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "AdminService/PurgeDeadLetters": ("POST", f"/api/v1/queues/{QUEUE}/deadLetters:purge", {}),
     "AdminService/ListAuditEvents": ("GET", "/api/v1/auditEvents", None),
     "AdminService/DeleteQueue": ("DELETE", "/api/v1/queues/never-used", None),
+    "AdminService/CreateTenant": ("POST", "/api/v1/tenants", {"name": "Not A Name"}),
+    "AdminService/ListTenants": ("GET", "/api/v1/tenants", None),
 }
 
 

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """Lets operators watch and steer the system.
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
     """
 
     def __init__(self, channel):
@@ -110,10 +112,22 @@ class AdminServiceStub:
                 request_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateRequest.SerializeToString,
                 response_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateResponse.FromString,
                 _registered_method=True)
+        self.CreateTenant = channel.unary_unary(
+                '/dtq.v1.AdminService/CreateTenant',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.CreateTenantRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.CreateTenantResponse.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/dtq.v1.AdminService/ListTenants',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
-    """Lets operators watch and steer the system.
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
     """
 
     def GetQueueStats(self, request, context):
@@ -237,6 +251,22 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTenant(self, request, context):
+        """Creates a tenant. Operator scope (`*`) admins only (PERMISSION_DENIED,
+        reason OPERATOR_ONLY, for anyone else); ALREADY_EXISTS (TENANT_EXISTS)
+        when one of that name exists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Every tenant, by name. Operator scope (`*`) admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +345,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateRequest.FromString,
                     response_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateResponse.SerializeToString,
             ),
+            'CreateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTenant,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.CreateTenantRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.CreateTenantResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'dtq.v1.AdminService', rpc_method_handlers)
@@ -324,7 +364,9 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """Lets operators watch and steer the system.
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
     """
 
     @staticmethod
@@ -722,6 +764,60 @@ class AdminService:
             '/dtq.v1.AdminService/DeleteDispatchRate',
             dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateRequest.SerializeToString,
             dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/CreateTenant',
+            dtq_dot_v1_dot_admin__service__pb2.CreateTenantRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.CreateTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ListTenants',
+            dtq_dot_v1_dot_admin__service__pb2.ListTenantsRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ListTenantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AdminServiceStub:
-    """Lets operators watch and steer the system."""
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -86,10 +89,20 @@ class AdminServiceStub:
     """Removes the dispatch rate of a task type: its tasks go out as fast as
     workers take them. NOT_FOUND when none was set.
     """
+    CreateTenant: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTenantRequest, _admin_service_pb2.CreateTenantResponse]
+    """Creates a tenant. Operator scope (`*`) admins only (PERMISSION_DENIED,
+    reason OPERATOR_ONLY, for anyone else); ALREADY_EXISTS (TENANT_EXISTS)
+    when one of that name exists.
+    """
+    ListTenants: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantsRequest, _admin_service_pb2.ListTenantsResponse]
+    """Every tenant, by name. Operator scope (`*`) admins only."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
-    """Lets operators watch and steer the system."""
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetQueueStats: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetQueueStatsRequest, _admin_service_pb2.GetQueueStatsResponse]  # type: ignore[assignment]
@@ -145,9 +158,19 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Removes the dispatch rate of a task type: its tasks go out as fast as
     workers take them. NOT_FOUND when none was set.
     """
+    CreateTenant: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTenantRequest, _admin_service_pb2.CreateTenantResponse]  # type: ignore[assignment]
+    """Creates a tenant. Operator scope (`*`) admins only (PERMISSION_DENIED,
+    reason OPERATOR_ONLY, for anyone else); ALREADY_EXISTS (TENANT_EXISTS)
+    when one of that name exists.
+    """
+    ListTenants: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantsRequest, _admin_service_pb2.ListTenantsResponse]  # type: ignore[assignment]
+    """Every tenant, by name. Operator scope (`*`) admins only."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Lets operators watch and steer the system."""
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
+    """
 
     @_abc_1.abstractmethod
     def GetQueueStats(
@@ -291,5 +314,24 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Removes the dispatch rate of a task type: its tasks go out as fast as
         workers take them. NOT_FOUND when none was set.
         """
+
+    @_abc_1.abstractmethod
+    def CreateTenant(
+        self,
+        request: _admin_service_pb2.CreateTenantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.CreateTenantResponse, _abc.Awaitable[_admin_service_pb2.CreateTenantResponse]]:
+        """Creates a tenant. Operator scope (`*`) admins only (PERMISSION_DENIED,
+        reason OPERATOR_ONLY, for anyone else); ALREADY_EXISTS (TENANT_EXISTS)
+        when one of that name exists.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTenants(
+        self,
+        request: _admin_service_pb2.ListTenantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListTenantsResponse, _abc.Awaitable[_admin_service_pb2.ListTenantsResponse]]:
+        """Every tenant, by name. Operator scope (`*`) admins only."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
