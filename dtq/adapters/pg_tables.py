@@ -2,6 +2,7 @@
 migrations/versions/ create exactly this; a test compares the two.
 
 tasks: one row per task, the source of truth. queues: durable queue settings.
+schedules: recurring schedules.
 api_keys: API keys, with a digest of each secret (never the secret).
 audit_events: the audit log.
 - payload/result: encoded protobuf (`google.protobuf.Struct` / `Value`), opaque
@@ -147,4 +148,40 @@ audit_events = Table(
     Column("detail", JSONB, nullable=False),
     Index("audit_events_at", "at"),
     Index("audit_events_actor", "actor", "id"),
+)
+
+# Recurring schedules (dtq/domain/schedule.py): a cron expression in a time zone
+# or an interval (milliseconds), the task each fire submits, the policies, and
+# where the schedule is: the next fire time (NULL while paused) and its last run.
+# The queue manager locks due rows with FOR UPDATE SKIP LOCKED.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False, server_default=text("''")),
+    Column("time_zone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("interval_ms", BigInteger, nullable=False, server_default=text("0")),
+    Column("task_type", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("queue", Text, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("max_retries", Integer),
+    Column("timeout_ms", Integer),
+    Column("overlap", Text, nullable=False),
+    Column("catch_up", Text, nullable=False),
+    Column("catch_up_limit", Integer, nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("origin", Text, nullable=False),
+    Column("next_fire_at", DateTime(timezone=True)),
+    Column("last_fire_at", DateTime(timezone=True)),
+    Column("last_task_id", UUID(as_uuid=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "overlap IN ('allow', 'skip', 'cancel_previous')", name="schedules_overlap_check"
+    ),
+    CheckConstraint("catch_up IN ('skip', 'one', 'all')", name="schedules_catch_up_check"),
+    CheckConstraint("origin IN ('api', 'code')", name="schedules_origin_check"),
+    # The manager's "which schedule fires next".
+    Index("schedules_due_idx", "next_fire_at", postgresql_where=text("NOT paused")),
 )
