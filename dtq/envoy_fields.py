@@ -55,6 +55,9 @@ def schemas(descriptor: bytes, services: tuple[str, ...]) -> tuple[list[Any], di
                 rule = method.options.Extensions[annotations_pb2.http]
                 if rule.post and rule.body == "*":
                     routes.append((_regex(rule.post), method.input_type))
+                elif rule.post and rule.body:  # one field is the body: its message
+                    body = next(f for f in messages[method.input_type].field if f.name == rule.body)
+                    routes.append((_regex(rule.post), body.type_name))
     found: dict[str, Fields] = {}
     todo = [name for _, name in routes]
     while todo:

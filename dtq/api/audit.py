@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-TARGET_FIELDS = ("id", "queue")
+TARGET_FIELDS = ("id", "queue", "name")
 
 
 def target(request: Any) -> str:
@@ -16,7 +16,8 @@ def target(request: Any) -> str:
         value = getattr(request, name, None)
         if isinstance(value, str) and value:
             return value
-    return ""
+    schedule = getattr(request, "schedule", None)  # CreateSchedule, UpdateSchedule
+    return str(getattr(schedule, "name", "")) if schedule is not None else ""
 
 
 def detail(request: Any, reply: Any | None) -> dict[str, Any]:

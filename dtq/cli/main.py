@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dtq.cli import admin, apikey, audit, bench, dev, dlq, processes, tasks
+from dtq.cli import admin, apikey, audit, bench, dev, dlq, processes, schedule, tasks
 
 app = typer.Typer(
     name="dtq",
@@ -21,6 +21,7 @@ dev.register(app)
 bench.register(app)
 apikey.register(app)
 audit.register(app)
+schedule.register(app)
 
 
 def main() -> None:

@@ -18,6 +18,12 @@ AUDITED = frozenset(
         "AdminService/DeleteQueue",
         "AdminService/RequeueDeadLetters",
         "AdminService/PurgeDeadLetters",
+        "AdminService/CreateSchedule",
+        "AdminService/UpdateSchedule",
+        "AdminService/DeleteSchedule",
+        "AdminService/PauseSchedule",
+        "AdminService/ResumeSchedule",
+        "AdminService/TriggerSchedule",
     }
 )
 MAX_DETAIL = 2048  # characters of JSON kept per event

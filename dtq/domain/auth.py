@@ -67,6 +67,14 @@ RULES: dict[str, frozenset[Role]] = {
     "AdminService/RequeueDeadLetters": _ADMIN,
     "AdminService/PurgeDeadLetters": _ADMIN,
     "AdminService/ListAuditEvents": _ADMIN,
+    "AdminService/CreateSchedule": _ADMIN,
+    "AdminService/GetSchedule": _OBSERVE,
+    "AdminService/ListSchedules": _OBSERVE,
+    "AdminService/UpdateSchedule": _ADMIN,
+    "AdminService/DeleteSchedule": _ADMIN,
+    "AdminService/PauseSchedule": _ADMIN,
+    "AdminService/ResumeSchedule": _ADMIN,
+    "AdminService/TriggerSchedule": _ADMIN,
 }
 
 

@@ -17,6 +17,7 @@ from dtq.adapters.jwt_tokens import JwtVerifier
 from dtq.adapters.pg_api_keys import PgApiKeys
 from dtq.adapters.pg_audit import PgAuditLog
 from dtq.adapters.pg_queues import PgQueues
+from dtq.adapters.pg_schedules import PgSchedules
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.api import server as grpc_server
 from dtq.api.auth import Authentication
@@ -26,6 +27,7 @@ from dtq.app.dispatch import Dispatcher
 from dtq.app.identity import Identity
 from dtq.app.presence import Presence
 from dtq.app.queue_cap import QueueCap
+from dtq.app.schedules import Schedules
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
 from dtq.domain.errors import DtqError
@@ -98,8 +100,16 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     notifier.on_cancel.append(dispatcher.cancel)
     notifier.on_resync.append(dispatcher.sweep)
     auth.audit = Audit(PgAuditLog(core.pg), core.clock)
+    schedules = Schedules(PgSchedules(core.pg), tasks, core.clock, core.limits)
     health = grpc_server.add_services(
-        server, tasks, admin, auth.audit, core.leasing, streams, settings.heartbeat_interval
+        server,
+        tasks,
+        admin,
+        auth.audit,
+        core.leasing,
+        streams,
+        settings.heartbeat_interval,
+        schedules,
     )
 
     stop = asyncio.Event()

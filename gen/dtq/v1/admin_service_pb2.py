@@ -23,20 +23,37 @@ _sym_db = _symbol_database.Default()
 
 
 from dtq.v1 import queue_pb2 as dtq_dot_v1_dot_queue__pb2
+from dtq.v1 import schedule_pb2 as dtq_dot_v1_dot_schedule__pb2
+from dtq.v1 import task_pb2 as dtq_dot_v1_dot_task__pb2
 from dtq.v1 import worker_pb2 as dtq_dot_v1_dot_worker__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64tq/v1/admin_service.proto\x12\x06\x64tq.v1\x1a\x12\x64tq/v1/queue.proto\x1a\x13\x64tq/v1/worker.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x14GetQueueStatsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\";\n\x15GetQueueStatsResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.dtq.v1.QueueStats\"(\n\x11PauseQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x12PauseQueueResponse\x12!\n\x05stats\x18\x01 \x01(\x0b\x32\x12.dtq.v1.QueueStats\")\n\x12ResumeQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x13ResumeQueueResponse\x12!\n\x05stats\x18\x01 \x01(\x0b\x32\x12.dtq.v1.QueueStats\")\n\x12\x44\x65leteQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x44\x65leteQueueResponse\";\n\x12ListWorkersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x13ListWorkersResponse\x12\x1f\n\x07workers\x18\x01 \x03(\x0b\x32\x0e.dtq.v1.Worker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16GetSystemHealthRequest\"\x82\x01\n\x0f\x43omponentHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.dtq.v1.HealthStatus\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xc5\x01\n\x17GetSystemHealthResponse\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.dtq.v1.HealthStatus\x12+\n\ncomponents\x18\x02 \x03(\x0b\x32\x17.dtq.v1.ComponentHealth\x12\x16\n\x0e\x61\x63tive_workers\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12.\n\nchecked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x19RequeueDeadLettersRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"4\n\x1aRequeueDeadLettersResponse\x12\x16\n\x0erequeued_count\x18\x01 \x01(\x05\"i\n\x17PurgeDeadLettersRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x63onfirm\x18\x02 \x01(\x08\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\"0\n\x18PurgeDeadLettersResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x05\"y\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"V\n\x17ListAuditEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.dtq.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa0\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t*\x81\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x03\x32\x9c\x08\n\x0c\x41\x64minService\x12\x64\n\rGetQueueStats\x12\x1c.dtq.v1.GetQueueStatsRequest\x1a\x1d.dtq.v1.GetQueueStatsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/queues\x12l\n\nPauseQueue\x12\x19.dtq.v1.PauseQueueRequest\x1a\x1a.dtq.v1.PauseQueueResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/queues/{queue}:pause:\x01*\x12p\n\x0bResumeQueue\x12\x1a.dtq.v1.ResumeQueueRequest\x1a\x1b.dtq.v1.ResumeQueueResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/api/v1/queues/{queue}:resume:\x01*\x12\x66\n\x0b\x44\x65leteQueue\x12\x1a.dtq.v1.DeleteQueueRequest\x1a\x1b.dtq.v1.DeleteQueueResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/queues/{queue}\x12_\n\x0bListWorkers\x12\x1a.dtq.v1.ListWorkersRequest\x1a\x1b.dtq.v1.ListWorkersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/workers\x12j\n\x0fGetSystemHealth\x12\x1e.dtq.v1.GetSystemHealthRequest\x1a\x1f.dtq.v1.GetSystemHealthResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/health\x12\x92\x01\n\x12RequeueDeadLetters\x12!.dtq.v1.RequeueDeadLettersRequest\x1a\".dtq.v1.RequeueDeadLettersResponse\"5\x82\xd3\xe4\x93\x02/\"*/api/v1/queues/{queue}/deadLetters:requeue:\x01*\x12\x8a\x01\n\x10PurgeDeadLetters\x12\x1f.dtq.v1.PurgeDeadLettersRequest\x1a .dtq.v1.PurgeDeadLettersResponse\"3\x82\xd3\xe4\x93\x02-\"(/api/v1/queues/{queue}/deadLetters:purge:\x01*\x12o\n\x0fListAuditEvents\x12\x1e.dtq.v1.ListAuditEventsRequest\x1a\x1f.dtq.v1.ListAuditEventsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/auditEventsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64tq/v1/admin_service.proto\x12\x06\x64tq.v1\x1a\x12\x64tq/v1/queue.proto\x1a\x15\x64tq/v1/schedule.proto\x1a\x11\x64tq/v1/task.proto\x1a\x13\x64tq/v1/worker.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x15\x43reateScheduleRequest\x12(\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.dtq.v1.ScheduleB\x04\xe2\x41\x01\x02\"<\n\x16\x43reateScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.dtq.v1.Schedule\"(\n\x12GetScheduleRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x13GetScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.dtq.v1.Schedule\"=\n\x14ListSchedulesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x15ListSchedulesResponse\x12#\n\tschedules\x18\x01 \x03(\x0b\x32\x10.dtq.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x15UpdateScheduleRequest\x12(\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.dtq.v1.ScheduleB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"<\n\x16UpdateScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.dtq.v1.Schedule\"+\n\x15\x44\x65leteScheduleRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x18\n\x16\x44\x65leteScheduleResponse\"*\n\x14PauseScheduleRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x15PauseScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.dtq.v1.Schedule\"+\n\x15ResumeScheduleRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x16ResumeScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.dtq.v1.Schedule\",\n\x16TriggerScheduleRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x17TriggerScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.dtq.v1.Schedule\x12\x1a\n\x04task\x18\x02 \x01(\x0b\x32\x0c.dtq.v1.Task\"%\n\x14GetQueueStatsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\";\n\x15GetQueueStatsResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.dtq.v1.QueueStats\"(\n\x11PauseQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x12PauseQueueResponse\x12!\n\x05stats\x18\x01 \x01(\x0b\x32\x12.dtq.v1.QueueStats\")\n\x12ResumeQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x13ResumeQueueResponse\x12!\n\x05stats\x18\x01 \x01(\x0b\x32\x12.dtq.v1.QueueStats\")\n\x12\x44\x65leteQueueRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x44\x65leteQueueResponse\";\n\x12ListWorkersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x13ListWorkersResponse\x12\x1f\n\x07workers\x18\x01 \x03(\x0b\x32\x0e.dtq.v1.Worker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16GetSystemHealthRequest\"\x82\x01\n\x0f\x43omponentHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.dtq.v1.HealthStatus\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xc5\x01\n\x17GetSystemHealthResponse\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.dtq.v1.HealthStatus\x12+\n\ncomponents\x18\x02 \x03(\x0b\x32\x17.dtq.v1.ComponentHealth\x12\x16\n\x0e\x61\x63tive_workers\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12.\n\nchecked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x19RequeueDeadLettersRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"4\n\x1aRequeueDeadLettersResponse\x12\x16\n\x0erequeued_count\x18\x01 \x01(\x05\"i\n\x17PurgeDeadLettersRequest\x12\x13\n\x05queue\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x63onfirm\x18\x02 \x01(\x08\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\"0\n\x18PurgeDeadLettersResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x05\"y\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"V\n\x17ListAuditEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.dtq.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa0\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t*\x81\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x03\x32\xd6\x0f\n\x0c\x41\x64minService\x12\x64\n\rGetQueueStats\x12\x1c.dtq.v1.GetQueueStatsRequest\x1a\x1d.dtq.v1.GetQueueStatsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/queues\x12l\n\nPauseQueue\x12\x19.dtq.v1.PauseQueueRequest\x1a\x1a.dtq.v1.PauseQueueResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/queues/{queue}:pause:\x01*\x12p\n\x0bResumeQueue\x12\x1a.dtq.v1.ResumeQueueRequest\x1a\x1b.dtq.v1.ResumeQueueResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/api/v1/queues/{queue}:resume:\x01*\x12\x66\n\x0b\x44\x65leteQueue\x12\x1a.dtq.v1.DeleteQueueRequest\x1a\x1b.dtq.v1.DeleteQueueResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/queues/{queue}\x12_\n\x0bListWorkers\x12\x1a.dtq.v1.ListWorkersRequest\x1a\x1b.dtq.v1.ListWorkersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/workers\x12j\n\x0fGetSystemHealth\x12\x1e.dtq.v1.GetSystemHealthRequest\x1a\x1f.dtq.v1.GetSystemHealthResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/health\x12\x92\x01\n\x12RequeueDeadLetters\x12!.dtq.v1.RequeueDeadLettersRequest\x1a\".dtq.v1.RequeueDeadLettersResponse\"5\x82\xd3\xe4\x93\x02/\"*/api/v1/queues/{queue}/deadLetters:requeue:\x01*\x12\x8a\x01\n\x10PurgeDeadLetters\x12\x1f.dtq.v1.PurgeDeadLettersRequest\x1a .dtq.v1.PurgeDeadLettersResponse\"3\x82\xd3\xe4\x93\x02-\"(/api/v1/queues/{queue}/deadLetters:purge:\x01*\x12o\n\x0fListAuditEvents\x12\x1e.dtq.v1.ListAuditEventsRequest\x1a\x1f.dtq.v1.ListAuditEventsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/auditEvents\x12t\n\x0e\x43reateSchedule\x12\x1d.dtq.v1.CreateScheduleRequest\x1a\x1e.dtq.v1.CreateScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x11/api/v1/schedules:\x08schedule\x12h\n\x0bGetSchedule\x12\x1a.dtq.v1.GetScheduleRequest\x1a\x1b.dtq.v1.GetScheduleResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/schedules/{name}\x12g\n\rListSchedules\x12\x1c.dtq.v1.ListSchedulesRequest\x1a\x1d.dtq.v1.ListSchedulesResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/schedules\x12\x84\x01\n\x0eUpdateSchedule\x12\x1d.dtq.v1.UpdateScheduleRequest\x1a\x1e.dtq.v1.UpdateScheduleResponse\"3\x82\xd3\xe4\x93\x02-2!/api/v1/schedules/{schedule.name}:\x08schedule\x12q\n\x0e\x44\x65leteSchedule\x12\x1d.dtq.v1.DeleteScheduleRequest\x1a\x1e.dtq.v1.DeleteScheduleResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/api/v1/schedules/{name}\x12w\n\rPauseSchedule\x12\x1c.dtq.v1.PauseScheduleRequest\x1a\x1d.dtq.v1.PauseScheduleResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/api/v1/schedules/{name}:pause:\x01*\x12{\n\x0eResumeSchedule\x12\x1d.dtq.v1.ResumeScheduleRequest\x1a\x1e.dtq.v1.ResumeScheduleResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/schedules/{name}:resume:\x01*\x12\x7f\n\x0fTriggerSchedule\x12\x1e.dtq.v1.TriggerScheduleRequest\x1a\x1f.dtq.v1.TriggerScheduleResponse\"+\x82\xd3\xe4\x93\x02%\" /api/v1/schedules/{name}:trigger:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dtq.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CREATESCHEDULEREQUEST'].fields_by_name['schedule']._loaded_options = None
+  _globals['_CREATESCHEDULEREQUEST'].fields_by_name['schedule']._serialized_options = b'\342A\001\002'
+  _globals['_GETSCHEDULEREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETSCHEDULEREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['schedule']._loaded_options = None
+  _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['schedule']._serialized_options = b'\342A\001\002'
+  _globals['_DELETESCHEDULEREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETESCHEDULEREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_RESUMESCHEDULEREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_RESUMESCHEDULEREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_TRIGGERSCHEDULEREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_TRIGGERSCHEDULEREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_PAUSEQUEUEREQUEST'].fields_by_name['queue']._loaded_options = None
   _globals['_PAUSEQUEUEREQUEST'].fields_by_name['queue']._serialized_options = b'\342A\001\002'
   _globals['_RESUMEQUEUEREQUEST'].fields_by_name['queue']._loaded_options = None
@@ -65,48 +82,96 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['PurgeDeadLetters']._serialized_options = b'\202\323\344\223\002-\"(/api/v1/queues/{queue}/deadLetters:purge:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/auditEvents'
-  _globals['_HEALTHSTATUS']._serialized_start=1744
-  _globals['_HEALTHSTATUS']._serialized_end=1873
-  _globals['_GETQUEUESTATSREQUEST']._serialized_start=207
-  _globals['_GETQUEUESTATSREQUEST']._serialized_end=244
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=246
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=305
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=307
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=347
-  _globals['_PAUSEQUEUERESPONSE']._serialized_start=349
-  _globals['_PAUSEQUEUERESPONSE']._serialized_end=404
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=406
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=447
-  _globals['_RESUMEQUEUERESPONSE']._serialized_start=449
-  _globals['_RESUMEQUEUERESPONSE']._serialized_end=505
-  _globals['_DELETEQUEUEREQUEST']._serialized_start=507
-  _globals['_DELETEQUEUEREQUEST']._serialized_end=548
-  _globals['_DELETEQUEUERESPONSE']._serialized_start=550
-  _globals['_DELETEQUEUERESPONSE']._serialized_end=571
-  _globals['_LISTWORKERSREQUEST']._serialized_start=573
-  _globals['_LISTWORKERSREQUEST']._serialized_end=632
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=634
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=713
-  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_start=715
-  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_end=739
-  _globals['_COMPONENTHEALTH']._serialized_start=742
-  _globals['_COMPONENTHEALTH']._serialized_end=872
-  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_start=875
-  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_end=1072
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=1074
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=1156
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=1158
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=1210
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1212
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1317
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1319
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1367
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1369
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1490
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1492
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1578
-  _globals['_AUDITEVENT']._serialized_start=1581
-  _globals['_AUDITEVENT']._serialized_end=1741
-  _globals['_ADMINSERVICE']._serialized_start=1876
-  _globals['_ADMINSERVICE']._serialized_end=2928
+  _globals['_ADMINSERVICE'].methods_by_name['CreateSchedule']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['CreateSchedule']._serialized_options = b'\202\323\344\223\002\035\"\021/api/v1/schedules:\010schedule'
+  _globals['_ADMINSERVICE'].methods_by_name['GetSchedule']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['GetSchedule']._serialized_options = b'\202\323\344\223\002\032\022\030/api/v1/schedules/{name}'
+  _globals['_ADMINSERVICE'].methods_by_name['ListSchedules']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['ListSchedules']._serialized_options = b'\202\323\344\223\002\023\022\021/api/v1/schedules'
+  _globals['_ADMINSERVICE'].methods_by_name['UpdateSchedule']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['UpdateSchedule']._serialized_options = b'\202\323\344\223\002-2!/api/v1/schedules/{schedule.name}:\010schedule'
+  _globals['_ADMINSERVICE'].methods_by_name['DeleteSchedule']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['DeleteSchedule']._serialized_options = b'\202\323\344\223\002\032*\030/api/v1/schedules/{name}'
+  _globals['_ADMINSERVICE'].methods_by_name['PauseSchedule']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['PauseSchedule']._serialized_options = b'\202\323\344\223\002#\"\036/api/v1/schedules/{name}:pause:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['ResumeSchedule']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['ResumeSchedule']._serialized_options = b'\202\323\344\223\002$\"\037/api/v1/schedules/{name}:resume:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['TriggerSchedule']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['TriggerSchedule']._serialized_options = b'\202\323\344\223\002%\" /api/v1/schedules/{name}:trigger:\001*'
+  _globals['_HEALTHSTATUS']._serialized_start=2798
+  _globals['_HEALTHSTATUS']._serialized_end=2927
+  _globals['_CREATESCHEDULEREQUEST']._serialized_start=283
+  _globals['_CREATESCHEDULEREQUEST']._serialized_end=348
+  _globals['_CREATESCHEDULERESPONSE']._serialized_start=350
+  _globals['_CREATESCHEDULERESPONSE']._serialized_end=410
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=412
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=452
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=454
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=511
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=513
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=574
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=576
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=661
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_start=663
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=777
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_start=779
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_end=839
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=841
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=884
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=886
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=910
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=912
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=954
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=956
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1015
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1017
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1060
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1062
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1122
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1124
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1168
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1170
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1259
+  _globals['_GETQUEUESTATSREQUEST']._serialized_start=1261
+  _globals['_GETQUEUESTATSREQUEST']._serialized_end=1298
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=1300
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=1359
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=1361
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=1401
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=1403
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=1458
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=1460
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=1501
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=1503
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=1559
+  _globals['_DELETEQUEUEREQUEST']._serialized_start=1561
+  _globals['_DELETEQUEUEREQUEST']._serialized_end=1602
+  _globals['_DELETEQUEUERESPONSE']._serialized_start=1604
+  _globals['_DELETEQUEUERESPONSE']._serialized_end=1625
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1627
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1686
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1688
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1767
+  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_start=1769
+  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_end=1793
+  _globals['_COMPONENTHEALTH']._serialized_start=1796
+  _globals['_COMPONENTHEALTH']._serialized_end=1926
+  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_start=1929
+  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_end=2126
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=2128
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=2210
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=2212
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=2264
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=2266
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=2371
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=2373
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=2421
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=2423
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=2544
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=2546
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=2632
+  _globals['_AUDITEVENT']._serialized_start=2635
+  _globals['_AUDITEVENT']._serialized_end=2795
+  _globals['_ADMINSERVICE']._serialized_start=2930
+  _globals['_ADMINSERVICE']._serialized_end=4936
 # @@protoc_insertion_point(module_scope)
