@@ -153,9 +153,11 @@ class Schedules:
         try:
             (submitted,) = await self.tasks.submit([spec])
         except DtqError as error:
-            if error.code not in (Code.INVALID_ARGUMENT, Code.ALREADY_EXISTS):
+            if error.code == Code.UNAVAILABLE:
                 raise  # PostgreSQL or Redis: the transaction rolls back, tried again
-            # ALREADY_EXISTS: fired before a crash, and the template changed since.
+            # Refused for good (ALREADY_EXISTS: fired before a crash, and the
+            # template changed since; RESOURCE_EXHAUSTED: a new queue past
+            # DTQ_MAX_QUEUES): the fire time passes, the schedule goes on.
             log.warning(
                 "schedule_fire_refused", extra={"schedule": schedule.name, "reason": error.reason}
             )

@@ -8,13 +8,14 @@ import contextlib
 import logging
 
 from dtq import metrics, tracing
-from dtq.adapters.pg_conn import libpq_dsn
+from dtq.adapters.pg_conn import Pg, libpq_dsn
 from dtq.adapters.pg_listen import PgListener
 from dtq.adapters.pg_queues import PgQueues
 from dtq.adapters.pg_schedules import PgSchedules
 from dtq.adapters.pg_sql import DUE_CHANNEL, SCHEDULES_CHANNEL
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.app.admin import Admin
+from dtq.app.queue_cap import QueueCap
 from dtq.app.schedules import Schedules
 from dtq.app.tasks import Tasks
 from dtq.manager.observer import QueueObserver
@@ -48,11 +49,15 @@ async def run(settings: Settings) -> None:
     retention = Retention(
         core.store, core.clock, settings.retention_completed, settings.retention_interval
     )
-    tasks = Tasks(core.store, core.queue, core.clock, core.limits)
-    firer = ScheduleFirer(
-        Schedules(PgSchedules(core.pg), tasks, core.clock, core.limits, settings.schedule_grace),
-        core.clock,
+    cap = QueueCap(core.index, settings.max_queues)
+    tasks = Tasks(core.store, core.queue, core.clock, core.limits, queue_cap=cap)
+    # Firing holds a transaction (the due schedules' locks) while it submits
+    # through the pool: its own connection, so a pool of one cannot deadlock.
+    firing = Pg(settings.database_dsn, 1, settings.database_timeout)
+    schedules = Schedules(
+        PgSchedules(firing), tasks, core.clock, core.limits, settings.schedule_grace
     )
+    firer = ScheduleFirer(schedules, core.clock)
     notifier = RedisNotifier(core.redis, schedule=True)
     notifier.on_schedule.append(scheduler.wake)
     notifier.on_resync.append(lambda: scheduler.wake(0.0))
@@ -89,5 +94,6 @@ async def run(settings: Settings) -> None:
     await notifier.stop()
     if ops:
         ops.stop()
+    firing.close()
     await core.close()
     log.info("manager_stopped")
