@@ -390,8 +390,9 @@ class ScheduleStore(Protocol):
         """Schedules by name, those after `after`, at most `limit`."""
         ...
 
-    async def update(self, schedule: Schedule) -> Schedule | None:
-        """Replace the definition, pause flag and next fire time; None when gone."""
+    async def update(self, schedule: Schedule, retime: bool) -> Schedule | None:
+        """Replace the definition and pause flag, and with `retime` the next
+        fire time (else the stored one stays); None when gone."""
         ...
 
     async def delete(self, name: str) -> bool: ...

@@ -36,8 +36,9 @@ class PgSchedules:
     async def list_schedules(self, after: str | None, limit: int) -> list[Schedule]:
         return await self.pg.fetch(sql.LIST_SCHEDULES, {"after": after, "limit": limit})
 
-    async def update(self, schedule: Schedule) -> Schedule | None:
-        found = await self.pg.fetch(sql.UPDATE_SCHEDULE, schedule_row(schedule))
+    async def update(self, schedule: Schedule, retime: bool) -> Schedule | None:
+        args = {**schedule_row(schedule), "retime": retime}
+        found = await self.pg.fetch(sql.UPDATE_SCHEDULE, args)
         return found[0] if found else None
 
     async def delete(self, name: str) -> bool:

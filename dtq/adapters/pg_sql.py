@@ -332,8 +332,16 @@ CREATE_SCHEDULE = Sql(
     SELECT {_SCHEDULE}{_NOTIFY}{_WITH_STATE}""",
     to_schedule,
 )
+# The next fire time is written only with `retime` (the timing or the pause
+# changed): otherwise a fire committed since the caller read the row stays.
+_SET = ", ".join(
+    "next_fire_at = CASE WHEN %(retime)s THEN %(next_fire_at)s ELSE next_fire_at END"
+    if c == "next_fire_at"
+    else f"{c} = %({c})s"
+    for c in _DEFINITION
+)
 UPDATE_SCHEDULE = Sql(
-    f"""WITH s AS (UPDATE schedules SET {", ".join(f"{c} = %({c})s" for c in _DEFINITION)}
+    f"""WITH s AS (UPDATE schedules SET {_SET}
         WHERE name = %(name)s RETURNING *)
     SELECT {_SCHEDULE}{_NOTIFY}{_WITH_STATE}""",
     to_schedule,

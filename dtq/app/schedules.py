@@ -74,9 +74,10 @@ class Schedules:
             next_fire_at=current.next_fire_at,
             updated_at=now,
         )
-        if wanted.timing != current.timing:
+        retime = wanted.timing != current.timing
+        if retime:
             wanted = sch.starting(wanted, now)
-        return await self._write(wanted)
+        return await self._write(wanted, retime)
 
     async def delete(self, name: str) -> None:
         if not await self.store.delete(sch.name(name)):
@@ -90,7 +91,7 @@ class Schedules:
             return current
         now = self.clock.now()
         changed = sch.starting(replace(current, paused=paused, updated_at=now), now)
-        return await self._write(changed)
+        return await self._write(changed, retime=True)
 
     async def trigger(self, name: str) -> tuple[Schedule, Task]:
         """Submit the schedule's task now, outside its fire times (paused or not)."""
@@ -101,8 +102,8 @@ class Schedules:
         log.info("schedule_triggered", extra={"schedule": name, "task_id": str(submitted.task.id)})
         return await self.get(name), submitted.task
 
-    async def _write(self, schedule: Schedule) -> Schedule:
-        written = await self.store.update(schedule)
+    async def _write(self, schedule: Schedule, retime: bool) -> Schedule:
+        written = await self.store.update(schedule, retime)
         if written is None:
             raise DtqError.not_found("schedule", schedule.name)
         return written

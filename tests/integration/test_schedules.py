@@ -128,7 +128,7 @@ async def test_a_fire_recorded_lost_submits_the_same_task_again(
         clock.t = START + 10.1
         await s.fire_due()
         # Undo the record of the fire, as a crash before the commit would have.
-        await s.store.update(replace(created, next_fire_at=START + 10))
+        await s.store.update(replace(created, next_fire_at=START + 10), retime=True)
         await s.fire_due()
         assert len(await fired_keys(s)) == 1
 
@@ -175,3 +175,15 @@ async def test_trigger_submits_now_and_is_the_last_run(pg_url: str, redis_url: s
         schedule, task = await s.trigger("s")
         assert schedule.last_task_id == task.id and schedule.paused
         assert task.queue == "sched" and task.type == "report"
+
+
+@async_test
+async def test_an_update_keeps_a_fire_committed_since_it_read(pg_url: str, redis_url: str) -> None:
+    clock = Clock()
+    async with world(pg_url, redis_url, clock) as s:
+        read = await s.create(every(10))  # next fire START + 10
+        clock.t = START + 10.1
+        await s.fire_due()  # a manager fires meanwhile: next START + 20
+        await s.store.update(replace(read, overlap=Overlap.ALLOW), retime=False)
+        got = await s.get("s")
+        assert got.next_fire_at == START + 20 and got.overlap == Overlap.ALLOW
