@@ -174,6 +174,8 @@ def test_rest_validation_names_the_fields(server: Server, envoy: Envoy) -> None:
         assert_error(reply, 400, 3, "INVALID_FIELD", fields)
     unknown = rest.call("POST", "/api/v1/schedules", {"name": "a", "interval": "1s", "cronn": ""})
     assert unknown.status == 400 and b"cronn" in unknown.body
+    patch = rest.call("PATCH", "/api/v1/schedules/a", {"task": {"type": "x", "queeu": "q"}})
+    assert patch.status == 400 and b"queeu" in patch.body
 
 
 PERIODIC = """
