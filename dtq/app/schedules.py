@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from dtq import metrics
+from dtq.app import caller
 from dtq.app.tasks import Tasks
 from dtq.domain import paging, validation
 from dtq.domain import schedule as sch
@@ -50,8 +51,8 @@ class Schedules:
 
     async def get(self, name: str) -> Schedule:
         found = await self.store.get(sch.name(name))
-        if found is None:
-            raise DtqError.not_found("schedule", name)
+        if found is None or not caller.current().may_use(found.task.queue):
+            raise DtqError.not_found("schedule", name)  # another's queue: not even there
         return found
 
     async def page(self, page_size: int, token: str) -> tuple[list[Schedule], str]:
@@ -61,7 +62,8 @@ class Schedules:
         more = len(found) > size
         found = found[:size]
         next_token = paging.encode(found[-1].name, paging.fingerprint("schedules")) if more else ""
-        return found, next_token
+        mine = caller.current().may_use  # a caller limited to queues sees only theirs
+        return [s for s in found if mine(s.task.queue)], next_token
 
     async def update(self, schedule: Schedule) -> Schedule:
         """A new definition. The next fire time moves only when the timing
@@ -80,7 +82,8 @@ class Schedules:
         return await self._write(wanted, retime)
 
     async def delete(self, name: str) -> None:
-        if not await self.store.delete(sch.name(name)):
+        await self.get(name)
+        if not await self.store.delete(name):
             raise DtqError.not_found("schedule", name)
         log.info("schedule_deleted", extra={"schedule": name})
 
@@ -111,6 +114,7 @@ class Schedules:
     def _checked(self, schedule: Schedule) -> Schedule:
         """The name and the task template as a submission would be checked."""
         sch.name(schedule.name, "schedule.name")
+        caller.check_queue(schedule.task.queue)
         try:
             validation.new_task(schedule.task.spec(""), self.limits, self.clock.now())
         except DtqError as error:

@@ -12,8 +12,10 @@ from dataclasses import dataclass, replace
 import pytest
 
 from dtq.adapters.pg_schedules import PgSchedules
+from dtq.app import caller
 from dtq.app.schedules import Schedules
 from dtq.app.tasks import Tasks
+from dtq.domain.auth import Principal, Role
 from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import TaskFilter, TaskState
 from dtq.domain.schedule import CatchUp, Overlap, Schedule, Template, Timing
@@ -187,3 +189,22 @@ async def test_an_update_keeps_a_fire_committed_since_it_read(pg_url: str, redis
         await s.store.update(replace(read, overlap=Overlap.ALLOW), retime=False)
         got = await s.get("s")
         assert got.next_fire_at == START + 20 and got.overlap == Overlap.ALLOW
+
+
+@async_test
+async def test_a_caller_limited_to_queues_sees_and_makes_only_theirs(
+    pg_url: str, redis_url: str
+) -> None:
+    async with world(pg_url, redis_url, Clock()) as s:
+        await s.create(every(30))  # queue "sched"
+        token = caller.CALLER.set(Principal("key:k", Role.ADMIN, frozenset({"mine"})))
+        try:
+            with pytest.raises(DtqError) as hidden:
+                await s.get("s")
+            assert hidden.value.code == Code.NOT_FOUND
+            assert (await s.page(10, ""))[0] == []
+            with pytest.raises(DtqError) as denied:
+                await s.create(every(30, "t"))
+            assert denied.value.reason == "QUEUE_NOT_ALLOWED"
+        finally:
+            caller.CALLER.reset(token)
