@@ -146,7 +146,10 @@ def create(
         CatchUpChoice, typer.Option(help="Missed fire times after downtime.")
     ] = CatchUpChoice.one,
     catch_up_limit: Annotated[
-        int, typer.Option(metavar="N", help="With --catch-up all: at most N [default 100].")
+        int,
+        typer.Option(
+            metavar="N", help="With --catch-up all: at most N [default 100].", show_default=False
+        ),
     ] = 0,
     json_out: JsonOpt = False,
     *,
