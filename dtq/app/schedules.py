@@ -100,7 +100,7 @@ class Schedules:
         """Submit the schedule's task now, outside its fire times (paused or not)."""
         current = await self.get(name)
         now = self.clock.now()
-        (submitted,) = await self.tasks.submit([current.task.spec(sch.trigger_key(name, now))])
+        (submitted,) = await self.tasks.submit([current.task.spec(sch.trigger_key(name))])
         await self.store.record_run(name, now, submitted.task.id)
         log.info("schedule_triggered", extra={"schedule": name, "task_id": str(submitted.task.id)})
         return await self.get(name), submitted.task

@@ -217,7 +217,7 @@ def fire_key(name: str, at: float) -> str:
     return f"{KEY_PREFIX}{name}:{moment.isoformat(timespec='milliseconds').replace('+00:00', 'Z')}"
 
 
-def trigger_key(name: str, now: float) -> str:
+def trigger_key(name: str) -> str:
     """The key of a run asked for by hand (TriggerSchedule)."""
     return f"{KEY_PREFIX}{name}:trigger:{uuid.uuid4().hex}"
 

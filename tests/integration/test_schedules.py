@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 import pytest
+from prometheus_client import REGISTRY
 
 from dtq.adapters.pg_schedules import PgSchedules
 from dtq.app import caller
@@ -22,6 +23,7 @@ from dtq.domain.schedule import CatchUp, Overlap, Schedule, Template, Timing
 from tests.integration.helpers import LIMITS, async_test, pg_store, redis_queue
 
 pytestmark = pytest.mark.usefixtures("clean")
+LATENESS = "dtq_schedule_fire_lateness_seconds"
 START = float(int(time.time()) // 60 * 60 + 60)  # a whole minute, in the near future
 
 
@@ -43,6 +45,10 @@ async def world(pg_url: str, redis_url: str, clock: Clock) -> AsyncIterator[Sche
 def every(seconds: float, name: str = "s", **fields: object) -> Schedule:
     base = Schedule(name, Timing(interval=seconds), Template("report", b"", "sched"))
     return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def sample(name: str, queue: str = "sched") -> float:
+    return REGISTRY.get_sample_value(name, {"queue": queue}) or 0.0
 
 
 async def fired_keys(s: Schedules) -> list[str]:
@@ -95,10 +101,13 @@ async def test_fires_once_per_fire_time_and_never_early(pg_url: str, redis_url: 
         assert await s.fire_due() == START + 10
         assert await fired_keys(s) == []
         clock.t = START + 10.2
+        fires, late = sample("dtq_schedule_fires_total"), sample(LATENESS + "_sum")
         assert await s.fire_due() == START + 20
         assert await s.fire_due() == START + 20  # again: nothing more
         (key,) = await fired_keys(s)
         assert key.startswith("schedule:s:")
+        assert sample("dtq_schedule_fires_total") == fires + 1
+        assert sample(LATENESS + "_sum") == pytest.approx(late + 0.2)
         got = await s.get("s")
         assert got.last_fire_at == START + 10 and got.last_task_state == TaskState.PENDING
 
@@ -155,9 +164,11 @@ async def test_overlap_skip_and_cancel_previous(pg_url: str, redis_url: str) -> 
     async with world(pg_url, redis_url, clock) as s:
         await s.create(every(10, "skip", overlap=Overlap.SKIP))
         await s.create(every(10, "cancel", overlap=Overlap.CANCEL_PREVIOUS))
+        skipped = sample("dtq_schedule_skips_total")
         for step in (10, 20):
             clock.t = START + step + 0.1
             await s.fire_due()
+        assert sample("dtq_schedule_skips_total") == skipped + 1
         tasks = await s.tasks.store.list_tasks(TaskFilter(queue="sched"), None, 100, False)
         by_key = {t.idempotency_key: t.state for t in tasks}
         skips = [k for k in by_key if k and k.startswith("schedule:skip:")]
