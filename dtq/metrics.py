@@ -167,6 +167,28 @@ reconciled = Counter(
     "Redis entries restored from PostgreSQL by the reconciler (ready tasks, leases, pauses)",
     ["kind"],
 )
+# Recurring schedules (queue manager). Labelled by the task's queue, never by
+# schedule name (names are the callers').
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300, 3600)
+schedule_fires = Counter(
+    "dtq_schedule_fires_total", "Tasks submitted for a schedule's fire times", ["queue"]
+)
+schedule_skips = Counter(
+    "dtq_schedule_skips_total",
+    "Fire times that submitted nothing because the previous run was unfinished (overlap skip)",
+    ["queue"],
+)
+schedule_missed = Counter(
+    "dtq_schedule_missed_total",
+    "Schedules whose missed fire times (no manager ran) were left out by their catch-up policy",
+    ["queue"],
+)
+schedule_lateness = Histogram(
+    "dtq_schedule_fire_lateness_seconds",
+    "From a fire time to the commit of its task",
+    ["queue"],
+    buckets=LATENESS_BUCKETS,
+)
 
 # -- worker ---------------------------------------------------------------------
 worker_tasks = Counter(

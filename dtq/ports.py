@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +34,7 @@ from dtq.domain.model import (
     TaskState,
     WorkerInfo,
 )
+from dtq.domain.schedule import Schedule
 from dtq.domain.tenants import DEFAULT, Tenant
 
 
@@ -444,4 +445,49 @@ class TokenVerifier(Protocol):
     def verify(self, token: str) -> tuple[Principal, float]:
         """The token's caller and its expiry (Unix s); raises DtqError
         UNAUTHENTICATED when it is not valid."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """What firing a due schedule left: its next fire time and its latest run."""
+
+    next_fire_at: float
+    last_fire_at: float | None
+    last_task_id: uuid.UUID | None
+
+
+class ScheduleStore(Protocol):
+    """Recurring schedules (PostgreSQL), by name."""
+
+    async def create(self, schedule: Schedule) -> Schedule:
+        """ALREADY_EXISTS (reason SCHEDULE_EXISTS) when the name is taken."""
+        ...
+
+    async def get(self, name: str) -> Schedule | None: ...
+
+    async def list_schedules(self, after: str | None, limit: int) -> list[Schedule]:
+        """Schedules by name, those after `after`, at most `limit`."""
+        ...
+
+    async def update(self, schedule: Schedule, retime: bool) -> Schedule | None:
+        """Replace the definition and pause flag, and with `retime` the next
+        fire time (else the stored one stays); None when gone."""
+        ...
+
+    async def delete(self, name: str) -> bool: ...
+
+    async def record_run(self, name: str, at: float, task_id: uuid.UUID) -> None:
+        """A run submitted by hand (TriggerSchedule) becomes the last run."""
+        ...
+
+    async def fire_due(
+        self, now: float, limit: int, fire: Callable[[Schedule], Awaitable[Fired]]
+    ) -> int:
+        """Call `fire` for each schedule due at `now`, held by this caller alone
+        meanwhile, and store what it returns; how many there were."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """The earliest next fire time of a schedule not paused."""
         ...

@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     # manager exports.
     observe_interval: float = Field(default=5.0, gt=0)
 
+    # Recurring schedules: a fire time more than this many seconds late (no
+    # manager ran) counts as missed, and the schedule's catch-up policy decides
+    # whether it still fires; fire times less late always fire.
+    schedule_grace: float = Field(default=10.0, ge=0)
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 

@@ -27,6 +27,7 @@ from dtq.adapters.pg_rows import (
     dispatch_rate,
     tenant,
     tenant_limits,
+    to_schedule,
     to_task,
 )
 from dtq.adapters.pg_tables import tasks
@@ -380,3 +381,74 @@ COUNT_QUEUED = Sql(
     f"SELECT count(*) AS n FROM tasks WHERE state IN ({_QUEUED}) AND tenant = %(tenant)s",
     _one("n"),
 )
+
+# -- schedules -------------------------------------------------------------------------
+# Every write of an operator NOTIFYs the managers at its commit (they sleep until
+# the next fire time, which the write may have moved). The last run's state is
+# read from its task (gone after retention: NULL).
+SCHEDULES_CHANNEL = "dtq_schedules"
+_SCHEDULE_COLUMNS = (
+    "name", "cron", "time_zone", "interval_ms", "task_type", "payload", "queue", "priority",
+    "max_retries", "timeout_ms", "overlap", "catch_up", "catch_up_limit", "paused", "origin",
+    "next_fire_at", "last_fire_at", "last_task_id", "created_at", "updated_at",
+)  # fmt: skip
+_SCHEDULE = ", ".join(f"s.{c}" for c in _SCHEDULE_COLUMNS) + ", t.state AS last_state"
+_WITH_STATE = " FROM s LEFT JOIN tasks t ON t.id = s.last_task_id"
+_NOTIFY = f", pg_notify('{SCHEDULES_CHANNEL}', s.name)::text AS notified"
+_DEFINITION = [c for c in _SCHEDULE_COLUMNS if c not in ("name", "last_fire_at", "last_task_id",
+                                                         "created_at")]  # fmt: skip
+CREATE_SCHEDULE = Sql(
+    f"""WITH s AS (INSERT INTO schedules ({", ".join(_SCHEDULE_COLUMNS)})
+        VALUES ({", ".join(f"%({c})s" for c in _SCHEDULE_COLUMNS)})
+        ON CONFLICT (name) DO NOTHING RETURNING *)
+    SELECT {_SCHEDULE}{_NOTIFY}{_WITH_STATE}""",
+    to_schedule,
+)
+# The next fire time is written only with `retime` (the timing or the pause
+# changed): otherwise a fire committed since the caller read the row stays.
+_SET = ", ".join(
+    "next_fire_at = CASE WHEN %(retime)s THEN %(next_fire_at)s ELSE next_fire_at END"
+    if c == "next_fire_at"
+    else f"{c} = %({c})s"
+    for c in _DEFINITION
+)
+UPDATE_SCHEDULE = Sql(
+    f"""WITH s AS (UPDATE schedules SET {_SET}
+        WHERE name = %(name)s RETURNING *)
+    SELECT {_SCHEDULE}{_NOTIFY}{_WITH_STATE}""",
+    to_schedule,
+)
+DELETE_SCHEDULE = Sql(
+    f"""WITH s AS (DELETE FROM schedules WHERE name = %(name)s RETURNING name)
+    SELECT s.name{_NOTIFY} FROM s""",
+    _one("name"),
+)
+GET_SCHEDULE = Sql(
+    f"WITH s AS (SELECT * FROM schedules WHERE name = %(name)s) SELECT {_SCHEDULE}{_WITH_STATE}",
+    to_schedule,
+)
+LIST_SCHEDULES = Sql(
+    f"""WITH s AS (SELECT * FROM schedules
+        WHERE (%(after)s::text IS NULL OR name > %(after)s) ORDER BY name LIMIT %(limit)s)
+    SELECT {_SCHEDULE}{_WITH_STATE} ORDER BY s.name""",
+    to_schedule,
+)
+# The manager's: due schedules, each to exactly one manager at a time.
+LOCK_DUE_SCHEDULES = Sql(
+    f"""SELECT {_SCHEDULE} FROM schedules s LEFT JOIN tasks t ON t.id = s.last_task_id
+    WHERE NOT s.paused AND s.next_fire_at <= %(now)s
+    ORDER BY s.next_fire_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED""",
+    to_schedule,
+)
+SCHEDULE_FIRED = Sql(
+    """UPDATE schedules SET next_fire_at = %(next)s, last_fire_at = %(last_at)s,
+        last_task_id = %(last_id)s
+    WHERE name = %(name)s RETURNING name""",
+    _one("name"),
+)
+SCHEDULE_RAN = Sql(
+    """UPDATE schedules SET last_fire_at = %(at)s, last_task_id = %(id)s
+    WHERE name = %(name)s RETURNING name""",
+    _one("name"),
+)
+NEXT_SCHEDULE = Sql("SELECT min(next_fire_at) AS due FROM schedules WHERE NOT paused", _one("due"))

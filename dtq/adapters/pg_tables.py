@@ -4,6 +4,7 @@ migrations/versions/ create exactly this; a test compares the two.
 tenants: who owns what; every other table names a row's tenant (`default`
 for rows from before tenants).
 tasks: one row per task, the source of truth. queues: durable queue settings.
+schedules: recurring schedules.
 api_keys: API keys, with a digest of each secret (never the secret).
 audit_events: the audit log. tenant_limits, dispatch_rates: quotas and rate
 limits (the buckets themselves live in Redis, see dtq/app/limits.py).
@@ -199,4 +200,40 @@ dispatch_rates = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("rate > 0", name="dispatch_rates_rate_check"),
     CheckConstraint("burst >= 1", name="dispatch_rates_burst_check"),
+)
+
+# Recurring schedules (dtq/domain/schedule.py): a cron expression in a time zone
+# or an interval (milliseconds), the task each fire submits, the policies, and
+# where the schedule is: the next fire time (NULL while paused) and its last run.
+# The queue manager locks due rows with FOR UPDATE SKIP LOCKED.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False, server_default=text("''")),
+    Column("time_zone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("interval_ms", BigInteger, nullable=False, server_default=text("0")),
+    Column("task_type", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("queue", Text, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("max_retries", Integer),
+    Column("timeout_ms", Integer),
+    Column("overlap", Text, nullable=False),
+    Column("catch_up", Text, nullable=False),
+    Column("catch_up_limit", Integer, nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("origin", Text, nullable=False),
+    Column("next_fire_at", DateTime(timezone=True)),
+    Column("last_fire_at", DateTime(timezone=True)),
+    Column("last_task_id", UUID(as_uuid=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "overlap IN ('allow', 'skip', 'cancel_previous')", name="schedules_overlap_check"
+    ),
+    CheckConstraint("catch_up IN ('skip', 'one', 'all')", name="schedules_catch_up_check"),
+    CheckConstraint("origin IN ('api', 'code')", name="schedules_origin_check"),
+    # The manager's "which schedule fires next".
+    Index("schedules_due_idx", "next_fire_at", postgresql_where=text("NOT paused")),
 )

@@ -1,5 +1,5 @@
 """AdminService: queue statistics, pause/resume, workers, health, dead letters,
-the audit log, tenants."""
+the audit log, tenants, schedules."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import Any
 import grpc
 
 from dtq.api import convert
+from dtq.api import convert_schedule as sc
 from dtq.api.errors import unary
 from dtq.app.admin import Admin
 from dtq.app.audit import Audit
 from dtq.app.limits_admin import LimitSettings
+from dtq.app.schedules import Schedules
 from dtq.app.tenants import TenantBook
 from dtq.v1 import admin_service_pb2 as pb
 from dtq.v1 import admin_service_pb2_grpc
@@ -22,12 +24,18 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     def __init__(
-        self, admin: Admin, audit: Audit, limits: LimitSettings, tenants: TenantBook
+        self,
+        admin: Admin,
+        audit: Audit,
+        limits: LimitSettings,
+        tenants: TenantBook,
+        schedules: Schedules,
     ) -> None:
         self.admin = admin
         self.audit = audit
         self.limits = limits
         self.tenants = tenants
+        self.schedules = schedules
 
     @unary
     async def GetQueueStats(
@@ -160,4 +168,67 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         tenants, token = await self.tenants.page(request.page_size, request.page_token)
         return pb.ListTenantsResponse(
             tenants=[convert.tenant(t) for t in tenants], next_page_token=token
+        )
+
+    # -- schedules ------------------------------------------------------------------------
+
+    @unary
+    async def CreateSchedule(
+        self, request: pb.CreateScheduleRequest, context: Ctx
+    ) -> pb.CreateScheduleResponse:
+        created = await self.schedules.create(sc.schedule_of(request.schedule))
+        return pb.CreateScheduleResponse(schedule=sc.schedule(created))
+
+    @unary
+    async def GetSchedule(
+        self, request: pb.GetScheduleRequest, context: Ctx
+    ) -> pb.GetScheduleResponse:
+        found = await self.schedules.get(request.name)
+        return pb.GetScheduleResponse(schedule=sc.schedule(found))
+
+    @unary
+    async def ListSchedules(
+        self, request: pb.ListSchedulesRequest, context: Ctx
+    ) -> pb.ListSchedulesResponse:
+        found, token = await self.schedules.page(request.page_size, request.page_token)
+        return pb.ListSchedulesResponse(
+            schedules=[sc.schedule(s) for s in found], next_page_token=token
+        )
+
+    @unary
+    async def UpdateSchedule(
+        self, request: pb.UpdateScheduleRequest, context: Ctx
+    ) -> pb.UpdateScheduleResponse:
+        current = await self.schedules.get(request.schedule.name)
+        wanted = sc.updated(current, request.schedule, request.update_mask)
+        return pb.UpdateScheduleResponse(schedule=sc.schedule(await self.schedules.update(wanted)))
+
+    @unary
+    async def DeleteSchedule(
+        self, request: pb.DeleteScheduleRequest, context: Ctx
+    ) -> pb.DeleteScheduleResponse:
+        await self.schedules.delete(request.name)
+        return pb.DeleteScheduleResponse()
+
+    @unary
+    async def PauseSchedule(
+        self, request: pb.PauseScheduleRequest, context: Ctx
+    ) -> pb.PauseScheduleResponse:
+        paused = await self.schedules.set_paused(request.name, paused=True)
+        return pb.PauseScheduleResponse(schedule=sc.schedule(paused))
+
+    @unary
+    async def ResumeSchedule(
+        self, request: pb.ResumeScheduleRequest, context: Ctx
+    ) -> pb.ResumeScheduleResponse:
+        resumed = await self.schedules.set_paused(request.name, paused=False)
+        return pb.ResumeScheduleResponse(schedule=sc.schedule(resumed))
+
+    @unary
+    async def TriggerSchedule(
+        self, request: pb.TriggerScheduleRequest, context: Ctx
+    ) -> pb.TriggerScheduleResponse:
+        schedule, task = await self.schedules.trigger(request.name)
+        return pb.TriggerScheduleResponse(
+            schedule=sc.schedule(schedule), task=convert.task(task, full=False)
         )

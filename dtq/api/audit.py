@@ -9,7 +9,7 @@ import grpc
 from google.protobuf import text_format
 from google.protobuf.json_format import MessageToDict, SerializeToJsonError
 
-TARGET_FIELDS = ("id", "queue", "tenant.name")
+TARGET_FIELDS = ("id", "queue", "tenant.name", "name")
 
 
 def target(request: Any) -> str:
@@ -19,7 +19,8 @@ def target(request: Any) -> str:
             value = getattr(value, name, None)
         if isinstance(value, str) and value:
             return value
-    return ""
+    schedule = getattr(request, "schedule", None)  # CreateSchedule, UpdateSchedule
+    return str(getattr(schedule, "name", "")) if schedule is not None else ""
 
 
 def _fields(request: Any) -> dict[str, Any]:

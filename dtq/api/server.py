@@ -21,6 +21,7 @@ from dtq.app.admin import Admin
 from dtq.app.audit import Audit
 from dtq.app.leasing import Leasing
 from dtq.app.limits_admin import LimitSettings
+from dtq.app.schedules import Schedules
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
 from dtq.app.tenants import TenantBook
@@ -128,6 +129,7 @@ def add_services(
     heartbeat_interval: float,
     limits: LimitSettings,
     tenants: TenantBook,
+    schedules: Schedules,
 ) -> health.aio.HealthServicer:
     """TaskService, WorkerService, AdminService, health and reflection."""
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks), server)
@@ -135,7 +137,7 @@ def add_services(
         WorkerServicer(admin, leasing, streams, heartbeat_interval), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(admin, audit, limits, tenants), server
+        AdminServicer(admin, audit, limits, tenants, schedules), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

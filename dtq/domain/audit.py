@@ -22,6 +22,12 @@ AUDITED = frozenset(
         "AdminService/SetDispatchRate",
         "AdminService/DeleteDispatchRate",
         "AdminService/CreateTenant",
+        "AdminService/CreateSchedule",
+        "AdminService/UpdateSchedule",
+        "AdminService/DeleteSchedule",
+        "AdminService/PauseSchedule",
+        "AdminService/ResumeSchedule",
+        "AdminService/TriggerSchedule",
     }
 )
 MAX_DETAIL = 2048  # characters of JSON kept per event

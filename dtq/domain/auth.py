@@ -107,6 +107,14 @@ RULES: dict[str, frozenset[Role]] = {
     # Operator-scope admins only: see `operator_only`.
     "AdminService/CreateTenant": _ADMIN,
     "AdminService/ListTenants": _ADMIN,
+    "AdminService/CreateSchedule": _ADMIN,
+    "AdminService/GetSchedule": _OBSERVE,
+    "AdminService/ListSchedules": _OBSERVE,
+    "AdminService/UpdateSchedule": _ADMIN,
+    "AdminService/DeleteSchedule": _ADMIN,
+    "AdminService/PauseSchedule": _ADMIN,
+    "AdminService/ResumeSchedule": _ADMIN,
+    "AdminService/TriggerSchedule": _ADMIN,
 }
 
 # Methods only the operator scope (`*`) may call, whatever its role allows.

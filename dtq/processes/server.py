@@ -18,6 +18,7 @@ from dtq.adapters.pg_api_keys import PgApiKeys
 from dtq.adapters.pg_audit import PgAuditLog
 from dtq.adapters.pg_limits import PgLimits
 from dtq.adapters.pg_queues import PgQueues
+from dtq.adapters.pg_schedules import PgSchedules
 from dtq.adapters.pg_tenants import PgTenants
 from dtq.adapters.redis_limits import RedisBuckets
 from dtq.adapters.redis_notify import RedisNotifier
@@ -31,6 +32,7 @@ from dtq.app.limits import LimitsCache, Quotas
 from dtq.app.limits_admin import LimitSettings
 from dtq.app.presence import Presence
 from dtq.app.queue_cap import QueueCap
+from dtq.app.schedules import Schedules
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
 from dtq.app.tenants import TenantBook
@@ -127,6 +129,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     notifier.on_cancel.append(dispatcher.cancel)
     notifier.on_resync.append(dispatcher.sweep)
     auth.audit = Audit(PgAuditLog(core.pg), core.clock)
+    schedules = Schedules(PgSchedules(core.pg), tasks, core.clock, core.limits)
     health = grpc_server.add_services(
         server,
         tasks,
@@ -137,6 +140,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         settings.heartbeat_interval,
         LimitSettings(limits.store, limits),
         tenants,
+        schedules,
     )
 
     stop = asyncio.Event()

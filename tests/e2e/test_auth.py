@@ -21,6 +21,9 @@ from dtq.v1 import (
     admin_service_pb2 as admin_pb,
 )
 from dtq.v1 import (
+    schedule_pb2 as schedule_pb,
+)
+from dtq.v1 import (
     task_service_pb2 as task_pb,
 )
 from dtq.v1 import (
@@ -220,6 +223,44 @@ CALLS: dict[str, Call] = {
     ),
     "AdminService/ListTenants": unary(
         A + "ListTenants", admin_pb.ListTenantsRequest(), admin_pb.ListTenantsResponse
+    ),
+    # Schedules: a bad one to create and unknown ones to change (the same answer
+    # each time, whoever calls first).
+    "AdminService/CreateSchedule": unary(
+        A + "CreateSchedule",
+        admin_pb.CreateScheduleRequest(schedule=schedule_pb.Schedule(name="matrix")),
+        admin_pb.CreateScheduleResponse,
+    ),
+    "AdminService/GetSchedule": unary(
+        A + "GetSchedule", admin_pb.GetScheduleRequest(name="nobody"), admin_pb.GetScheduleResponse
+    ),
+    "AdminService/ListSchedules": unary(
+        A + "ListSchedules", admin_pb.ListSchedulesRequest(), admin_pb.ListSchedulesResponse
+    ),
+    "AdminService/UpdateSchedule": unary(
+        A + "UpdateSchedule",
+        admin_pb.UpdateScheduleRequest(schedule=schedule_pb.Schedule(name="nobody")),
+        admin_pb.UpdateScheduleResponse,
+    ),
+    "AdminService/DeleteSchedule": unary(
+        A + "DeleteSchedule",
+        admin_pb.DeleteScheduleRequest(name="nobody"),
+        admin_pb.DeleteScheduleResponse,
+    ),
+    "AdminService/PauseSchedule": unary(
+        A + "PauseSchedule",
+        admin_pb.PauseScheduleRequest(name="nobody"),
+        admin_pb.PauseScheduleResponse,
+    ),
+    "AdminService/ResumeSchedule": unary(
+        A + "ResumeSchedule",
+        admin_pb.ResumeScheduleRequest(name="nobody"),
+        admin_pb.ResumeScheduleResponse,
+    ),
+    "AdminService/TriggerSchedule": unary(
+        A + "TriggerSchedule",
+        admin_pb.TriggerScheduleRequest(name="nobody"),
+        admin_pb.TriggerScheduleResponse,
     ),
 }
 
@@ -458,6 +499,14 @@ REST: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "AdminService/DeleteQueue": ("DELETE", "/api/v1/queues/never-used", None),
     "AdminService/CreateTenant": ("POST", "/api/v1/tenants", {"name": "Not A Name"}),
     "AdminService/ListTenants": ("GET", "/api/v1/tenants", None),
+    "AdminService/CreateSchedule": ("POST", "/api/v1/schedules", {"name": "matrix"}),
+    "AdminService/GetSchedule": ("GET", "/api/v1/schedules/nobody", None),
+    "AdminService/ListSchedules": ("GET", "/api/v1/schedules", None),
+    "AdminService/UpdateSchedule": ("PATCH", "/api/v1/schedules/nobody", {"cron": "* * * * *"}),
+    "AdminService/DeleteSchedule": ("DELETE", "/api/v1/schedules/nobody", None),
+    "AdminService/PauseSchedule": ("POST", "/api/v1/schedules/nobody:pause", {}),
+    "AdminService/ResumeSchedule": ("POST", "/api/v1/schedules/nobody:resume", {}),
+    "AdminService/TriggerSchedule": ("POST", "/api/v1/schedules/nobody:trigger", {}),
 }
 
 

@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from dtq.v1 import admin_service_pb2 as admin_pb
-from dtq.v1 import task_pb2, tenant_pb2
+from dtq.v1 import schedule_pb2, task_pb2, tenant_pb2
 from dtq.v1 import task_service_pb2 as task_pb
 from dtq.v1 import worker_service_pb2 as worker_pb
 from tests.conftest import Server, process_env
@@ -123,6 +123,21 @@ ROUTES: dict[str, Route] = {
     "ListAuditEvents": ("GET", lambda r: "/api/v1/auditEvents?page_size=1000", None),
     "CreateTenant": ("POST", lambda r: "/api/v1/tenants", lambda r: _json(r.tenant)),
     "ListTenants": ("GET", lambda r: "/api/v1/tenants", None),
+    "CreateSchedule": ("POST", lambda r: "/api/v1/schedules", lambda r: _json(r.schedule)),
+    "GetSchedule": ("GET", lambda r: f"/api/v1/schedules/{r.name}", None),
+    "ListSchedules": ("GET", lambda r: "/api/v1/schedules", None),
+    "TriggerSchedule": ("POST", lambda r: f"/api/v1/schedules/{r.name}:trigger", lambda r: {}),
+    "SetDispatchRate": (
+        "POST",
+        lambda r: f"/api/v1/queues/{r.rate.queue}/dispatchRates/{r.rate.task_type}",
+        lambda r: _json(r.rate),
+    ),
+    "ListDispatchRates": ("GET", lambda r: "/api/v1/dispatchRates", None),
+    "SetTenantLimits": (
+        "POST",
+        lambda r: f"/api/v1/tenants/{r.limits.tenant}/limits",
+        lambda r: _json(r.limits),
+    ),
 }
 HTTP_CODES = {200: C.OK, 400: C.INVALID_ARGUMENT, 403: C.PERMISSION_DENIED, 404: C.NOT_FOUND}
 HTTP_CODES |= {409: C.ALREADY_EXISTS, 401: C.UNAUTHENTICATED}
@@ -557,3 +572,39 @@ def test_the_operators_cli_and_client_pick_a_tenant(
     task_id = asyncio.run(in_acme())
     got = Grpc(channel)("GetTask", task_pb.GetTaskRequest(id=task_id), scene.keys[A]["producer"])
     assert got.message.task.tenant == A
+
+
+def test_schedules_belong_to_the_default_tenant_for_now(via: Via, scene: Scene) -> None:
+    """Schedules carry no tenant yet: the default tenant's (and the operator's)
+    callers use them; another tenant sees none and may not create one."""
+    name = f"every-minute-{via.name}"
+    template = schedule_pb2.TaskTemplate(type="job", queue=QUEUE)
+    create = admin_pb.CreateScheduleRequest(
+        schedule=schedule_pb2.Schedule(name=name, cron="0 0 1 1 *", task=template)
+    )
+    got = via("CreateSchedule", create, scene.keys[B]["admin"])
+    assert (got.code, got.reason) == (C.PERMISSION_DENIED, "TENANT_NOT_ALLOWED")
+    assert via("CreateSchedule", create, scene.keys["*"]["admin"]).code == C.OK
+    got = via("GetSchedule", admin_pb.GetScheduleRequest(name=name), scene.keys[B]["admin"])
+    assert got.code == C.NOT_FOUND
+    listed = via("ListSchedules", admin_pb.ListSchedulesRequest(), scene.keys[B]["admin"])
+    assert (listed.code, list(listed.message.schedules)) == (C.OK, [])
+    trigger = admin_pb.TriggerScheduleRequest(name=name)
+    assert via("TriggerSchedule", trigger, scene.keys[B]["admin"]).code == C.NOT_FOUND
+
+
+def test_quotas_are_the_operators_and_dispatch_rates_are_per_tenant(via: Via, scene: Scene) -> None:
+    limits = admin_pb.SetTenantLimitsRequest(limits=admin_pb.TenantLimits(tenant=B))
+    got = via("SetTenantLimits", limits, scene.keys[B]["admin"])
+    assert (got.code, got.reason) == (C.PERMISSION_DENIED, "OPERATOR_ONLY")
+    rate = admin_pb.DispatchRate(queue=f"rated-{via.name}", task_type="job", rate=1000)
+    assert (
+        via(
+            "SetDispatchRate", admin_pb.SetDispatchRateRequest(rate=rate), scene.keys[A]["admin"]
+        ).code
+        == C.OK
+    )
+    mine = via("ListDispatchRates", admin_pb.ListDispatchRatesRequest(), scene.keys[A]["admin"])
+    theirs = via("ListDispatchRates", admin_pb.ListDispatchRatesRequest(), scene.keys[B]["admin"])
+    assert rate.queue in {r.queue for r in mine.message.rates}
+    assert rate.queue not in {r.queue for r in theirs.message.rates}

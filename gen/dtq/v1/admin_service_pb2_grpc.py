@@ -122,6 +122,46 @@ class AdminServiceStub:
                 request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsRequest.SerializeToString,
                 response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsResponse.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/CreateSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/GetSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/dtq.v1.AdminService/ListSchedules',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.UpdateSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/UpdateSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/DeleteSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/PauseSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/ResumeSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleResponse.FromString,
+                _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/TriggerSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -267,6 +307,66 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Creates a recurring schedule. ALREADY_EXISTS (reason SCHEDULE_EXISTS) when
+        the name is taken. Its first fire time is the first after now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """One schedule, with its next and last fire times and the last run's state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Schedules, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSchedule(self, request, context):
+        """Changes a schedule's definition (the fields in `update_mask`, or all of
+        them). The next fire time moves only when the timing changed; the pause
+        flag and the last run are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes a schedule; the tasks it submitted stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Stops a schedule from firing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Lets a paused schedule fire again, from its next fire time after now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """Submits the schedule's task now, outside its fire times (paused or not);
+        it becomes the last run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -354,6 +454,46 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListTenants,
                     request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsRequest.FromString,
                     response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'UpdateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleResponse.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -818,6 +958,222 @@ class AdminService:
             '/dtq.v1.AdminService/ListTenants',
             dtq_dot_v1_dot_admin__service__pb2.ListTenantsRequest.SerializeToString,
             dtq_dot_v1_dot_admin__service__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/CreateSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.CreateScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/GetSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.GetScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ListSchedules',
+            dtq_dot_v1_dot_admin__service__pb2.ListSchedulesRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/UpdateSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/DeleteSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/PauseSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.PauseScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ResumeSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/TriggerSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

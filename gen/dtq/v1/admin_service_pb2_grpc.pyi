@@ -96,6 +96,29 @@ class AdminServiceStub:
     """
     ListTenants: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantsRequest, _admin_service_pb2.ListTenantsResponse]
     """Every tenant, by name. Operator scope (`*`) admins only."""
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateScheduleRequest, _admin_service_pb2.CreateScheduleResponse]
+    """Creates a recurring schedule. ALREADY_EXISTS (reason SCHEDULE_EXISTS) when
+    the name is taken. Its first fire time is the first after now.
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetScheduleRequest, _admin_service_pb2.GetScheduleResponse]
+    """One schedule, with its next and last fire times and the last run's state."""
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListSchedulesRequest, _admin_service_pb2.ListSchedulesResponse]
+    """Schedules, by name."""
+    UpdateSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateScheduleRequest, _admin_service_pb2.UpdateScheduleResponse]
+    """Changes a schedule's definition (the fields in `update_mask`, or all of
+    them). The next fire time moves only when the timing changed; the pause
+    flag and the last run are kept.
+    """
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteScheduleRequest, _admin_service_pb2.DeleteScheduleResponse]
+    """Deletes a schedule; the tasks it submitted stay."""
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PauseScheduleRequest, _admin_service_pb2.PauseScheduleResponse]
+    """Stops a schedule from firing."""
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ResumeScheduleRequest, _admin_service_pb2.ResumeScheduleResponse]
+    """Lets a paused schedule fire again, from its next fire time after now."""
+    TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.TriggerScheduleRequest, _admin_service_pb2.TriggerScheduleResponse]
+    """Submits the schedule's task now, outside its fire times (paused or not);
+    it becomes the last run.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -165,6 +188,29 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     ListTenants: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantsRequest, _admin_service_pb2.ListTenantsResponse]  # type: ignore[assignment]
     """Every tenant, by name. Operator scope (`*`) admins only."""
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateScheduleRequest, _admin_service_pb2.CreateScheduleResponse]  # type: ignore[assignment]
+    """Creates a recurring schedule. ALREADY_EXISTS (reason SCHEDULE_EXISTS) when
+    the name is taken. Its first fire time is the first after now.
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetScheduleRequest, _admin_service_pb2.GetScheduleResponse]  # type: ignore[assignment]
+    """One schedule, with its next and last fire times and the last run's state."""
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListSchedulesRequest, _admin_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """Schedules, by name."""
+    UpdateSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateScheduleRequest, _admin_service_pb2.UpdateScheduleResponse]  # type: ignore[assignment]
+    """Changes a schedule's definition (the fields in `update_mask`, or all of
+    them). The next fire time moves only when the timing changed; the pause
+    flag and the last run are kept.
+    """
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteScheduleRequest, _admin_service_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """Deletes a schedule; the tasks it submitted stay."""
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PauseScheduleRequest, _admin_service_pb2.PauseScheduleResponse]  # type: ignore[assignment]
+    """Stops a schedule from firing."""
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ResumeScheduleRequest, _admin_service_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
+    """Lets a paused schedule fire again, from its next fire time after now."""
+    TriggerSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.TriggerScheduleRequest, _admin_service_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
+    """Submits the schedule's task now, outside its fire times (paused or not);
+    it becomes the last run.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Lets operators watch and steer the system. Every call sees and acts on the
@@ -333,5 +379,76 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListTenantsResponse, _abc.Awaitable[_admin_service_pb2.ListTenantsResponse]]:
         """Every tenant, by name. Operator scope (`*`) admins only."""
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _admin_service_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.CreateScheduleResponse, _abc.Awaitable[_admin_service_pb2.CreateScheduleResponse]]:
+        """Creates a recurring schedule. ALREADY_EXISTS (reason SCHEDULE_EXISTS) when
+        the name is taken. Its first fire time is the first after now.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _admin_service_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetScheduleResponse, _abc.Awaitable[_admin_service_pb2.GetScheduleResponse]]:
+        """One schedule, with its next and last fire times and the last run's state."""
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _admin_service_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListSchedulesResponse, _abc.Awaitable[_admin_service_pb2.ListSchedulesResponse]]:
+        """Schedules, by name."""
+
+    @_abc_1.abstractmethod
+    def UpdateSchedule(
+        self,
+        request: _admin_service_pb2.UpdateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.UpdateScheduleResponse, _abc.Awaitable[_admin_service_pb2.UpdateScheduleResponse]]:
+        """Changes a schedule's definition (the fields in `update_mask`, or all of
+        them). The next fire time moves only when the timing changed; the pause
+        flag and the last run are kept.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _admin_service_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.DeleteScheduleResponse, _abc.Awaitable[_admin_service_pb2.DeleteScheduleResponse]]:
+        """Deletes a schedule; the tasks it submitted stay."""
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _admin_service_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.PauseScheduleResponse, _abc.Awaitable[_admin_service_pb2.PauseScheduleResponse]]:
+        """Stops a schedule from firing."""
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _admin_service_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ResumeScheduleResponse, _abc.Awaitable[_admin_service_pb2.ResumeScheduleResponse]]:
+        """Lets a paused schedule fire again, from its next fire time after now."""
+
+    @_abc_1.abstractmethod
+    def TriggerSchedule(
+        self,
+        request: _admin_service_pb2.TriggerScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.TriggerScheduleResponse, _abc.Awaitable[_admin_service_pb2.TriggerScheduleResponse]]:
+        """Submits the schedule's task now, outside its fire times (paused or not);
+        it becomes the last run.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
