@@ -17,7 +17,6 @@ from dtq.app import caller, task_metrics
 from dtq.domain import paging, validation
 from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import QueueStats, Task, TaskState, WorkerInfo
-from dtq.domain.tenants import DEFAULT, split_tenant_queue, tenant_queue
 from dtq.ports import (
     Clock,
     DispatchQueue,
@@ -93,14 +92,13 @@ class Admin:
         for queue in worker.queues:
             caller.check_queue(queue)
         now = self.clock.now()
-        tenant = caller.current().home
-        await self.room_for(worker_id, now, tenant)
-        stored = replace(worker, id=worker_id, registered_at=now, last_seen_at=now, tenant=tenant)
+        await self.room_for(worker_id, now)
+        stored = replace(worker, id=worker_id, registered_at=now, last_seen_at=now)
         await self.registry.upsert(stored)
         return stored
 
-    async def room_for(self, worker_id: str, now: float, tenant: str = DEFAULT) -> None:
-        if await self.registry.get(worker_id, tenant) is not None:
+    async def room_for(self, worker_id: str, now: float) -> None:
+        if await self.registry.get(worker_id) is not None:
             return  # a worker registering again
         if await self.registry.count_seen_since(now - WORKERS_RECENT) >= self.max_workers:
             raise DtqError(
@@ -119,34 +117,25 @@ class Admin:
         size = validation.page_size(page_size, default=100)
         fp = paging.fingerprint("workers")
         offset = paging.decode_offset(token, fp)
-        page, total = await self.registry.page(offset, size, caller.current().view)
+        page, total = await self.registry.page(offset, size)
         more = offset + size < total
         return page, paging.encode(str(offset + size), fp) if more else ""
 
     # -- queues ---------------------------------------------------------------
 
     async def queue_stats(self, only: str = "") -> list[QueueStats]:
-        """The queues the caller sees (of every tenant, for the operator
-        scope), or its tenant's queue `only`."""
-        principal = caller.current()
         if only:
             validation.queue_name(only)
             caller.check_queue(only)
-            counts = await self.store.state_counts(only, principal.home)
-            names = {tenant_queue(principal.home, only)}
-        else:
-            counts = await self.store.state_counts(None, principal.view)
-            names = (await self.index.queues()) | {q for q, _ in counts}
-            names = caller.visible_tenant_queues(names)
+        counts = await self.store.state_counts(only or None)
+        names = {only} if only else (await self.index.queues()) | {q for q, _ in counts}
+        names = caller.visible(names)
         stats = []
         for name in sorted(names):
             live = await self.index.stats(name)
-            tenant, queue = split_tenant_queue(name)
             stats.append(
                 replace(
                     live,
-                    queue=queue,
-                    tenant=tenant,
                     scheduled=counts.get((name, TaskState.SCHEDULED), 0),
                     retrying=counts.get((name, TaskState.FAILED), 0),
                     dead_lettered=counts.get((name, TaskState.DEAD_LETTERED), 0),
@@ -159,11 +148,9 @@ class Admin:
         if not queue:
             raise DtqError.invalid("queue", "is required")
         caller.check_queue(name)
-        tenant = caller.current().home
         if self.settings is not None:
-            # PostgreSQL first: it is the truth
-            await self.settings.set_paused(name, paused, tenant)
-        await self.index.set_paused(tenant_queue(tenant, name), paused)
+            await self.settings.set_paused(name, paused)  # PostgreSQL first: it is the truth
+        await self.index.set_paused(name, paused)
         (stats,) = await self.queue_stats(name)
         return stats
 
@@ -176,20 +163,18 @@ class Admin:
         if not queue:
             raise DtqError.invalid("queue", "is required")
         caller.check_queue(name)
-        tenant = caller.current().home
-        indexed = tenant_queue(tenant, name)
         await self._refuse_unless_empty(name)
-        await self.index.remove(indexed)
+        await self.index.remove(name)
         try:
             await self._refuse_unless_empty(name)
         except DtqError:
-            await self.index.add([indexed])
+            await self.index.add([name])
             raise
         if self.settings is not None:
-            await self.settings.delete(name, tenant)
+            await self.settings.delete(name)
         for callback in self.on_deleted:
-            callback(indexed)
-        log.info("queue_deleted", extra={"queue": name, "tenant": tenant})
+            callback(name)
+        log.info("queue_deleted", extra={"queue": name})
 
     async def _refuse_unless_empty(self, queue: str) -> None:
         (stats,) = await self.queue_stats(queue)
@@ -222,9 +207,7 @@ class Admin:
         after: uuid.UUID | None = None  # keyset: each task visited once
         while limit == 0 or total < limit:
             want = REQUEUE_BATCH if limit == 0 else min(REQUEUE_BATCH, limit - total)
-            batch = await self.store.requeue_dead(
-                name, only, want, self.clock.now(), after, caller.current().home
-            )
+            batch = await self.store.requeue_dead(name, only, want, self.clock.now(), after)
             total += len(batch)
             task_metrics.retried(batch, "operator")
             if batch:
@@ -249,12 +232,12 @@ class Admin:
         `validate_only`, count them instead."""
         name, only = _dead_letter_filter(queue, task_type)
         if validate_only:
-            return await self.store.count_dead(name, only, caller.current().home)
+            return await self.store.count_dead(name, only)
         if not confirm:
             raise DtqError.invalid(
                 "confirm", "must be true: purged tasks cannot be restored", "CONFIRMATION_REQUIRED"
             )
-        purged = await self.store.purge_dead(name, only, caller.current().home)
+        purged = await self.store.purge_dead(name, only)
         metrics.tasks_purged.labels("dead_letter_purge").inc(purged)
         log.info("dead_letters_purged", extra={"queue": name, "count": purged})
         return purged
@@ -268,7 +251,7 @@ class Admin:
         active = 0
         if redis.status == Health.HEALTHY:
             seen = self.clock.now() - 3 * self.heartbeat_interval  # as `status` counts
-            active = await self.registry.count_seen_since(seen, caller.current().view)
+            active = await self.registry.count_seen_since(seen)
         fleet = Component(
             "workers",
             Health.HEALTHY if active else Health.DEGRADED,

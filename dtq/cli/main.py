@@ -4,19 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dtq.cli import (
-    admin,
-    apikey,
-    audit,
-    bench,
-    dev,
-    dlq,
-    limits,
-    processes,
-    schedule,
-    tasks,
-    tenant,
-)
+from dtq.cli import admin, apikey, audit, bench, dev, dlq, processes, tasks
 
 app = typer.Typer(
     name="dtq",
@@ -33,9 +21,6 @@ dev.register(app)
 bench.register(app)
 apikey.register(app)
 audit.register(app)
-limits.register(app)
-tenant.register(app)
-schedule.register(app)
 
 
 def main() -> None:

@@ -1,6 +1,5 @@
 """Exports queue depths as gauges, so dashboards and alerts see every queue
-(depth by priority, running, scheduled, retrying, dead-lettered, oldest age).
-A queue of a tenant other than `default` is labelled `tenant/queue`."""
+(depth by priority, running, scheduled, retrying, dead-lettered, oldest age)."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from collections import defaultdict
 from dtq import metrics
 from dtq.app.admin import Admin
 from dtq.domain.errors import DtqError
-from dtq.domain.tenants import tenant_queue
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ class QueueObserver:
         tasks: dict[tuple[str, str], float] = defaultdict(float)
         paused: dict[str, int] = defaultdict(int)
         for stats in await self.admin.queue_stats():
-            q = metrics.queue_label(tenant_queue(stats.tenant, stats.queue))
+            q = metrics.queue_label(stats.queue)
             for priority, n in stats.pending_by_priority.items():
                 key = (q, priority.name.lower())
                 depth[key] += n

@@ -61,9 +61,7 @@ class Core:
 
 
 def build_core(settings: Settings) -> Core:
-    metrics.cap_labels(
-        settings.metrics_max_queues, settings.metrics_max_types, settings.metrics_max_tenants
-    )
+    metrics.cap_labels(settings.metrics_max_queues, settings.metrics_max_types)
     pg = Pg(settings.database_dsn, settings.database_pool_size, settings.database_timeout)
     store = PgStore(pg)
     client = connect(settings.redis_dsn, settings.redis_timeout)
