@@ -3,8 +3,9 @@
 Envoy's gRPC-JSON transcoder drops body fields the request message does not
 have (envoyproxy/envoy#46623): `{"type": "x", "schedule_at": "..."}` would run
 at once, its misspelled schedule silently ignored. `lua_filter` renders a Lua
-HTTP filter from the descriptor set: for each REST route with a body it lists
-the fields of the request message (proto and JSON names, nested messages in
+HTTP filter from the descriptor set: for each REST route with a body (POST,
+PATCH) it lists the fields of the request message, or of the one field that is
+the body (`body: "schedule"`) (proto and JSON names, nested messages in
 turn), scans the JSON body and answers 400 naming the first unknown field.
 Struct, Value, maps and every other field whose JSON is not a message of ours
 take any content. A body that is not JSON passes on: the transcoder refuses it.
@@ -42,8 +43,8 @@ def _ours(name: str) -> bool:
 
 
 def schemas(descriptor: bytes, services: tuple[str, ...]) -> tuple[list[Any], dict[str, Fields]]:
-    """(routes, schemas): routes as (path regex, request message) for every POST
-    with a body; schemas by message name, for every message they reach."""
+    """(routes, schemas): routes as (method, path regex, body message) for every
+    POST and PATCH with a body; schemas by message name, for every message they reach."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor)
     messages = _messages(files)
     routes: list[Any] = []
@@ -53,10 +54,16 @@ def schemas(descriptor: bytes, services: tuple[str, ...]) -> tuple[list[Any], di
                 continue
             for method in service.method:
                 rule = method.options.Extensions[annotations_pb2.http]
-                if rule.post and rule.body == "*":
-                    routes.append((_regex(rule.post), method.input_type))
+                verb, template = ("POST", rule.post) if rule.post else ("PATCH", rule.patch)
+                if not template or not rule.body:
+                    continue
+                if rule.body == "*":
+                    routes.append((verb, _regex(template), method.input_type))
+                else:  # one field is the body: its message
+                    body = next(f for f in messages[method.input_type].field if f.name == rule.body)
+                    routes.append((verb, _regex(template), body.type_name))
     found: dict[str, Fields] = {}
-    todo = [name for _, name in routes]
+    todo = [name for _, _, name in routes]
     while todo:
         name = todo.pop()
         if name in found:
@@ -99,7 +106,7 @@ def lua_filter(descriptor: bytes, services: tuple[str, ...]) -> str:
     lines = ["local SCHEMAS = {"]
     lines += [f"  [{_lua_string(name)}] = {_lua_table(f)}," for name, f in sorted(found.items())]
     lines += ["}", "local ROUTES = {"]
-    lines += [f"  {{{_lua_string(r)}, {_lua_string(m)}}}," for r, m in routes]
+    lines += [f"  {{{_lua_string(v)}, {_lua_string(r)}, {_lua_string(m)}}}," for v, r, m in routes]
     lines += ["}", SCANNER]
     return "\n".join(lines) + "\n"
 
@@ -179,11 +186,12 @@ end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
-  if headers:get(":method") ~= "POST" then return end
+  local verb = headers:get(":method")
+  if verb ~= "POST" and verb ~= "PATCH" then return end
   local path = (headers:get(":path") or ""):gsub("%?.*", "")
   local message
   for _, route in ipairs(ROUTES) do
-    if path:find(route[1]) then message = route[2] break end
+    if verb == route[1] and path:find(route[2]) then message = route[3] break end
   end
   if not message then return end
   local body = handle:body()

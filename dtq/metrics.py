@@ -2,9 +2,9 @@
 
 Names follow Prometheus conventions (`dtq_` prefix, `_total` counters,
 `_seconds` durations); labels stay low-cardinality: queue, task type, priority,
-method, code; never task or worker ids. Queue and type names come from callers,
-so they pass through `queue_label` / `type_label`: the first
-DTQ_METRICS_MAX_QUEUES (and _TYPES) names keep their own series, later ones
+method, code; never task or worker ids. Queue, type and tenant names come from
+callers, so they pass through `queue_label` / `type_label` / `tenant_label`: the
+first DTQ_METRICS_MAX_QUEUES (and _TYPES, _TENANTS) names keep their own series, later ones
 share the `_other` series, and /metrics stays bounded whatever callers send.
 """
 
@@ -38,11 +38,12 @@ class LabelCap:
 
 queue_label = LabelCap(200)
 type_label = LabelCap(200)
+tenant_label = LabelCap(100)
 
 
-def cap_labels(queues: int, types: int) -> None:
+def cap_labels(queues: int, types: int, tenants: int = 100) -> None:
     """Set the caps from the settings (at process start)."""
-    queue_label.limit, type_label.limit = queues, types
+    queue_label.limit, type_label.limit, tenant_label.limit = queues, types, tenants
 
 
 build = Info("dtq_build", "dtq version of this process")
@@ -101,6 +102,18 @@ stream_slots = Gauge(
     "dtq_worker_stream_slots", "Capacity and held leases of the open streams", ["kind"]
 )
 
+rate_limited = Counter(
+    "dtq_rate_limited_total",
+    "Submissions refused by a tenant limit, by reason: rate_limited (submit rate) or "
+    "queued_cap (too many queued tasks); tenants past DTQ_METRICS_MAX_TENANTS are _other",
+    ["tenant", "reason"],
+)
+dispatch_throttled = Counter(
+    "dtq_dispatch_throttled_total",
+    "Dispatch rounds that left ready tasks of a rate-limited task type waiting for a token",
+    ["queue"],
+)
+
 dependency_errors = Counter(
     "dtq_dependency_errors_total",
     "Calls to PostgreSQL or Redis that failed because it was unreachable",
@@ -153,6 +166,28 @@ reconciled = Counter(
     "dtq_reconciled_total",
     "Redis entries restored from PostgreSQL by the reconciler (ready tasks, leases, pauses)",
     ["kind"],
+)
+# Recurring schedules (queue manager). Labelled by the task's queue, never by
+# schedule name (names are the callers').
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300, 3600)
+schedule_fires = Counter(
+    "dtq_schedule_fires_total", "Tasks submitted for a schedule's fire times", ["queue"]
+)
+schedule_skips = Counter(
+    "dtq_schedule_skips_total",
+    "Fire times that submitted nothing because the previous run was unfinished (overlap skip)",
+    ["queue"],
+)
+schedule_missed = Counter(
+    "dtq_schedule_missed_total",
+    "Schedules whose missed fire times (no manager ran) were left out by their catch-up policy",
+    ["queue"],
+)
+schedule_lateness = Histogram(
+    "dtq_schedule_fire_lateness_seconds",
+    "From a fire time to the commit of its task",
+    ["queue"],
+    buckets=LATENESS_BUCKETS,
 )
 
 # -- worker ---------------------------------------------------------------------

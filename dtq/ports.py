@@ -1,5 +1,9 @@
 """What the use cases need from the outside world, as Protocols.
 
+Below the API a queue is a tenant's queue: Redis-side methods take its
+`tenant_queue` name (`dtq.domain.tenants`), PostgreSQL-side ones the tenant
+and the queue apart.
+
 `TaskStore` is PostgreSQL, the source of truth. `DispatchQueue` is Redis: the
 ready index, the leases, and the notifications that push work to streams. Redis
 can be rebuilt from PostgreSQL at any time; no task lives only there.
@@ -10,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from dtq.domain.audit import AuditEvent
 from dtq.domain.auth import ApiKey, Principal
+from dtq.domain.limits import DispatchRate, TenantLimits
 from dtq.domain.model import (
     LeaseRef,
     NewTask,
@@ -29,6 +34,8 @@ from dtq.domain.model import (
     TaskState,
     WorkerInfo,
 )
+from dtq.domain.schedule import Schedule
+from dtq.domain.tenants import DEFAULT, Tenant
 
 
 class Clock(Protocol):
@@ -47,13 +54,13 @@ class Ready:
     """A task to index as ready to run."""
 
     id: uuid.UUID
-    queue: str
+    queue: str  # a tenant's queue (`dtq.domain.tenants.tenant_queue`)
     type: str
     priority: Priority
 
     @classmethod
     def of(cls, task: Task | NewTask) -> Ready:
-        return cls(task.id, task.queue, task.type, task.priority)
+        return cls(task.id, task.tenant_queue, task.type, task.priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +88,7 @@ class TaskStore(Protocol):
     """Durable task state (PostgreSQL). Every write is a compare-and-set."""
 
     async def insert(self, tasks: Sequence[NewTask], now: float) -> list[Submitted]:
-        """Store tasks, deduplicating by (queue, idempotency_key). Raises
+        """Store tasks, deduplicating by (tenant, queue, idempotency_key). Raises
         ALREADY_EXISTS when a key was used with a different request."""
         ...
 
@@ -128,18 +135,19 @@ class TaskStore(Protocol):
         limit: int,
         now: float,
         after: uuid.UUID | None = None,
+        tenant: str = DEFAULT,
     ) -> list[Task]:
-        """Up to `limit` DEAD_LETTERED tasks of `queue` (ids after `after`) ->
+        """Up to `limit` DEAD_LETTERED tasks of the tenant's `queue` (ids after `after`) ->
         PENDING, oldest first, each with a fresh budget of retries as `retry`
         gives; returns them in id order."""
         ...
 
-    async def count_dead(self, queue: str, task_type: str | None) -> int:
-        """DEAD_LETTERED tasks of `queue` (of `task_type`)."""
+    async def count_dead(self, queue: str, task_type: str | None, tenant: str = DEFAULT) -> int:
+        """DEAD_LETTERED tasks of the tenant's `queue` (of `task_type`)."""
         ...
 
-    async def purge_dead(self, queue: str, task_type: str | None) -> int:
-        """Delete the DEAD_LETTERED tasks of `queue` (of `task_type`), in small
+    async def purge_dead(self, queue: str, task_type: str | None, tenant: str = DEFAULT) -> int:
+        """Delete the DEAD_LETTERED tasks of the tenant's `queue` (of `task_type`), in small
         transactions; returns how many."""
         ...
 
@@ -174,8 +182,11 @@ class TaskStore(Protocol):
         """PENDING and RUNNING tasks in id order after `after` (reconciliation)."""
         ...
 
-    async def state_counts(self, queue: str | None) -> dict[tuple[str, TaskState], int]:
-        """Counts of SCHEDULED, FAILED, DEAD_LETTERED tasks by queue."""
+    async def state_counts(
+        self, queue: str | None, tenant: str | None = None
+    ) -> dict[tuple[str, TaskState], int]:
+        """Counts of SCHEDULED, FAILED, DEAD_LETTERED tasks by (tenant_queue
+        name, state), of one tenant (None: all)."""
         ...
 
     async def ping(self) -> None: ...
@@ -195,6 +206,20 @@ class DispatchQueue(Protocol):
         """Pop up to len(tokens) ready tasks, highest effective priority first,
         recording a provisional lease for each (the i-th popped task gets the
         i-th token); returns them and Redis's clock (Unix s)."""
+        ...
+
+    async def lease_rated(
+        self,
+        queue: str,
+        task_types: Sequence[str],
+        tokens: Sequence[str],
+        lease_seconds: float,
+        rates: Mapping[str, tuple[float, int]],
+    ) -> tuple[list[Ready], float, float]:
+        """`lease`, taking no more tasks of a type in `rates` (type -> (leases
+        per second, burst)) than its token bucket holds, and skipping it when
+        empty; also returns the seconds until a skipped type with ready tasks
+        gets its next token (0: none is waiting)."""
         ...
 
     async def set_deadlines(self, queue: str, refs: Sequence[tuple[LeaseRef, float]]) -> None:
@@ -243,6 +268,37 @@ class DispatchQueue(Protocol):
         ...
 
 
+class RateBuckets(Protocol):
+    """Token buckets shared by every server (Redis)."""
+
+    async def take(self, tenant: str, n: int, rate: float, burst: int) -> float:
+        """Take n tokens from the tenant's submit bucket, all or nothing:
+        0 when taken, else the seconds until they are there."""
+        ...
+
+
+class LimitStore(Protocol):
+    """Configured quotas and rates (PostgreSQL), and the queued count."""
+
+    async def tenant_limits(self) -> list[TenantLimits]:
+        """Every tenant with limits."""
+        ...
+
+    async def set_tenant_limits(self, limits: TenantLimits) -> TenantLimits: ...
+
+    async def dispatch_rates(self) -> list[DispatchRate]: ...
+
+    async def set_dispatch_rate(self, rate: DispatchRate) -> DispatchRate: ...
+
+    async def delete_dispatch_rate(self, queue: str, task_type: str) -> bool:
+        """False when there was no such rate."""
+        ...
+
+    async def count_queued(self, tenant: str) -> int:
+        """The tenant's PENDING, SCHEDULED and FAILED (awaiting a retry) tasks."""
+        ...
+
+
 class QueueIndex(Protocol):
     """Which queues exist and their live figures and pause flags (Redis), and
     the repair of the ready index from PostgreSQL."""
@@ -273,11 +329,13 @@ class QueueIndex(Protocol):
 class QueueSettings(Protocol):
     """Durable queue settings (PostgreSQL)."""
 
-    async def set_paused(self, queue: str, paused: bool) -> None: ...
+    async def set_paused(self, queue: str, paused: bool, tenant: str = DEFAULT) -> None: ...
 
-    async def paused(self) -> dict[str, bool]: ...
+    async def paused(self) -> dict[str, bool]:
+        """By `tenant_queue` name."""
+        ...
 
-    async def delete(self, queue: str) -> None: ...
+    async def delete(self, queue: str, tenant: str = DEFAULT) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +346,7 @@ class Liveness:
     active_tasks: int
     draining: bool
     last_seen_at: float
+    tenant: str = "default"
 
 
 class WorkerRegistry(Protocol):
@@ -296,22 +355,24 @@ class WorkerRegistry(Protocol):
     async def upsert(self, worker: WorkerInfo) -> None: ...
 
     async def touch(
-        self, worker_id: str, active_tasks: int, draining: bool, now: float
+        self, worker_id: str, active_tasks: int, draining: bool, now: float, tenant: str = DEFAULT
     ) -> None: ...
 
     async def touch_many(self, rows: Sequence[Liveness]) -> None:
         """`touch` for many workers at once (one round trip)."""
         ...
 
-    async def get(self, worker_id: str) -> WorkerInfo | None: ...
+    async def get(self, worker_id: str, tenant: str = DEFAULT) -> WorkerInfo | None: ...
 
-    async def page(self, offset: int, limit: int) -> tuple[list[WorkerInfo], int]:
-        """Workers most recently seen first, `offset` on, at most `limit`;
-        and how many are known."""
+    async def page(
+        self, offset: int, limit: int, tenant: str | None = None
+    ) -> tuple[list[WorkerInfo], int]:
+        """Workers of `tenant` (None: every tenant) most recently seen first,
+        `offset` on, at most `limit`; and how many are known."""
         ...
 
-    async def count_seen_since(self, since: float) -> int:
-        """Workers seen at or after `since` (Unix s)."""
+    async def count_seen_since(self, since: float, tenant: str | None = None) -> int:
+        """Workers (of `tenant`; None: every tenant) seen at or after `since` (Unix s)."""
         ...
 
 
@@ -352,9 +413,29 @@ class AuditLog(Protocol):
     async def add(self, event: AuditEvent) -> None: ...
 
     async def page(
-        self, since: float | None, actor: str | None, before_id: int | None, limit: int
+        self,
+        since: float | None,
+        actor: str | None,
+        before_id: int | None,
+        limit: int,
+        tenant: str | None = None,
     ) -> list[AuditEvent]:
-        """Events with id < `before_id` (None: from the newest), newest first."""
+        """Events of `tenant` (None: all) with id < `before_id` (None: from
+        the newest), newest first."""
+        ...
+
+
+class Tenants(Protocol):
+    """Stored tenants (PostgreSQL)."""
+
+    async def add(self, tenant: Tenant) -> bool:
+        """False when one of that name exists (it is left as it is)."""
+        ...
+
+    async def get(self, name: str) -> Tenant | None: ...
+
+    async def list_all(self) -> list[Tenant]:
+        """By name."""
         ...
 
 
@@ -364,4 +445,49 @@ class TokenVerifier(Protocol):
     def verify(self, token: str) -> tuple[Principal, float]:
         """The token's caller and its expiry (Unix s); raises DtqError
         UNAUTHENTICATED when it is not valid."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """What firing a due schedule left: its next fire time and its latest run."""
+
+    next_fire_at: float
+    last_fire_at: float | None
+    last_task_id: uuid.UUID | None
+
+
+class ScheduleStore(Protocol):
+    """Recurring schedules (PostgreSQL), by name."""
+
+    async def create(self, schedule: Schedule) -> Schedule:
+        """ALREADY_EXISTS (reason SCHEDULE_EXISTS) when the name is taken."""
+        ...
+
+    async def get(self, name: str) -> Schedule | None: ...
+
+    async def list_schedules(self, after: str | None, limit: int) -> list[Schedule]:
+        """Schedules by name, those after `after`, at most `limit`."""
+        ...
+
+    async def update(self, schedule: Schedule, retime: bool) -> Schedule | None:
+        """Replace the definition and pause flag, and with `retime` the next
+        fire time (else the stored one stays); None when gone."""
+        ...
+
+    async def delete(self, name: str) -> bool: ...
+
+    async def record_run(self, name: str, at: float, task_id: uuid.UUID) -> None:
+        """A run submitted by hand (TriggerSchedule) becomes the last run."""
+        ...
+
+    async def fire_due(
+        self, now: float, limit: int, fire: Callable[[Schedule], Awaitable[Fired]]
+    ) -> int:
+        """Call `fire` for each schedule due at `now`, held by this caller alone
+        meanwhile, and store what it returns; how many there were."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """The earliest next fire time of a schedule not paused."""
         ...

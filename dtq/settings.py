@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     auth_role_claim: str = "role"
     auth_subject_claim: str = "sub"
     auth_queues_claim: str = "dtq_queues"
+    # The JWT claim naming the caller's tenant; a token without it is in
+    # `default`; `*` (every tenant) is honoured for admins only.
+    auth_tenant_claim: str = "tenant"
+    # Clients (CLI, dtq.Client) with an operator credential (tenant `*`) act in
+    # this tenant: sent as `x-dtq-tenant` on every call. Empty: `default`.
+    tenant: str = ""
     auth_leeway: float = Field(default=30.0, ge=0, le=300)
     # TLS. The server: its certificate and key (PEM files), and a CA whose
     # client certificates it then requires (mTLS). Clients (workers, CLI,
@@ -92,10 +98,21 @@ class Settings(BaseSettings):
     # the names seen after these many are counted under `_other`.
     metrics_max_queues: int = Field(default=200, ge=1, le=100_000)
     metrics_max_types: int = Field(default=200, ge=1, le=100_000)
+    metrics_max_tenants: int = Field(default=100, ge=1, le=100_000)
     # Queues there may be (TOO_MANY_QUEUES past it; `dtq queue delete` frees).
     max_queues: int = Field(default=1000, ge=1, le=1_000_000)
     # Workers seen in the last 10 minutes there may be (TOO_MANY_WORKERS past it).
     max_workers: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    # Quotas and rate limits (`dtq tenant set-limits`, `dtq rate set`). With
+    # Redis unreachable the submit rate lets submissions through ("open": they
+    # are stored in PostgreSQL and dispatched once Redis is back) or refuses
+    # them with UNAVAILABLE ("closed"). Servers re-read the limits every
+    # `limits_refresh` seconds, and a tenant's queued count (for its cap) every
+    # `queued_count_refresh` seconds.
+    rate_limit_failure: Literal["open", "closed"] = "open"
+    limits_refresh: float = Field(default=2.0, gt=0, le=60)
+    queued_count_refresh: float = Field(default=1.0, gt=0, le=60)
 
     # Task defaults and limits.
     max_payload_bytes: int = Field(default=MIB, ge=1024)
@@ -141,6 +158,11 @@ class Settings(BaseSettings):
     # Seconds between refreshes of the queue gauges (depth, oldest age) the
     # manager exports.
     observe_interval: float = Field(default=5.0, gt=0)
+
+    # Recurring schedules: a fire time more than this many seconds late (no
+    # manager ran) counts as missed, and the schedule's catch-up policy decides
+    # whether it still fires; fire times less late always fire.
+    schedule_grace: float = Field(default=10.0, ge=0)
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"

@@ -414,6 +414,33 @@ def overview() -> Json:
             BREAKER_STATES,
             description="Worst state over the API servers and managers.",
         ),
+        row("Schedules"),
+        timeseries(
+            "Schedule fires /s by queue",
+            [
+                Q(f"sum by (queue) (rate(dtq_schedule_fires_total[{RATE}]))", "fired {{queue}}"),
+                Q(
+                    f"sum by (queue) (rate(dtq_schedule_skips_total[{RATE}]))",
+                    "skipped (overlap) {{queue}}",
+                ),
+                Q(
+                    f"sum by (queue) (rate(dtq_schedule_missed_total[{RATE}]))",
+                    "missed (catch-up) {{queue}}",
+                ),
+            ],
+            unit="ops",
+            description="Tasks submitted for fire times; fire times skipped because the "
+            "previous run was unfinished (overlap policy skip); schedules whose missed fire "
+            "times the catch-up policy left out.",
+        ),
+        timeseries(
+            "Schedule fire lateness",
+            quantiles("dtq_schedule_fire_lateness_seconds", "queue"),
+            unit="s",
+            description="From a fire time to the commit of its task (catch-up fires after "
+            "downtime are as late as the downtime).",
+            thresholds=[(None, "green"), (1, "red")],
+        ),
     ]
     return dashboard(
         "dtq-overview",

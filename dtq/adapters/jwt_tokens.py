@@ -18,6 +18,7 @@ from jwt import PyJWK, PyJWKClient, PyJWKSet
 
 from dtq.domain.auth import Principal, Role, unauthenticated
 from dtq.domain.errors import Code, DtqError
+from dtq.domain.tenants import DEFAULT, tenant_name
 
 FAMILY = {"HS256": "oct", "RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
 
@@ -36,7 +37,9 @@ class JwtVerifier:
         subject_claim: str = "sub",
         queues_claim: str = "dtq_queues",
         leeway: float = 30.0,
+        tenant_claim: str = "tenant",
     ) -> None:
+        self.tenant_claim = tenant_claim
         self.issuer = issuer
         self.audience = audience
         self.role_claim = role_claim
@@ -121,4 +124,14 @@ class JwtVerifier:
         if not isinstance(queues, list) or not all(isinstance(q, str) for q in queues):
             raise _invalid(f"{self.queues_claim} must be a list of queue names")
         subject = str(claims.get(self.subject_claim, ""))[:256]
-        return Principal(f"jwt:{subject}", role, frozenset(queues))
+        return Principal(f"jwt:{subject}", role, frozenset(queues), self._tenant(claims, role))
+
+    def _tenant(self, claims: dict[str, Any], role: Role) -> str:
+        """The tenant claim; `default` when there is none. `*` (every tenant)
+        only for an admin."""
+        tenant = claims.get(self.tenant_claim) or DEFAULT
+        try:
+            name = tenant_name(str(tenant), self.tenant_claim, scope=role == Role.ADMIN)
+        except DtqError:
+            raise _invalid(f"{self.tenant_claim} must name a tenant") from None
+        return name

@@ -23,11 +23,18 @@ class PgAuditLog:
             "target": event.target,
             "outcome": event.outcome,
             "detail": event.detail,
+            "tenant": event.tenant,
         }
         await self.pg.fetch(sql.ADD_AUDIT_EVENT, row)
 
     async def page(
-        self, since: float | None, actor: str | None, before_id: int | None, limit: int
+        self,
+        since: float | None,
+        actor: str | None,
+        before_id: int | None,
+        limit: int,
+        tenant: str | None = None,
     ) -> list[AuditEvent]:
         args = {"since": as_datetime(since), "actor": actor or None, "before": before_id}
+        args["tenant"] = tenant
         return await self.pg.fetch(sql.AUDIT_PAGE, {**args, "limit": limit})

@@ -16,11 +16,11 @@ from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import NewTask, Submitted, Task
 
 InsertCall = tuple[Sequence[NewTask], float]
-Key = tuple[str, str | None]  # (queue, idempotency key)
+Key = tuple[str, str, str | None]  # (tenant, queue, idempotency key)
 
 
 def reused() -> DtqError:
-    """An idempotency key already used for a different request in the queue."""
+    """An idempotency key already used for a different request in the tenant's queue."""
     return DtqError(
         Code.ALREADY_EXISTS,
         "IDEMPOTENCY_KEY_REUSED",
@@ -63,7 +63,7 @@ class PgInserts:
         if any(t.unique for t in tasks):
             return await self._flush_keyed(calls)
         statement = sql.INSERT_TASKS
-        if keys := sorted({(t.queue, t.idempotency_key) for t in tasks if t.idempotency_key}):
+        if keys := sorted({_key(t) for t in tasks if t.idempotency_key}):
             if await self.pg.fetch(sql.ANY_KEY, {"keys": Values(keys, sql.KEY_ROW)}):
                 return await self._flush_keyed(calls)
             statement = sql.INSERT_FRESH
@@ -98,16 +98,16 @@ async def _try_insert(
     """Insert the tasks of calls `live` whose keys are new; raises `_Conflicted`
     when any call reused a key for a different request."""
     wanted = [(t, calls[i][1]) for i in live for t in calls[i][0]]
-    keyed: set[Key] = {(t.queue, t.idempotency_key) for t, _ in wanted if t.idempotency_key}
+    keyed: set[Key] = {_key(t) for t, _ in wanted if t.idempotency_key}
     existing = await _by_keys(tx, keyed) if keyed else {}
-    fresh = [(t, now) for t, now in wanted if (t.queue, t.idempotency_key) not in existing]
+    fresh = [(t, now) for t, now in wanted if _key(t) not in existing]
     same = await _unique_matches(tx, fresh)
     fresh = [(t, now) for t, now in fresh if t.id not in same]
     inserted: set[uuid.UUID] = set()
     if fresh:
         rows = Values([new_row(t, now) for t, now in fresh], sql.INSERT_ROW)
         inserted = set(await tx.fetch(sql.INSERT_TASKS, {"rows": rows}))
-    lost = {(t.queue, t.idempotency_key) for t, _ in fresh if t.id not in inserted}
+    lost = {_key(t) for t, _ in fresh if t.id not in inserted}
     if lost:  # a key another transaction inserted meanwhile
         existing.update(await _by_keys(tx, lost))
     done: dict[int, list[Submitted]] = {}
@@ -121,7 +121,7 @@ async def _try_insert(
             if t.id in same:
                 subs.append(Submitted(same[t.id], True))
                 continue
-            prior, prior_hash = existing[(t.queue, t.idempotency_key)]
+            prior, prior_hash = existing[_key(t)]
             if prior_hash != t.request_hash:
                 conflicted.add(i)
             subs.append(Submitted(prior, True))
@@ -131,12 +131,17 @@ async def _try_insert(
     return done
 
 
+def _key(t: NewTask) -> Key:
+    return (t.tenant, t.queue, t.idempotency_key)
+
+
 async def _by_keys(tx: Conn, keys: set[Key]) -> dict[Key, tuple[Task, bytes]]:
     found: dict[Key, tuple[Task, bytes]] = {}
-    for queue in {q for q, _ in keys}:
-        wanted = [k for q, k in keys if q == queue]
-        for task, digest in await tx.fetch(sql.TASKS_BY_KEYS, {"queue": queue, "keys": wanted}):
-            found[(queue, task.idempotency_key)] = (task, bytes(digest or b""))
+    for tenant, queue in {(t, q) for t, q, _ in keys}:
+        wanted = [k for t, q, k in keys if (t, q) == (tenant, queue)]
+        args = {"tenant": tenant, "queue": queue, "keys": wanted}
+        for task, digest in await tx.fetch(sql.TASKS_BY_KEYS, args):
+            found[(tenant, queue, task.idempotency_key)] = (task, bytes(digest or b""))
     return found
 
 
@@ -152,26 +157,31 @@ async def _unique_matches(tx: Conn, fresh: list[tuple[NewTask, float]]) -> dict[
     for key in locks:
         await tx.fetch(sql.LOCK_UNIQUE, {"key": key})
     found: dict[uuid.UUID, Task] = {}
-    first: dict[tuple[str, bytes], Task] = {}
+    first: dict[tuple[str, str, bytes], Task] = {}
     for t, now in unique:
         rule = t.unique
         assert rule is not None
-        twin = first.get((t.queue, rule.digest))
+        twin = first.get((t.tenant, t.queue, rule.digest))
         if twin is not None and (not rule.states or twin.state in rule.states):
             found[t.id] = twin
             continue
         states = [s.value for s in rule.states] or None
-        args = {"queue": t.queue, "digest": rule.digest, "since": as_datetime(now - rule.seconds)}
+        args = {
+            "tenant": t.tenant,
+            "queue": t.queue,
+            "digest": rule.digest,
+            "since": as_datetime(now - rule.seconds),
+        }
         matched = await tx.fetch(sql.UNIQUE_MATCH, {**args, "states": states})
         if matched:
             found[t.id] = matched[0]
         else:
-            first[(t.queue, rule.digest)] = new_task(t, now)
+            first[(t.tenant, t.queue, rule.digest)] = new_task(t, now)
     return found
 
 
 def _lock_key(t: NewTask) -> int:
-    """A signed 64-bit advisory lock key for (queue, digest)."""
+    """A signed 64-bit advisory lock key for (tenant, queue, digest)."""
     assert t.unique is not None
-    mixed = hashlib.sha256(t.queue.encode() + b"\0" + t.unique.digest).digest()
+    mixed = hashlib.sha256(t.tenant_queue.encode() + b"\0" + t.unique.digest).digest()
     return int.from_bytes(mixed[:8], "big", signed=True)

@@ -1,4 +1,5 @@
-"""Rows of PostgreSQL <-> domain objects: tasks, API keys, audit events."""
+"""Rows of PostgreSQL <-> domain objects: tasks, API keys, audit events, limits,
+tenants, schedules."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from psycopg2.extras import Json
 
 from dtq.domain.audit import AuditEvent
 from dtq.domain.auth import ApiKey, Role
+from dtq.domain.limits import DispatchRate, TenantLimits
 from dtq.domain.model import NewTask, Priority, Task, TaskError, TaskState
+from dtq.domain.schedule import CatchUp, Origin, Overlap, Schedule, Template, Timing
+from dtq.domain.tenants import Tenant
 
 Row = Mapping[str, Any]  # a row by column name
 S = TaskState
@@ -57,6 +61,7 @@ def to_task(m: Row) -> Task:
         idempotency_key=m["idempotency_key"],
         lease_token=m["lease_token"],
         trace_context=m.get("trace_context"),
+        tenant=m["tenant"],
     )
 
 
@@ -70,6 +75,7 @@ def new_row(task: NewTask, now: float) -> tuple[Any, ...]:
         task.max_retries, round(task.timeout * 1000), round(task.lease_duration * 1000),
         task.payload, task.idempotency_key, task.request_hash, at, at,
         as_datetime(task.scheduled_at), trace, task.unique.digest if task.unique else None,
+        task.tenant,
     )  # fmt: skip
 
 
@@ -92,6 +98,7 @@ def new_task(task: NewTask, now: float) -> Task:
         scheduled_at=as_seconds(as_datetime(task.scheduled_at)),
         idempotency_key=task.idempotency_key,
         trace_context=task.trace_context,
+        tenant=task.tenant,
     )
 
 
@@ -120,7 +127,12 @@ def audit_event(row: Row) -> AuditEvent:
         row["outcome"],
         detail if isinstance(detail, str) else json.dumps(detail),
         row["id"],
+        row["tenant"],
     )
+
+
+def tenant(row: Row) -> Tenant:
+    return Tenant(row["name"], row["weight"], row["created_at"].timestamp())
 
 
 def truncate(text_value: str, limit: int) -> str:
@@ -129,3 +141,74 @@ def truncate(text_value: str, limit: int) -> str:
 
 def without_token(task: Task | None) -> Task | None:
     return None if task is None else dataclasses.replace(task, lease_token=None)
+
+
+def tenant_limits(m: Row) -> TenantLimits:
+    return TenantLimits(
+        m["tenant"],
+        m["submit_rate"],
+        m["submit_burst"],
+        m["max_queued"],
+        m["updated_at"].timestamp(),
+    )
+
+
+def dispatch_rate(m: Row) -> DispatchRate:
+    return DispatchRate(
+        m["queue"], m["task_type"], m["rate"], m["burst"], m["updated_at"].timestamp()
+    )
+
+
+def to_schedule(row: Row) -> Schedule:
+    timing = Timing(row["cron"], row["time_zone"], row["interval_ms"] / 1000)
+    template = Template(
+        row["task_type"],
+        bytes(row["payload"]),
+        row["queue"],
+        Priority(row["priority"]),
+        row["max_retries"],
+        None if row["timeout_ms"] is None else row["timeout_ms"] / 1000,
+    )
+    return Schedule(
+        row["name"],
+        timing,
+        template,
+        Overlap(row["overlap"]),
+        CatchUp(row["catch_up"]),
+        row["catch_up_limit"],
+        row["paused"],
+        Origin(row["origin"]),
+        as_seconds(row["next_fire_at"]),
+        as_seconds(row["last_fire_at"]),
+        row["last_task_id"],
+        TaskState(row["last_state"]) if row["last_state"] else None,
+        row["created_at"].timestamp(),
+        row["updated_at"].timestamp(),
+    )
+
+
+def schedule_row(s: Schedule) -> dict[str, Any]:
+    """The named parameters of `pg_sql.CREATE_SCHEDULE` and `UPDATE_SCHEDULE`."""
+    t = s.task
+    return {
+        "name": s.name,
+        "cron": s.timing.cron,
+        "time_zone": s.timing.time_zone,
+        "interval_ms": round(s.timing.interval * 1000),
+        "task_type": t.type,
+        "payload": t.payload,
+        "queue": t.queue,
+        "priority": int(t.priority),
+        "max_retries": t.max_retries,
+        "timeout_ms": None if t.timeout is None else round(t.timeout * 1000),
+        "overlap": s.overlap.value,
+        "catch_up": s.catch_up.value,
+        "catch_up_limit": s.catch_up_limit,
+        "paused": s.paused,
+        "origin": s.origin.value,
+        "next_fire_at": as_datetime(s.next_fire_at),
+        "last_fire_at": as_datetime(s.last_fire_at),
+        "last_task_id": s.last_task_id,
+        "created_at": as_datetime(s.created_at),
+        "updated_at": as_datetime(s.updated_at),
+    }

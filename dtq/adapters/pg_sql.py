@@ -20,11 +20,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from dtq.adapters.pg_rows import Row, api_key, audit_event, to_task
+from dtq.adapters.pg_rows import (
+    Row,
+    api_key,
+    audit_event,
+    dispatch_rate,
+    tenant,
+    tenant_limits,
+    to_schedule,
+    to_task,
+)
 from dtq.adapters.pg_tables import tasks
 from dtq.domain import states
 from dtq.domain.model import TaskState
 from dtq.domain.states import Event
+from dtq.domain.tenants import tenant_queue
 
 T = TypeVar("T")
 S = TaskState
@@ -77,9 +87,9 @@ RELEASED_BUDGET = "t.max_retries + 1"
 NEW_COLUMNS = (
     "id", "queue", "type", "priority", "state", "attempts", "max_retries", "timeout_ms",
     "lease_ms", "payload", "idempotency_key", "request_hash", "created_at", "updated_at",
-    "scheduled_at", "trace_context", "unique_digest",
+    "scheduled_at", "trace_context", "unique_digest", "tenant",
 )  # fmt: skip
-INSERT_ROW = "(%s::uuid, " + ", ".join(["%s"] * (len(NEW_COLUMNS) - 3)) + ", %s::jsonb, %s)"
+INSERT_ROW = "(%s::uuid, " + ", ".join(["%s"] * (len(NEW_COLUMNS) - 4)) + ", %s::jsonb, %s, %s)"
 INSERT_TASKS = Sql(
     f"INSERT INTO tasks ({', '.join(NEW_COLUMNS)}) VALUES %(rows)s"
     " ON CONFLICT DO NOTHING RETURNING id",
@@ -88,15 +98,16 @@ INSERT_TASKS = Sql(
 # Fresh keys (the common case: dtq.Client makes one up for every submit): one look,
 # then the INSERT without ON CONFLICT, which fails whole on a key taken meanwhile.
 ANY_KEY = Sql(
-    "SELECT 1 AS one FROM tasks t JOIN (VALUES %(keys)s) AS k(queue, key)"
-    " ON t.queue = k.queue AND t.idempotency_key = k.key LIMIT 1",
+    "SELECT 1 AS one FROM tasks t JOIN (VALUES %(keys)s) AS k(tenant, queue, key)"
+    " ON t.tenant = k.tenant AND t.queue = k.queue AND t.idempotency_key = k.key LIMIT 1",
     _one("one"),
 )
-KEY_ROW = "(%s, %s)"
+KEY_ROW = "(%s, %s, %s)"
 INSERT_FRESH = Sql(INSERT_TASKS.text.replace(" ON CONFLICT DO NOTHING", ""), _one("id"))
 TASKS_BY_KEYS = Sql(
     f"SELECT {_FULL}, t.request_hash FROM tasks t"
-    " WHERE t.queue = %(queue)s AND t.idempotency_key = ANY(%(keys)s)",
+    " WHERE t.tenant = %(tenant)s AND t.queue = %(queue)s"
+    " AND t.idempotency_key = ANY(%(keys)s)",
     _task_with("request_hash"),
 )
 
@@ -104,7 +115,8 @@ TASKS_BY_KEYS = Sql(
 LOCK_UNIQUE = Sql("SELECT pg_advisory_xact_lock(%(key)s)::text AS locked", _one("locked"))
 UNIQUE_MATCH = Sql(
     f"SELECT {_FULL} FROM tasks t"
-    " WHERE t.queue = %(queue)s AND t.unique_digest = %(digest)s AND t.created_at > %(since)s"
+    " WHERE t.tenant = %(tenant)s AND t.queue = %(queue)s AND t.unique_digest = %(digest)s"
+    " AND t.created_at > %(since)s"
     " AND (%(states)s::text[] IS NULL OR t.state = ANY(%(states)s::text[]))"
     " ORDER BY t.created_at DESC LIMIT 1",
     to_task,
@@ -118,16 +130,18 @@ _LISTED = """ FROM tasks t
     WHERE (%(state)s::text IS NULL OR t.state = %(state)s)
       AND (%(type)s::text IS NULL OR t.type = %(type)s)
       AND (%(queue)s::text IS NULL OR t.queue = %(queue)s)
+      AND (%(tenant)s::text IS NULL OR t.tenant = %(tenant)s)
       AND (%(before)s::uuid IS NULL OR t.id < %(before)s)
     ORDER BY t.id DESC LIMIT %(limit)s"""
 LIST_TASKS = Sql(f"SELECT {_FULL}{_LISTED}", to_task)
 LIST_TASKS_BASIC = Sql(f"SELECT {_BASIC}{_LISTED}", to_task)
 STATE_COUNTS = Sql(
-    f"""SELECT queue, state, count(*) AS n FROM tasks
+    f"""SELECT tenant, queue, state, count(*) AS n FROM tasks
     WHERE state IN ({_listed([S.SCHEDULED, S.FAILED, S.DEAD_LETTERED])})
       AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-    GROUP BY queue, state""",
-    lambda row: ((row["queue"], TaskState(row["state"])), row["n"]),
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+    GROUP BY tenant, queue, state""",
+    lambda row: ((tenant_queue(row["tenant"], row["queue"]), TaskState(row["state"])), row["n"]),
 )
 
 # -- an operator's writes ------------------------------------------------------------
@@ -220,7 +234,7 @@ RELEASE = Sql(
 
 # -- dead letters and retention ------------------------------------------------------
 _DEAD = f"""SELECT id FROM tasks
-    WHERE state = '{S.DEAD_LETTERED.value}' AND queue = %(queue)s
+    WHERE state = '{S.DEAD_LETTERED.value}' AND tenant = %(tenant)s AND queue = %(queue)s
       AND (%(type)s::text IS NULL OR type = %(type)s)
       AND (%(after)s::uuid IS NULL OR id > %(after)s)"""
 REQUEUE_DEAD = Sql(
@@ -254,13 +268,30 @@ PURGE_FINISHED = Sql(
 
 # -- queues --------------------------------------------------------------------------
 SET_PAUSED = Sql(
-    """INSERT INTO queues (name, paused, updated_at) VALUES (%(name)s, %(paused)s, %(now)s)
-    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at
+    """INSERT INTO queues (tenant, name, paused, updated_at)
+    VALUES (%(tenant)s, %(name)s, %(paused)s, %(now)s)
+    ON CONFLICT (tenant, name) DO UPDATE
+    SET paused = excluded.paused, updated_at = excluded.updated_at
     RETURNING name""",
     _one("name"),
 )
-PAUSED = Sql("SELECT name, paused FROM queues", lambda row: (row["name"], row["paused"]))
-DELETE_QUEUE = Sql("DELETE FROM queues WHERE name = %(name)s RETURNING name", _one("name"))
+PAUSED = Sql(
+    "SELECT tenant, name, paused FROM queues",
+    lambda row: (tenant_queue(row["tenant"], row["name"]), row["paused"]),
+)
+DELETE_QUEUE = Sql(
+    "DELETE FROM queues WHERE tenant = %(tenant)s AND name = %(name)s RETURNING name",
+    _one("name"),
+)
+
+# -- tenants -------------------------------------------------------------------------
+ADD_TENANT = Sql(
+    """INSERT INTO tenants (name, weight, created_at) VALUES (%(name)s, %(weight)s, %(now)s)
+    ON CONFLICT (name) DO NOTHING RETURNING name""",
+    _one("name"),
+)
+LIST_TENANTS = Sql("SELECT name, weight, created_at FROM tenants ORDER BY name", tenant)
+GET_TENANT = Sql("SELECT name, weight, created_at FROM tenants WHERE name = %(name)s", tenant)
 
 # -- API keys ------------------------------------------------------------------------
 ADD_KEY = Sql(
@@ -289,14 +320,16 @@ KEYS_USED = Sql(
 
 # -- the audit log ---------------------------------------------------------------------
 ADD_AUDIT_EVENT = Sql(
-    """INSERT INTO audit_events (at, actor, role, action, target, outcome, detail)
-    VALUES (%(at)s, %(actor)s, %(role)s, %(action)s, %(target)s, %(outcome)s, %(detail)s::jsonb)
+    """INSERT INTO audit_events (at, actor, role, action, target, outcome, detail, tenant)
+    VALUES (%(at)s, %(actor)s, %(role)s, %(action)s, %(target)s, %(outcome)s, %(detail)s::jsonb,
+        %(tenant)s)
     RETURNING id""",
     _one("id"),
 )
 AUDIT_PAGE = Sql(
-    """SELECT id, at, actor, role, action, target, outcome, detail FROM audit_events
+    """SELECT id, at, actor, role, action, target, outcome, detail, tenant FROM audit_events
     WHERE (%(since)s::timestamptz IS NULL OR at >= %(since)s)
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
       AND (%(actor)s::text IS NULL OR actor = %(actor)s)
       AND (%(before)s::bigint IS NULL OR id < %(before)s)
     ORDER BY id DESC LIMIT %(limit)s""",
@@ -308,4 +341,114 @@ SELECT_ONE = Sql("SELECT 1 AS one", _one("one"))
 # -- transactional enqueue (dtq.enqueue_in) and the manager's LISTEN -------------------
 DUE_CHANNEL = "dtq_due"  # NOTIFYed at the commit of a task due now
 NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', '')"
-EARLIER_BY_KEY = "SELECT id, request_hash FROM tasks WHERE queue = %s AND idempotency_key = %s"
+EARLIER_BY_KEY = (
+    "SELECT id, request_hash FROM tasks"
+    " WHERE tenant = 'default' AND queue = %s AND idempotency_key = %s"
+)
+
+# -- quotas and rate limits --------------------------------------------------------------
+_TENANT_LIMITS = "tenant, submit_rate, submit_burst, max_queued, updated_at"
+TENANT_LIMITS = Sql(f"SELECT {_TENANT_LIMITS} FROM tenant_limits ORDER BY tenant", tenant_limits)
+SET_TENANT_LIMITS = Sql(
+    f"""INSERT INTO tenant_limits ({_TENANT_LIMITS})
+    VALUES (%(tenant)s, %(submit_rate)s, %(submit_burst)s, %(max_queued)s, %(now)s)
+    ON CONFLICT (tenant) DO UPDATE SET submit_rate = excluded.submit_rate,
+        submit_burst = excluded.submit_burst, max_queued = excluded.max_queued,
+        updated_at = excluded.updated_at
+    RETURNING {_TENANT_LIMITS}""",
+    tenant_limits,
+)
+_RATES = "queue, task_type, rate, burst, updated_at"
+DISPATCH_RATES = Sql(
+    f"SELECT {_RATES} FROM dispatch_rates ORDER BY queue, task_type", dispatch_rate
+)
+SET_DISPATCH_RATE = Sql(
+    f"""INSERT INTO dispatch_rates ({_RATES})
+    VALUES (%(queue)s, %(task_type)s, %(rate)s, %(burst)s, %(now)s)
+    ON CONFLICT (queue, task_type) DO UPDATE SET rate = excluded.rate,
+        burst = excluded.burst, updated_at = excluded.updated_at
+    RETURNING {_RATES}""",
+    dispatch_rate,
+)
+DELETE_DISPATCH_RATE = Sql(
+    """DELETE FROM dispatch_rates WHERE queue = %(queue)s AND task_type = %(task_type)s
+    RETURNING queue""",
+    _one("queue"),
+)
+# The tenant's tasks not yet running nor terminal. The state index serves it.
+_QUEUED = _listed([S.PENDING, S.SCHEDULED, S.FAILED])
+COUNT_QUEUED = Sql(
+    f"SELECT count(*) AS n FROM tasks WHERE state IN ({_QUEUED}) AND tenant = %(tenant)s",
+    _one("n"),
+)
+
+# -- schedules -------------------------------------------------------------------------
+# Every write of an operator NOTIFYs the managers at its commit (they sleep until
+# the next fire time, which the write may have moved). The last run's state is
+# read from its task (gone after retention: NULL).
+SCHEDULES_CHANNEL = "dtq_schedules"
+_SCHEDULE_COLUMNS = (
+    "name", "cron", "time_zone", "interval_ms", "task_type", "payload", "queue", "priority",
+    "max_retries", "timeout_ms", "overlap", "catch_up", "catch_up_limit", "paused", "origin",
+    "next_fire_at", "last_fire_at", "last_task_id", "created_at", "updated_at",
+)  # fmt: skip
+_SCHEDULE = ", ".join(f"s.{c}" for c in _SCHEDULE_COLUMNS) + ", t.state AS last_state"
+_WITH_STATE = " FROM s LEFT JOIN tasks t ON t.id = s.last_task_id"
+_NOTIFY = f", pg_notify('{SCHEDULES_CHANNEL}', s.name)::text AS notified"
+_DEFINITION = [c for c in _SCHEDULE_COLUMNS if c not in ("name", "last_fire_at", "last_task_id",
+                                                         "created_at")]  # fmt: skip
+CREATE_SCHEDULE = Sql(
+    f"""WITH s AS (INSERT INTO schedules ({", ".join(_SCHEDULE_COLUMNS)})
+        VALUES ({", ".join(f"%({c})s" for c in _SCHEDULE_COLUMNS)})
+        ON CONFLICT (name) DO NOTHING RETURNING *)
+    SELECT {_SCHEDULE}{_NOTIFY}{_WITH_STATE}""",
+    to_schedule,
+)
+# The next fire time is written only with `retime` (the timing or the pause
+# changed): otherwise a fire committed since the caller read the row stays.
+_SET = ", ".join(
+    "next_fire_at = CASE WHEN %(retime)s THEN %(next_fire_at)s ELSE next_fire_at END"
+    if c == "next_fire_at"
+    else f"{c} = %({c})s"
+    for c in _DEFINITION
+)
+UPDATE_SCHEDULE = Sql(
+    f"""WITH s AS (UPDATE schedules SET {_SET}
+        WHERE name = %(name)s RETURNING *)
+    SELECT {_SCHEDULE}{_NOTIFY}{_WITH_STATE}""",
+    to_schedule,
+)
+DELETE_SCHEDULE = Sql(
+    f"""WITH s AS (DELETE FROM schedules WHERE name = %(name)s RETURNING name)
+    SELECT s.name{_NOTIFY} FROM s""",
+    _one("name"),
+)
+GET_SCHEDULE = Sql(
+    f"WITH s AS (SELECT * FROM schedules WHERE name = %(name)s) SELECT {_SCHEDULE}{_WITH_STATE}",
+    to_schedule,
+)
+LIST_SCHEDULES = Sql(
+    f"""WITH s AS (SELECT * FROM schedules
+        WHERE (%(after)s::text IS NULL OR name > %(after)s) ORDER BY name LIMIT %(limit)s)
+    SELECT {_SCHEDULE}{_WITH_STATE} ORDER BY s.name""",
+    to_schedule,
+)
+# The manager's: due schedules, each to exactly one manager at a time.
+LOCK_DUE_SCHEDULES = Sql(
+    f"""SELECT {_SCHEDULE} FROM schedules s LEFT JOIN tasks t ON t.id = s.last_task_id
+    WHERE NOT s.paused AND s.next_fire_at <= %(now)s
+    ORDER BY s.next_fire_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED""",
+    to_schedule,
+)
+SCHEDULE_FIRED = Sql(
+    """UPDATE schedules SET next_fire_at = %(next)s, last_fire_at = %(last_at)s,
+        last_task_id = %(last_id)s
+    WHERE name = %(name)s RETURNING name""",
+    _one("name"),
+)
+SCHEDULE_RAN = Sql(
+    """UPDATE schedules SET last_fire_at = %(at)s, last_task_id = %(id)s
+    WHERE name = %(name)s RETURNING name""",
+    _one("name"),
+)
+NEXT_SCHEDULE = Sql("SELECT min(next_fire_at) AS due FROM schedules WHERE NOT paused", _one("due"))

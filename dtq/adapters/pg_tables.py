@@ -1,9 +1,13 @@
 """PostgreSQL schema, as SQLAlchemy Core tables. Alembic migrations in
 migrations/versions/ create exactly this; a test compares the two.
 
+tenants: who owns what; every other table names a row's tenant (`default`
+for rows from before tenants).
 tasks: one row per task, the source of truth. queues: durable queue settings.
+schedules: recurring schedules.
 api_keys: API keys, with a digest of each secret (never the secret).
-audit_events: the audit log.
+audit_events: the audit log. tenant_limits, dispatch_rates: quotas and rate
+limits (the buckets themselves live in Redis, see dtq/app/limits.py).
 - payload/result: encoded protobuf (`google.protobuf.Struct` / `Value`), opaque
   to the database so the hot path never re-parses user data.
 - lease_token: the fencing token of the current lease; every write by a worker
@@ -22,6 +26,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     Identity,
     Index,
     Integer,
@@ -31,6 +36,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -42,6 +48,19 @@ metadata = MetaData()
 
 _states = ", ".join(f"'{s.value}'" for s in TaskState)
 _roles = ", ".join(f"'{r.value}'" for r in Role)
+
+
+def _tenant() -> Column[str]:
+    return Column("tenant", Text, nullable=False, server_default=text("'default'"))
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("weight", Integer, nullable=False, server_default=text("1")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
 
 tasks = Table(
     "tasks",
@@ -72,19 +91,22 @@ tasks = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("trace_context", JSONB(none_as_null=True)),
     Column("unique_digest", LargeBinary),
+    _tenant(),
     CheckConstraint(f"state IN ({_states})", name="tasks_state_check"),
     CheckConstraint("priority BETWEEN 1 AND 3", name="tasks_priority_check"),
-    # Idempotency keys are unique per queue.
+    # Idempotency keys are unique per queue of a tenant.
     Index(
         "tasks_idempotency_idx",
+        "tenant",
         "queue",
         "idempotency_key",
         unique=True,
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
-    # unique_for: the latest task of a queue with a digest.
+    # unique_for: the latest task of a tenant's queue with a digest.
     Index(
         "tasks_unique_idx",
+        "tenant",
         "queue",
         "unique_digest",
         "created_at",
@@ -110,6 +132,7 @@ tasks = Table(
 queues = Table(
     "queues",
     metadata,
+    Column("tenant", Text, primary_key=True, server_default=text("'default'")),
     Column("name", Text, primary_key=True),
     Column("paused", Boolean, nullable=False, server_default=false()),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -145,6 +168,72 @@ audit_events = Table(
     Column("target", Text, nullable=False),
     Column("outcome", Text, nullable=False),
     Column("detail", JSONB, nullable=False),
+    _tenant(),
     Index("audit_events_at", "at"),
+    Index("audit_events_tenant", "tenant", "id"),
     Index("audit_events_actor", "actor", "id"),
+)
+
+# Per tenant quotas; NULL: no limit. A tenant without a row has no limits.
+tenant_limits = Table(
+    "tenant_limits",
+    metadata,
+    Column("tenant", Text, primary_key=True),
+    Column("submit_rate", Float(precision=53)),  # tasks per second
+    Column("submit_burst", Integer),
+    Column("max_queued", BigInteger),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("submit_rate > 0", name="tenant_limits_rate_check"),
+    CheckConstraint("submit_burst >= 1", name="tenant_limits_burst_check"),
+    CheckConstraint("max_queued >= 0", name="tenant_limits_queued_check"),
+)
+
+# Per (queue, task type) dispatch rates: leases granted per second, across
+# every server and worker.
+dispatch_rates = Table(
+    "dispatch_rates",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("task_type", Text, primary_key=True),
+    Column("rate", Float(precision=53), nullable=False),
+    Column("burst", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("rate > 0", name="dispatch_rates_rate_check"),
+    CheckConstraint("burst >= 1", name="dispatch_rates_burst_check"),
+)
+
+# Recurring schedules (dtq/domain/schedule.py): a cron expression in a time zone
+# or an interval (milliseconds), the task each fire submits, the policies, and
+# where the schedule is: the next fire time (NULL while paused) and its last run.
+# The queue manager locks due rows with FOR UPDATE SKIP LOCKED.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False, server_default=text("''")),
+    Column("time_zone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("interval_ms", BigInteger, nullable=False, server_default=text("0")),
+    Column("task_type", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("queue", Text, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("max_retries", Integer),
+    Column("timeout_ms", Integer),
+    Column("overlap", Text, nullable=False),
+    Column("catch_up", Text, nullable=False),
+    Column("catch_up_limit", Integer, nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("origin", Text, nullable=False),
+    Column("next_fire_at", DateTime(timezone=True)),
+    Column("last_fire_at", DateTime(timezone=True)),
+    Column("last_task_id", UUID(as_uuid=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "overlap IN ('allow', 'skip', 'cancel_previous')", name="schedules_overlap_check"
+    ),
+    CheckConstraint("catch_up IN ('skip', 'one', 'all')", name="schedules_catch_up_check"),
+    CheckConstraint("origin IN ('api', 'code')", name="schedules_origin_check"),
+    # The manager's "which schedule fires next".
+    Index("schedules_due_idx", "next_fire_at", postgresql_where=text("NOT paused")),
 )

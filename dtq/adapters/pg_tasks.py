@@ -36,13 +36,18 @@ class PgTasks:
             "state": filters.state.value if filters.state else None,
             "type": filters.type or None,
             "queue": filters.queue or None,
+            "tenant": filters.tenant,
             "before": before,
             "limit": limit,
         }
         return await self.pg.fetch(sql.LIST_TASKS if with_payload else sql.LIST_TASKS_BASIC, args)
 
-    async def state_counts(self, queue: str | None) -> dict[tuple[str, TaskState], int]:
-        return dict(await self.pg.fetch(sql.STATE_COUNTS, {"queue": queue or None}))
+    async def state_counts(
+        self, queue: str | None, tenant: str | None = None
+    ) -> dict[tuple[str, TaskState], int]:
+        """Keyed by (the tenant's queue, state): see `dtq.domain.tenants.tenant_queue`."""
+        args = {"queue": queue or None, "tenant": tenant}
+        return dict(await self.pg.fetch(sql.STATE_COUNTS, args))
 
     async def cancel(self, task_id: uuid.UUID, now: float) -> tuple[Task, TaskState, str | None]:
         found = await self.pg.fetch(sql.CANCEL, {"id": task_id, "now": as_datetime(now)})

@@ -96,13 +96,14 @@ class RedisIndex:
             return 0
         by_key: dict[str, dict[bytes, float]] = defaultdict(dict)
         for t in tasks:
-            by_key[keys.ready(t.queue, t.type, t.priority)][t.id.bytes] = int(t.updated_at * 1e6)
+            queue = keys.queue_tag(t.tenant, t.queue)
+            by_key[keys.ready(queue, t.type, t.priority)][t.id.bytes] = int(t.updated_at * 1e6)
 
         async def run() -> int:
             pipe = self.redis.pipeline(transaction=False)
             for key, mapping in by_key.items():
                 pipe.zadd(key, mapping, nx=True)
-            for queue, task_type in {(t.queue, t.type) for t in tasks}:
+            for queue, task_type in {(keys.queue_tag(t.tenant, t.queue), t.type) for t in tasks}:
                 pipe.sadd(keys.types(queue), task_type)
                 pipe.sadd(keys.QUEUES, queue)
                 pipe.publish(keys.notify_channel(queue), task_type.encode())

@@ -1,7 +1,13 @@
 """Every Redis key and channel dtq uses, built in one place.
 
-Keys of one queue share the hash tag `{queue}`, so each Lua script touches a
-single Redis Cluster slot.
+Keys of one queue share the hash tag `{q}`, so each Lua script touches a
+single Redis Cluster slot. `q` is a tenant's queue: `queue_tag(tenant, queue)`,
+the one builder of it (`emails` in the default tenant, `acme/emails` in tenant
+acme, so a tenant's queue still lives in one slot). The default tenant keeps
+the keys it had before tenants existed: an upgrade finds its ready tasks,
+leases and pause flags where they were. A worker's key carries its tenant the
+same way (`dtq:worker:acme/w1`): worker ids are the workers' choice, and one
+tenant's must not overwrite another's.
 
 | key                          | type   | meaning                                            |
 |------------------------------|--------|----------------------------------------------------|
@@ -9,12 +15,15 @@ single Redis Cluster slot.
 | dtq:{q}:types                | SET    | task types ever made ready in the queue            |
 | dtq:{q}:leases               | ZSET   | id (16 B) + token (16 B), score = deadline (ms)    |
 | dtq:{q}:paused               | STRING | present while the queue is paused                  |
+| dtq:{q}:rate:{type}          | HASH   | dispatch rate bucket: t tokens, ts (ms); TTL: full |
+| dtq:tenant:{t}:submit        | HASH   | a tenant's submit rate bucket (as above)           |
 | dtq:{q}:completed:{bucket}   | STRING | completions in a 10 s bucket (expires in 2 min)    |
 | dtq:{q}:failed:{bucket}      | STRING | failed attempts in a 10 s bucket (expires in 2 min)|
 | dtq:queues                   | SET    | names of every queue that had a ready task         |
 | dtq:epoch                    | STRING | set by the reconciler; missing = Redis lost data   |
-| dtq:worker:{id}              | HASH   | a worker's registration, liveness (expires 1 day)  |
-| dtq:workers                  | ZSET   | worker ids, score = last seen (Unix s)             |
+| dtq:worker:{t/id}            | HASH   | a worker's registration, liveness (expires 1 day)  |
+| dtq:workers                  | ZSET   | t/id of every worker, score = last seen (Unix s)   |
+| dtq:workers:{t}              | ZSET   | ids of a tenant's workers, score = last seen       |
 
 | channel             | message                    | who listens                       |
 |---------------------|----------------------------|-----------------------------------|
@@ -30,6 +39,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 from dtq.domain.model import Priority
+from dtq.domain.tenants import split_tenant_queue, tenant_queue
 
 BUCKET_SECONDS = 10
 PRIORITY_ORDER = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
@@ -40,6 +50,16 @@ WORKERS = "dtq:workers"
 CANCEL_CHANNEL = "dtq:cancel"
 SCHEDULE_CHANNEL = "dtq:schedule"
 NOTIFY_PATTERN = "dtq:{*}:notify"
+
+
+def queue_tag(tenant: str, queue: str) -> str:
+    """The name of a tenant's queue inside its keys' hash tag."""
+    return tenant_queue(tenant, queue)
+
+
+def split_tag(name: str) -> tuple[str, str]:
+    """(tenant, queue) of a `queue_tag`."""
+    return split_tenant_queue(name)
 
 
 def ready(queue: str, task_type: str, priority: Priority) -> str:
@@ -68,6 +88,15 @@ def leases(queue: str) -> str:
 
 def paused(queue: str) -> str:
     return f"dtq:{{{queue}}}:paused"
+
+
+def dispatch_bucket(queue: str, task_type: str) -> str:
+    return f"dtq:{{{queue}}}:rate:{task_type}"
+
+
+def submit_bucket(tenant: str) -> str:
+    """In the tenant's own slot: every server replica takes from the same bucket."""
+    return f"dtq:tenant:{{{tenant}}}:submit"
 
 
 def counter(queue: str, kind: str, bucket: int) -> str:
@@ -104,8 +133,17 @@ def split_changes(data: bytes) -> Iterator[tuple[bytes, str]]:
         at += 17 + size
 
 
-def worker(worker_id: str) -> str:
-    return f"dtq:worker:{worker_id}"
+def worker_member(tenant: str, worker_id: str) -> str:
+    """A worker's name across tenants (its member of WORKERS)."""
+    return tenant_queue(tenant, worker_id)
+
+
+def worker(tenant: str, worker_id: str) -> str:
+    return f"dtq:worker:{worker_member(tenant, worker_id)}"
+
+
+def workers_of(tenant: str) -> str:
+    return f"dtq:workers:{tenant}"
 
 
 def lease_member(task_id: uuid.UUID, token: str) -> bytes:

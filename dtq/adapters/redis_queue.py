@@ -73,7 +73,7 @@ class RedisQueue:
         return [keys.types(queue), *ready_keys], [keys.notify_channel(queue), *key_types, *pairs]
 
     async def remove_ready(self, task: Task) -> None:
-        key = keys.ready(task.queue, task.type, task.priority)
+        key = keys.ready(keys.queue_tag(task.tenant, task.queue), task.type, task.priority)
         await self._call(lambda: self.redis.zrem(key, task.id.bytes))
 
     # -- leases -----------------------------------------------------------------
@@ -81,19 +81,35 @@ class RedisQueue:
     async def lease(
         self, queue: str, task_types: Sequence[str], tokens: Sequence[str], lease_seconds: float
     ) -> tuple[list[Ready], float]:
+        popped, now, _ = await self.lease_rated(queue, task_types, tokens, lease_seconds, {})
+        return popped, now
+
+    async def lease_rated(
+        self,
+        queue: str,
+        task_types: Sequence[str],
+        tokens: Sequence[str],
+        lease_seconds: float,
+        rates: Mapping[str, tuple[float, int]],
+    ) -> tuple[list[Ready], float, float]:
         ready_keys = keys.ready_keys(queue, task_types)
+        rated = [(i, t) for i, t in enumerate(task_types) if t in rates]
         args: list[Any] = [len(tokens), int(lease_seconds * 1000), self.aging_us]
+        args += [len(task_types), len(rated)]
+        for i, t in rated:
+            args += [i + 1, repr(float(rates[t][0])), int(rates[t][1])]
         args += [bytes.fromhex(t) for t in tokens]
+        buckets = [keys.dispatch_bucket(queue, t) for _, t in rated]
         out = await self._call(
             lambda: self._scripts["lease"](
-                keys=[keys.leases(queue), keys.paused(queue), *ready_keys], args=args
+                keys=[keys.leases(queue), keys.paused(queue), *ready_keys, *buckets], args=args
             )
         )
         popped = [
             Ready(uuid.UUID(bytes=member), queue, *keys.of_ready_key(task_types, int(index) - 1))
-            for member, index in zip(out[1::2], out[2::2], strict=True)
+            for member, index in zip(out[2::2], out[3::2], strict=True)
         ]
-        return popped, int(out[0]) / 1000
+        return popped, int(out[0]) / 1000, int(out[1]) / 1000
 
     async def set_deadlines(self, queue: str, refs: Sequence[tuple[LeaseRef, float]]) -> None:
         if refs:

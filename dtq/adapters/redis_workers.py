@@ -11,6 +11,7 @@ from typing import Any, cast
 from dtq.adapters import redis_keys as keys
 from dtq.adapters.redis_conn import RedisCalls, text
 from dtq.domain.model import WorkerInfo
+from dtq.domain.tenants import DEFAULT, split_tenant_queue
 from dtq.ports import Liveness
 
 WORKER_TTL = 24 * 3600
@@ -36,6 +37,7 @@ class RedisWorkers:
                     "labels": worker.labels,
                     "registered_at": worker.registered_at,
                     "metrics_address": worker.metrics_address,
+                    "tenant": worker.tenant,
                 }
             ),
             "active": worker.active_tasks,
@@ -45,21 +47,24 @@ class RedisWorkers:
 
         async def run() -> None:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(keys.worker(worker.id), mapping=cast(Any, record))
-            pipe.expire(keys.worker(worker.id), WORKER_TTL)
-            pipe.zadd(keys.WORKERS, {worker.id: worker.last_seen_at})
+            key = keys.worker(worker.tenant, worker.id)
+            pipe.hset(key, mapping=cast(Any, record))
+            pipe.expire(key, WORKER_TTL)
+            _seen(pipe, worker.tenant, worker.id, worker.last_seen_at)
             await pipe.execute()
 
         await self._call(run)
 
-    async def touch(self, worker_id: str, active_tasks: int, draining: bool, now: float) -> None:
-        await self.touch_many([Liveness(worker_id, active_tasks, draining, now)])
+    async def touch(
+        self, worker_id: str, active_tasks: int, draining: bool, now: float, tenant: str = DEFAULT
+    ) -> None:
+        await self.touch_many([Liveness(worker_id, active_tasks, draining, now, tenant)])
 
     async def touch_many(self, rows: Sequence[Liveness]) -> None:
         async def run() -> None:
             pipe = self.redis.pipeline(transaction=False)
             for row in rows:
-                key = keys.worker(row.worker_id)
+                key = keys.worker(row.tenant, row.worker_id)
                 live: dict[str, float] = {
                     "active": row.active_tasks,
                     "draining": int(row.draining),
@@ -67,33 +72,47 @@ class RedisWorkers:
                 }
                 pipe.hset(key, mapping=cast(Any, live))
                 pipe.expire(key, WORKER_TTL)
-                pipe.zadd(keys.WORKERS, {row.worker_id: row.last_seen_at})
+                _seen(pipe, row.tenant, row.worker_id, row.last_seen_at)
             await pipe.execute()
 
         await self._call(run)
 
-    async def get(self, worker_id: str) -> WorkerInfo | None:
-        record = await self._call(lambda: self.redis.hgetall(keys.worker(worker_id)))
+    async def get(self, worker_id: str, tenant: str = DEFAULT) -> WorkerInfo | None:
+        record = await self._call(lambda: self.redis.hgetall(keys.worker(tenant, worker_id)))
         return _worker(worker_id, cast(dict[bytes, bytes], record))
 
-    async def page(self, offset: int, limit: int) -> tuple[list[WorkerInfo], int]:
+    async def page(
+        self, offset: int, limit: int, tenant: str | None = None
+    ) -> tuple[list[WorkerInfo], int]:
+        index = keys.WORKERS if tenant is None else keys.workers_of(tenant)
+
         async def run() -> tuple[list[WorkerInfo], int]:
             cutoff = time.time() - WORKER_TTL
-            await self.redis.zremrangebyscore(keys.WORKERS, "-inf", cutoff)
-            total = await self.redis.zcard(keys.WORKERS)
+            await self.redis.zremrangebyscore(index, "-inf", cutoff)
+            total = await self.redis.zcard(index)
             end = offset + limit - 1
-            ids = [text(i) for i in await self.redis.zrevrange(keys.WORKERS, offset, end)]
+            names = [text(i) for i in await self.redis.zrevrange(index, offset, end)]
+            if tenant is not None:
+                names = [keys.worker_member(tenant, n) for n in names]
             pipe = self.redis.pipeline(transaction=False)
-            for worker_id in ids:
-                pipe.hgetall(keys.worker(worker_id))
+            for name in names:
+                pipe.hgetall(keys.worker(*split_tenant_queue(name)))
             records = await pipe.execute()
-            found = [_worker(i, r) for i, r in zip(ids, records, strict=True)]
+            found = [
+                _worker(split_tenant_queue(n)[1], r) for n, r in zip(names, records, strict=True)
+            ]
             return [w for w in found if w], int(total)
 
         return await self._call(run)
 
-    async def count_seen_since(self, since: float) -> int:
-        return int(await self._call(lambda: self.redis.zcount(keys.WORKERS, since, "+inf")))
+    async def count_seen_since(self, since: float, tenant: str | None = None) -> int:
+        index = keys.WORKERS if tenant is None else keys.workers_of(tenant)
+        return int(await self._call(lambda: self.redis.zcount(index, since, "+inf")))
+
+
+def _seen(pipe: Any, tenant: str, worker_id: str, at: float) -> None:
+    pipe.zadd(keys.WORKERS, {keys.worker_member(tenant, worker_id): at})
+    pipe.zadd(keys.workers_of(tenant), {worker_id: at})
 
 
 def _worker(worker_id: str, record: dict[bytes, bytes]) -> WorkerInfo | None:
@@ -114,4 +133,5 @@ def _worker(worker_id: str, record: dict[bytes, bytes]) -> WorkerInfo | None:
         active_tasks=int(record.get(b"active", b"0")),
         draining=record.get(b"draining") == b"1",
         metrics_address=info.get("metrics_address", ""),
+        tenant=info.get("tenant", DEFAULT),
     )

@@ -4,7 +4,9 @@ Each call's `authorization` metadata (`Bearer <API key or token>`; Envoy
 forwards the HTTP header as it is) is authenticated by `Identity`, the role is
 checked against `dtq.domain.auth.RULES`, and the caller is set for the use
 cases (`dtq.app.caller`). Health and reflection stay open. With
-authentication off, every caller is an anonymous admin. The calls in
+authentication off, every caller is an anonymous admin of every tenant (the
+operator scope). A call's `x-dtq-tenant` metadata picks the tenant the
+operator scope acts in; another caller may name only its own tenant. The calls in
 `dtq.domain.audit.AUDITED` are recorded with their caller and outcome, those
 refused to an authenticated caller too.
 """
@@ -23,11 +25,16 @@ from dtq.app.audit import Audit
 from dtq.app.caller import CALLER
 from dtq.app.identity import Identity
 from dtq.domain.audit import AUDITED
-from dtq.domain.auth import ANONYMOUS, Principal, allowed, denied
+from dtq.domain.auth import ANONYMOUS, Principal, denied, permits
 from dtq.domain.errors import DtqError
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 PACKAGE = "/dtq.v1."
+TENANT_HEADER = "x-dtq-tenant"
+
+
+def _metadata(context: Ctx, name: str) -> str | None:
+    return next((str(v) for k, v in context.invocation_metadata() or () if k == name), None)
 
 
 class Authentication(HandlerWrapper):
@@ -42,16 +49,14 @@ class Authentication(HandlerWrapper):
 
     async def authenticate(self, context: Ctx) -> Principal:
         if self.identity is None:
-            return ANONYMOUS
-        authorization = next(
-            (str(v) for k, v in context.invocation_metadata() or () if k == "authorization"),
-            None,
-        )
-        return await self.identity.authenticate(authorization)
+            principal = ANONYMOUS
+        else:
+            principal = await self.identity.authenticate(_metadata(context, "authorization"))
+        return principal.acting_in(_metadata(context, TENANT_HEADER))
 
     async def caller(self, context: Ctx, method: str) -> Principal:
         principal = await self.authenticate(context)
-        if not allowed(principal.role, method):
+        if not permits(principal, method):
             raise denied(principal, method)
         return principal
 
@@ -79,7 +84,7 @@ class Authentication(HandlerWrapper):
             principal: Principal | None = None
             try:
                 principal = await self.authenticate(context)
-                if not allowed(principal.role, method):
+                if not permits(principal, method):
                     raise denied(principal, method)
             except DtqError as error:
                 if audited and principal is not None:  # not every anonymous knock: a flood

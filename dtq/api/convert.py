@@ -14,6 +14,7 @@ from dtq.domain import validation
 from dtq.domain.audit import AuditEvent
 from dtq.domain.errors import DtqError
 from dtq.domain.ids import lease_ref, parse_task_id
+from dtq.domain.limits import DispatchRate, TenantLimits
 from dtq.domain.model import (
     Lease,
     LeaseRef,
@@ -27,12 +28,14 @@ from dtq.domain.model import (
     TaskState,
     WorkerInfo,
 )
+from dtq.domain.tenants import Tenant
 from dtq.domain.validation import MAX_DEPTH, SubmitSpec, queue_name, task_type
 from dtq.v1 import (
     admin_service_pb2,
     queue_pb2,
     task_pb2,
     task_service_pb2,
+    tenant_pb2,
     worker_pb2,
     worker_service_pb2,
 )
@@ -157,6 +160,7 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         lease_duration=duration(t.lease_duration),
         worker_id=t.worker_id or "",
         idempotency_key=t.idempotency_key or "",
+        tenant=t.tenant,
     )
     _at(msg.created_at, t.created_at)
     _at(msg.updated_at, t.updated_at)
@@ -237,6 +241,7 @@ def worker(w: WorkerInfo, status: WorkerStatus) -> worker_pb2.Worker:
         version=w.version,
         labels=w.labels,
         metrics_address=w.metrics_address,
+        tenant=w.tenant,
     )
 
 
@@ -313,6 +318,7 @@ def queue_stats(s: QueueStats) -> queue_pb2.QueueStats:
         throughput_per_second=s.completed_last_minute / 60.0,
         oldest_pending_age=duration(s.oldest_pending_age),
         paused=s.paused,
+        tenant=s.tenant,
     )
 
 
@@ -344,4 +350,40 @@ def audit_event(e: AuditEvent) -> admin_service_pb2.AuditEvent:
         target=e.target,
         outcome=e.outcome,
         detail=e.detail,
+        tenant=e.tenant,
     )
+
+
+def tenant_limits(t: TenantLimits) -> admin_service_pb2.TenantLimits:
+    msg = admin_service_pb2.TenantLimits(tenant=t.tenant)
+    if t.submit_rate is not None:
+        msg.submit_rate = t.submit_rate
+    if t.submit_burst is not None:
+        msg.submit_burst = t.submit_burst
+    if t.max_queued is not None:
+        msg.max_queued = t.max_queued
+    if t.updated_at:
+        _at(msg.update_time, t.updated_at)
+    return msg
+
+
+def tenant_limits_of(msg: admin_service_pb2.TenantLimits) -> TenantLimits:
+    return TenantLimits(
+        msg.tenant,
+        msg.submit_rate if msg.HasField("submit_rate") else None,
+        msg.submit_burst if msg.HasField("submit_burst") else None,
+        msg.max_queued if msg.HasField("max_queued") else None,
+    )
+
+
+def dispatch_rate(r: DispatchRate) -> admin_service_pb2.DispatchRate:
+    msg = admin_service_pb2.DispatchRate(
+        queue=r.queue, task_type=r.task_type, rate=r.rate, burst=r.burst
+    )
+    if r.updated_at:
+        _at(msg.update_time, r.updated_at)
+    return msg
+
+
+def tenant(t: Tenant) -> tenant_pb2.Tenant:
+    return tenant_pb2.Tenant(name=t.name, weight=t.weight, created_at=timestamp(t.created_at))

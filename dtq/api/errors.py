@@ -2,7 +2,10 @@
 
 A `DtqError` becomes a `google.rpc.Status` with `ErrorInfo(reason,
 domain="dtq")`, `BadRequest` field violations and `RetryInfo` where they apply;
-Envoy turns that status into a JSON body and the matching HTTP code. Anything
+Envoy turns that status into a JSON body and the matching HTTP code. An error
+with a RetryInfo also carries a `retry-after` trailer (whole seconds, rounded
+up): in a trailers-only reply it is a response header, which Envoy passes to
+REST clients as HTTP `Retry-After` (429, 503). Anything
 else is logged once with its traceback and answered INTERNAL with a generic
 message. The decorators also record the call's latency and code.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -69,8 +73,24 @@ def status_of(error: DtqError) -> status_pb2.Status:
     return status_pb2.Status(code=GRPC_CODE[error.code], message=error.message, details=details)
 
 
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
+def grpc_status(error: DtqError) -> grpc.Status:
+    """The status to abort with: the rich status, and `retry-after` when it applies."""
+    status: grpc.Status = rpc_status.to_status(status_of(error))
+    if error.retry_after is None:
+        return status
+    after = str(max(1, math.ceil(error.retry_after)))
+    return _Status(status.code, status.details, (*status.trailing_metadata, ("retry-after", after)))
+
+
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DtqError) -> None:
-    await context.abort_with_status(rpc_status.to_status(status_of(error)))
+    await context.abort_with_status(grpc_status(error))
 
 
 _series: dict[tuple[str, str], tuple[Any, Any]] = {}  # (method, code) -> (counter, histogram)

@@ -20,8 +20,11 @@ from dtq.api.worker_servicer import WorkerServicer
 from dtq.app.admin import Admin
 from dtq.app.audit import Audit
 from dtq.app.leasing import Leasing
+from dtq.app.limits_admin import LimitSettings
+from dtq.app.schedules import Schedules
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
+from dtq.app.tenants import TenantBook
 from dtq.domain.validation import message_limit
 from dtq.listen import ListenError, PortInUse, loopback, port_free
 from dtq.settings import Settings
@@ -124,13 +127,18 @@ def add_services(
     leasing: Leasing,
     streams: Streams,
     heartbeat_interval: float,
+    limits: LimitSettings,
+    tenants: TenantBook,
+    schedules: Schedules,
 ) -> health.aio.HealthServicer:
     """TaskService, WorkerService, AdminService, health and reflection."""
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(admin, leasing, streams, heartbeat_interval), server
     )
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin, audit), server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(admin, audit, limits, tenants, schedules), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

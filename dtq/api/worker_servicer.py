@@ -142,18 +142,14 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         if request.HasField("result"):
             validation.nesting(convert.depth(request.result), "result")
             result = request.result.SerializeToString()
-        (task,) = await self.leasing.report([Outcome(ref.task_id, ref.token, result=result)])
-        if isinstance(task, DtqError):
-            raise task
+        task = await self.leasing.report_one(Outcome(ref.task_id, ref.token, result=result))
         return pb.CompleteTaskResponse(task=convert.task(task))
 
     @unary
     async def FailTask(self, request: pb.FailTaskRequest, context: Ctx) -> pb.FailTaskResponse:
         ref = lease_ref(request.task_id, request.lease_token)
         error = convert.reported_error(request.error)
-        (task,) = await self.leasing.report([Outcome(ref.task_id, ref.token, error=error)])
-        if isinstance(task, DtqError):
-            raise task
+        task = await self.leasing.report_one(Outcome(ref.task_id, ref.token, error=error))
         return pb.FailTaskResponse(task=convert.task(task))
 
     @unary

@@ -17,6 +17,7 @@ from dtq.app import caller, task_metrics
 from dtq.domain import paging, validation
 from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import QueueStats, Task, TaskState, WorkerInfo
+from dtq.domain.tenants import DEFAULT, split_tenant_queue, tenant_queue
 from dtq.ports import (
     Clock,
     DispatchQueue,
@@ -92,13 +93,14 @@ class Admin:
         for queue in worker.queues:
             caller.check_queue(queue)
         now = self.clock.now()
-        await self.room_for(worker_id, now)
-        stored = replace(worker, id=worker_id, registered_at=now, last_seen_at=now)
+        tenant = caller.current().home
+        await self.room_for(worker_id, now, tenant)
+        stored = replace(worker, id=worker_id, registered_at=now, last_seen_at=now, tenant=tenant)
         await self.registry.upsert(stored)
         return stored
 
-    async def room_for(self, worker_id: str, now: float) -> None:
-        if await self.registry.get(worker_id) is not None:
+    async def room_for(self, worker_id: str, now: float, tenant: str = DEFAULT) -> None:
+        if await self.registry.get(worker_id, tenant) is not None:
             return  # a worker registering again
         if await self.registry.count_seen_since(now - WORKERS_RECENT) >= self.max_workers:
             raise DtqError(
@@ -117,25 +119,34 @@ class Admin:
         size = validation.page_size(page_size, default=100)
         fp = paging.fingerprint("workers")
         offset = paging.decode_offset(token, fp)
-        page, total = await self.registry.page(offset, size)
+        page, total = await self.registry.page(offset, size, caller.current().view)
         more = offset + size < total
         return page, paging.encode(str(offset + size), fp) if more else ""
 
     # -- queues ---------------------------------------------------------------
 
     async def queue_stats(self, only: str = "") -> list[QueueStats]:
+        """The queues the caller sees (of every tenant, for the operator
+        scope), or its tenant's queue `only`."""
+        principal = caller.current()
         if only:
             validation.queue_name(only)
             caller.check_queue(only)
-        counts = await self.store.state_counts(only or None)
-        names = {only} if only else (await self.index.queues()) | {q for q, _ in counts}
-        names = caller.visible(names)
+            counts = await self.store.state_counts(only, principal.home)
+            names = {tenant_queue(principal.home, only)}
+        else:
+            counts = await self.store.state_counts(None, principal.view)
+            names = (await self.index.queues()) | {q for q, _ in counts}
+            names = caller.visible_tenant_queues(names)
         stats = []
         for name in sorted(names):
             live = await self.index.stats(name)
+            tenant, queue = split_tenant_queue(name)
             stats.append(
                 replace(
                     live,
+                    queue=queue,
+                    tenant=tenant,
                     scheduled=counts.get((name, TaskState.SCHEDULED), 0),
                     retrying=counts.get((name, TaskState.FAILED), 0),
                     dead_lettered=counts.get((name, TaskState.DEAD_LETTERED), 0),
@@ -148,9 +159,11 @@ class Admin:
         if not queue:
             raise DtqError.invalid("queue", "is required")
         caller.check_queue(name)
+        tenant = caller.current().home
         if self.settings is not None:
-            await self.settings.set_paused(name, paused)  # PostgreSQL first: it is the truth
-        await self.index.set_paused(name, paused)
+            # PostgreSQL first: it is the truth
+            await self.settings.set_paused(name, paused, tenant)
+        await self.index.set_paused(tenant_queue(tenant, name), paused)
         (stats,) = await self.queue_stats(name)
         return stats
 
@@ -163,18 +176,20 @@ class Admin:
         if not queue:
             raise DtqError.invalid("queue", "is required")
         caller.check_queue(name)
+        tenant = caller.current().home
+        indexed = tenant_queue(tenant, name)
         await self._refuse_unless_empty(name)
-        await self.index.remove(name)
+        await self.index.remove(indexed)
         try:
             await self._refuse_unless_empty(name)
         except DtqError:
-            await self.index.add([name])
+            await self.index.add([indexed])
             raise
         if self.settings is not None:
-            await self.settings.delete(name)
+            await self.settings.delete(name, tenant)
         for callback in self.on_deleted:
-            callback(name)
-        log.info("queue_deleted", extra={"queue": name})
+            callback(indexed)
+        log.info("queue_deleted", extra={"queue": name, "tenant": tenant})
 
     async def _refuse_unless_empty(self, queue: str) -> None:
         (stats,) = await self.queue_stats(queue)
@@ -207,7 +222,9 @@ class Admin:
         after: uuid.UUID | None = None  # keyset: each task visited once
         while limit == 0 or total < limit:
             want = REQUEUE_BATCH if limit == 0 else min(REQUEUE_BATCH, limit - total)
-            batch = await self.store.requeue_dead(name, only, want, self.clock.now(), after)
+            batch = await self.store.requeue_dead(
+                name, only, want, self.clock.now(), after, caller.current().home
+            )
             total += len(batch)
             task_metrics.retried(batch, "operator")
             if batch:
@@ -232,12 +249,12 @@ class Admin:
         `validate_only`, count them instead."""
         name, only = _dead_letter_filter(queue, task_type)
         if validate_only:
-            return await self.store.count_dead(name, only)
+            return await self.store.count_dead(name, only, caller.current().home)
         if not confirm:
             raise DtqError.invalid(
                 "confirm", "must be true: purged tasks cannot be restored", "CONFIRMATION_REQUIRED"
             )
-        purged = await self.store.purge_dead(name, only)
+        purged = await self.store.purge_dead(name, only, caller.current().home)
         metrics.tasks_purged.labels("dead_letter_purge").inc(purged)
         log.info("dead_letters_purged", extra={"queue": name, "count": purged})
         return purged
@@ -251,7 +268,7 @@ class Admin:
         active = 0
         if redis.status == Health.HEALTHY:
             seen = self.clock.now() - 3 * self.heartbeat_interval  # as `status` counts
-            active = await self.registry.count_seen_since(seen)
+            active = await self.registry.count_seen_since(seen, caller.current().view)
         fleet = Component(
             "workers",
             Health.HEALTHY if active else Health.DEGRADED,

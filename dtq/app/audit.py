@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dtq.app import caller
 from dtq.domain import paging, validation
 from dtq.domain.audit import MAX_DETAIL, AuditEvent
 from dtq.domain.auth import Principal
 from dtq.domain.errors import DtqError
+from dtq.domain.tenants import DEFAULT
 from dtq.ports import AuditLog, Clock
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class Audit:
             validation.storable_text(target),
             outcome,
             detail_json(detail),
+            tenant=principal.home if principal else DEFAULT,
         )
         try:
             await self.log.add(event)
@@ -77,7 +80,8 @@ class Audit:
         last = paging.decode(page_token, fp)
         if last is not None and not last.isdigit():
             raise DtqError.invalid("page_token", "is not a token this API issued")
-        events = await self.log.page(since, actor, int(last) if last else None, size + 1)
+        before = int(last) if last else None
+        events = await self.log.page(since, actor, before, size + 1, caller.current().view)
         more = len(events) > size
         events = events[:size]
         token = paging.encode(str(events[-1].id), fp) if more else ""

@@ -8,7 +8,9 @@ server process fills free capacity as soon as work may be ready:
 - a safety sweep (every `sweep_interval`) re-checks everything, in case a
   notification was lost; it is not on the hot path.
 A lease attempt that returns fewer tasks than asked clears the maybe-ready mark,
-unless a notification arrived meanwhile (generation counters).
+unless a notification arrived meanwhile (generation counters). A task type
+held back by its dispatch rate is marked again when its next token is due
+(`throttled`: a timer, not a poll).
 
 A lease counts as delivered once the worker names it (in a heartbeat, an
 outcome or a release). A stream that does not read cannot: its leases would
@@ -72,7 +74,8 @@ _ids = itertools.count(1)
 
 @dataclass(eq=False)
 class Session:
-    """One open lease stream of one worker."""
+    """One open lease stream of one worker. `sub` names its tenant's queues
+    (`tenant_queue` names)."""
 
     worker_id: str
     sub: Subscription
@@ -90,6 +93,7 @@ class Session:
     # The worker's registration, re-written on every heartbeat so that the
     # registry heals itself if Redis loses it.
     info: WorkerInfo | None = None
+    tenant: str = "default"
 
     @property
     def free(self) -> int:
@@ -103,7 +107,7 @@ class Session:
     def deliver(self, leases: Sequence[Lease], now: float) -> None:
         for lease in leases:
             self.held[lease.task.id] = Held(
-                lease.task.queue, lease.token, lease.task.lease_duration
+                lease.task.tenant_queue, lease.token, lease.task.lease_duration
             )
             self.unconfirmed[lease.task.id] = now
         if leases:
@@ -166,6 +170,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._last_round = 0.0
         self._turn = 0
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     # -- events -------------------------------------------------------------
 
@@ -196,6 +201,24 @@ class Dispatcher:
         else:
             self._maybe[(queue, task_type)] = next(self._generation)
         self._wake.set()
+
+    def throttled(self, queue: str, task_types: Sequence[str], wait: float) -> None:
+        """Ready tasks of these rated types wait for a token due in `wait` s:
+        look again then (one timer per type; an earlier one is kept)."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + wait
+        for task_type in task_types:
+            key = (queue, task_type)
+            timer = self._timers.get(key)
+            if timer is not None and not timer.cancelled() and timer.when() <= when:
+                continue
+            if timer is not None:
+                timer.cancel()
+            self._timers[key] = loop.call_at(when, self._refilled, queue, task_type)
+
+    def _refilled(self, queue: str, task_type: str) -> None:
+        self._timers.pop((queue, task_type), None)
+        self.notify(queue, task_type)
 
     def freed(self, session: Session) -> None:
         """A session got capacity back."""
@@ -229,6 +252,8 @@ class Dispatcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
 
     async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from dtq.app.audit import Audit
+from dtq.domain import tenants
 from dtq.domain.auth import ApiKey, Principal, Role, unauthenticated
 from dtq.domain.errors import Code, DtqError
-from dtq.ports import ApiKeys, Clock, TokenVerifier
+from dtq.ports import ApiKeys, Clock, Tenants, TokenVerifier
 
 KEY_PREFIX = "dtq_"
 CACHE_SECONDS = 4.0
@@ -160,11 +161,13 @@ class KeyAdmin:
         clock: Clock,
         audit: Audit | None = None,
         actor: Principal | None = None,
+        tenants: Tenants | None = None,
     ) -> None:
         self.keys = keys
         self.clock = clock
         self.audit = audit
         self.actor = actor
+        self.tenants = tenants  # None: a key's tenant is not checked for existence
 
     async def create(
         self,
@@ -178,6 +181,7 @@ class KeyAdmin:
         """The new key and its plaintext, which is shown once and never stored.
         `plaintext`: store this key (e.g. one kept in a deployment's secret)
         instead of a fresh one; storing the same key again changes nothing."""
+        await self._check_tenant(tenant, role)
         if plaintext is None:
             plaintext = new_secret_key()
         parts = split_key(plaintext)
@@ -191,9 +195,19 @@ class KeyAdmin:
         expires_at = now + expires_in if expires_in else None
         key = ApiKey(parts[0], name, role, frozenset(queues), tenant, now, expires_at)
         await self.keys.add(key, digest(parts[1]))
-        detail = {"name": name, "role": role.value, "queues": sorted(key.queues)}
+        detail = {"name": name, "role": role.value, "queues": sorted(key.queues), "tenant": tenant}
         await self._record("apikey/create", key.id, "OK", {**detail, "expires_at": expires_at})
         return key, plaintext
+
+    async def _check_tenant(self, tenant: str, role: Role) -> None:
+        """A key belongs to an existing tenant, or (an admin key) to every one: `*`."""
+        tenants.tenant_name(tenant, "tenant", scope=True)
+        if tenant == tenants.ALL:
+            if role != Role.ADMIN:
+                raise DtqError.invalid("tenant", "'*' (every tenant) is for admin keys only")
+            return
+        if self.tenants is not None and await self.tenants.get(tenant) is None:
+            raise tenants.not_found(tenant)
 
     async def list_keys(self) -> list[ApiKey]:
         return await self.keys.list_keys()

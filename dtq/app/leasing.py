@@ -17,11 +17,11 @@ import logging
 import secrets
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from dtq import metrics, tracing
-from dtq.app import task_metrics
+from dtq.app import caller, task_metrics
 from dtq.domain.errors import STALE_LEASE, DtqError, OutcomeUnknown
 from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
 from dtq.domain.retry import RetryPolicy, exhausted
@@ -60,6 +60,11 @@ class Leasing:
     clock: Clock
     retry_policy: RetryPolicy
     default_lease: float = 30.0
+    # The dispatch rates of a queue's task types: type -> (per second, burst).
+    rates_of: Callable[[str], Mapping[str, tuple[float, int]]] = lambda queue: {}
+    # Called with (queue, rated types, seconds) when ready tasks of a rated
+    # type wait for a token: when to try again.
+    on_throttled: list[Callable[[str, Sequence[str], float], None]] = field(default_factory=list)
 
     async def grant_many(
         self, sub: Subscription, queue: str, asks: Sequence[tuple[str, int]]
@@ -71,9 +76,7 @@ class Leasing:
         total = sum(n for _, n in asks)
         raw = secrets.token_bytes(16 * total)
         tokens = [raw[i : i + 16].hex() for i in range(0, len(raw), 16)]
-        popped, redis_now = await self.queue.lease(
-            queue, sub.task_types, tokens, self.default_lease
-        )
+        popped, redis_now = await self._pop(sub, queue, tokens)
         out: list[list[Lease]] = [[] for _ in asks]
         if not popped:
             return out
@@ -109,6 +112,34 @@ class Leasing:
             token, who = token_of[t.id]
             out[who].append(Lease(t, token, redis_now + t.lease_duration))
         return out
+
+    async def _pop(
+        self, sub: Subscription, queue: str, tokens: Sequence[str]
+    ) -> tuple[list[Ready], float]:
+        rates = self.rates_of(queue)
+        rated = {t: rates[t] for t in sub.task_types if t in rates}
+        if not rated:
+            return await self.queue.lease(queue, sub.task_types, tokens, self.default_lease)
+        popped, redis_now, wait = await self.queue.lease_rated(
+            queue, sub.task_types, tokens, self.default_lease, rated
+        )
+        if wait > 0:
+            metrics.dispatch_throttled.labels(metrics.queue_label(queue)).inc()
+            for callback in self.on_throttled:
+                callback(queue, list(rated), wait)
+        return popped, redis_now
+
+    async def report_one(self, outcome: Outcome) -> Task:
+        """A unary CompleteTask or FailTask: NOT_FOUND for a task the caller
+        may not see (another tenant's), as if it did not exist."""
+        if not caller.sees_everything():
+            task = await self.store.get(outcome.task_id, with_payload=False)
+            if task is None or not caller.may_see(task.tenant, task.queue):
+                raise DtqError.not_found("task", str(outcome.task_id))
+        (recorded,) = await self.report([outcome])
+        if isinstance(recorded, DtqError):
+            raise recorded
+        return recorded
 
     async def report(self, outcomes: Sequence[Outcome]) -> list[Task | DtqError]:
         """Record outcomes; each gets its task or a STALE_LEASE error."""
@@ -147,8 +178,8 @@ class Leasing:
             task = recorded.get((o.task_id, o.token))
             if task is None:
                 continue
-            by_queue[task.queue].append(LeaseRef(o.task_id, o.token))
-            counts[task.queue][0 if task.state == TaskState.COMPLETED else 1] += 1
+            by_queue[task.tenant_queue].append(LeaseRef(o.task_id, o.token))
+            counts[task.tenant_queue][0 if task.state == TaskState.COMPLETED else 1] += 1
         finished = {q: (refs, counts[q][0], counts[q][1]) for q, refs in by_queue.items()}
         try:
             await self.queue.settle(finished, list(recorded.values()))
@@ -202,11 +233,12 @@ class Leasing:
     async def extend_one(self, ref: LeaseRef, seconds: float | None) -> float:
         """ExtendLease for clients without a stream: checks the token in PostgreSQL."""
         task = await self.store.get(ref.task_id, with_payload=False)
-        if task is None:
+        if task is None or not caller.may_see(task.tenant, task.queue):
             raise DtqError.not_found("task", str(ref.task_id))
         if task.state != TaskState.RUNNING or task.lease_token != ref.token:
             raise stale(ref.task_id)
-        (deadline,) = await self.queue.extend(task.queue, [(ref, seconds or task.lease_duration)])
+        extension = [(ref, seconds or task.lease_duration)]
+        (deadline,) = await self.queue.extend(task.tenant_queue, extension)
         if deadline is None:
             raise stale(ref.task_id)
         return deadline
@@ -223,7 +255,7 @@ class Leasing:
             return []
         moved = {t.id for t in released}
         by_queue: dict[str, list[LeaseRef]] = defaultdict(list)
-        queue_of = {t.id: t.queue for t in released}
+        queue_of = {t.id: t.tenant_queue for t in released}
         for ref in refs:
             if ref.task_id in moved:
                 by_queue[queue_of[ref.task_id]].append(ref)

@@ -50,7 +50,9 @@ class Presence:
         for sid, session in current.items():
             before = self._written.get(sid)
             seen = self._seen.get(sid, before.last_seen_at if before else self.clock.now())
-            row = Liveness(session.worker_id, len(session.held), session.draining, seen)
+            row = Liveness(
+                session.worker_id, len(session.held), session.draining, seen, session.tenant
+            )
             if _due(row, before):
                 due[sid] = row
         return due

@@ -16,6 +16,7 @@ from dtq.app.presence import Presence
 from dtq.domain import validation
 from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import LeaseRef, Outcome, Subscription, TaskState, WorkerInfo
+from dtq.domain.tenants import split_tenant_queue, tenant_queue
 from dtq.ports import Clock, TaskStore, WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class Streams:
     presence: Presence | None = None  # keeps BUSY and LAST SEEN of the registry current
     # Refuses a worker id the registry does not know once too many were seen
     # (Admin.room_for: the cap RegisterWorker applies, for streams opened directly).
-    room_for: Callable[[str, float], Awaitable[None]] | None = None
+    room_for: Callable[[str, float, str], Awaitable[None]] | None = None
 
     def heard(self, session: Session) -> None:
         """The worker sent a message: it is alive, and reads again if it stalled."""
@@ -49,7 +50,10 @@ class Streams:
     ) -> Session:
         for queue in sub.queues:
             caller.check_queue(queue)
-        session = Session(validation.worker_id(worker_id, "open.worker_id"), sub, slots)
+        tenant = caller.current().home  # a worker takes the work of one tenant
+        sub = replace(sub, queues=tuple(tenant_queue(tenant, q) for q in sub.queues))
+        worker_id = validation.worker_id(worker_id, "open.worker_id")
+        session = Session(worker_id, sub, slots, tenant=tenant)
         session.info = await self._registration(session)
         if held:
             await self._adopt(session, held)
@@ -66,8 +70,13 @@ class Streams:
         tasks = {t.id: t for t in await self.store.get_many([r.task_id for r in held])}
         for ref in held:
             task = tasks.get(ref.task_id)
-            if task and task.state == TaskState.RUNNING and task.lease_token == ref.token:
-                session.held[ref.task_id] = Held(task.queue, ref.token, task.lease_duration)
+            if (
+                task
+                and task.tenant == session.tenant
+                and task.state == TaskState.RUNNING
+                and task.lease_token == ref.token
+            ):
+                session.held[ref.task_id] = Held(task.tenant_queue, ref.token, task.lease_duration)
             else:
                 session.outbox.put_nowait(Push(revoked=[(ref.task_id, LEASE_LOST)]))
         await self.heartbeat(session, session.refs())
@@ -136,18 +145,29 @@ class Streams:
     async def _registration(self, session: Session) -> WorkerInfo:
         now = self.clock.now()
         with contextlib.suppress(DtqError):
-            known = await self.registry.get(session.worker_id)
+            known = await self.registry.get(session.worker_id, session.tenant)
             if known is not None:
                 return known
         if self.room_for is not None:
             try:
-                await self.room_for(session.worker_id, now)
+                await self.room_for(session.worker_id, now, session.tenant)
             except DtqError as error:
                 if error.code == Code.RESOURCE_EXHAUSTED:
                     raise
         sub = session.sub
+        queues = tuple(split_tenant_queue(q)[1] for q in sub.queues)
         return WorkerInfo(
-            session.worker_id, "", 0, sub.queues, sub.task_types, session.capacity, "", {}, now, now
+            session.worker_id,
+            "",
+            0,
+            queues,
+            sub.task_types,
+            session.capacity,
+            "",
+            {},
+            now,
+            now,
+            tenant=session.tenant,
         )
 
     async def _touch(self, session: Session) -> None:
@@ -155,7 +175,7 @@ class Streams:
         with contextlib.suppress(DtqError):
             if session.info is None:
                 await self.registry.touch(
-                    session.worker_id, len(session.held), session.draining, now
+                    session.worker_id, len(session.held), session.draining, now, session.tenant
                 )
                 return
             await self.registry.upsert(

@@ -22,7 +22,7 @@ OUTCOME = {
 
 
 def _q(task: Task) -> str:
-    return metrics.queue_label(task.queue)
+    return metrics.queue_label(task.tenant_queue)
 
 
 def _t(task: Task) -> str:

@@ -8,11 +8,13 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dtq import metrics
 from dtq.app import caller, task_metrics
+from dtq.app.limits import Quotas
 from dtq.app.queue_cap import QueueCap
+from dtq.app.tenants import TenantBook
 from dtq.domain import paging, validation
 from dtq.domain.auth import queue_required
 from dtq.domain.errors import Code, DtqError, OutcomeUnknown
@@ -47,6 +49,8 @@ class Tasks:
     deferred: dict[uuid.UUID, Ready] = field(default_factory=dict)
     watching: dict[str, int] = field(default_factory=dict)  # open watches per caller
     queue_cap: QueueCap | None = None
+    quotas: Quotas | None = None
+    tenants: TenantBook | None = None  # None: no check that the caller's tenant exists
 
     async def submit(self, specs: Sequence[SubmitSpec], batch: bool = False) -> list[Submitted]:
         """Validate, commit to PostgreSQL, then index in Redis.
@@ -56,15 +60,20 @@ class Tasks:
         if batch:
             validation.batch_size(len(specs))
         now = self.clock.now()
+        tenant = caller.current().home
         new = []
         for i, spec in enumerate(specs):
             try:
-                new.append(validation.new_task(spec, self.limits, now))
+                new.append(replace(validation.new_task(spec, self.limits, now), tenant=tenant))
                 caller.check_queue(new[-1].queue)
             except DtqError as error:
                 raise error.prefixed(f"requests[{i}]") if batch else error from None
+        if self.tenants is not None:
+            await self.tenants.require(tenant)
         if self.queue_cap is not None:
-            await self.queue_cap.check(t.queue for t in new)
+            await self.queue_cap.check(t.tenant_queue for t in new)
+        if self.quotas is not None:
+            await self.quotas.check(tenant, len(new))
         try:
             submitted = await self.store.insert(new, now)
         except OutcomeUnknown as error:
@@ -126,13 +135,14 @@ class Tasks:
 
     async def get(self, task_id: uuid.UUID, full: bool = True) -> Task:
         task = await self.store.get(task_id, with_payload=full)
-        if task is None or not caller.current().may_use(task.queue):
-            raise DtqError.not_found("task", str(task_id))  # another's queue: not even there
+        if task is None or not caller.may_see(task.tenant, task.queue):
+            # Another tenant's, or another's queue: not even there.
+            raise DtqError.not_found("task", str(task_id))
         return task
 
     async def _mine(self, task_id: uuid.UUID) -> None:
-        """NOT_FOUND unless a caller limited to queues may use the task's."""
-        if caller.current().queues:
+        """NOT_FOUND unless the caller may see the task (its tenant and queue)."""
+        if not caller.sees_everything():
             await self.get(task_id, full=False)
 
     async def list(self, filters: TaskFilter, page_size: int, token: str, full: bool) -> Page:
@@ -141,6 +151,7 @@ class Tasks:
             raise queue_required(caller.current())
         if filters.queue:
             caller.check_queue(filters.queue)
+        filters = replace(filters, tenant=caller.current().view)
         fp = paging.fingerprint(filters.state, filters.type, filters.queue)
         last = paging.decode(token, fp)
         try:
@@ -185,7 +196,7 @@ class Tasks:
             if was == TaskState.PENDING:
                 await self.queue.remove_ready(task)
             elif was == TaskState.RUNNING and token:
-                await self.queue.drop_leases(task.queue, [LeaseRef(task.id, token)])
+                await self.queue.drop_leases(task.tenant_queue, [LeaseRef(task.id, token)])
                 await self.queue.publish_cancel(task)
             await self.queue.publish_changes([task])
         return task

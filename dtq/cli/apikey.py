@@ -22,12 +22,14 @@ import typer
 from dtq.adapters.pg_api_keys import PgApiKeys
 from dtq.adapters.pg_audit import PgAuditLog
 from dtq.adapters.pg_conn import Pg
+from dtq.adapters.pg_tenants import PgTenants
 from dtq.app.audit import Audit
 from dtq.app.identity import KeyAdmin
 from dtq.cli import output
 from dtq.cli.output import JsonOpt
 from dtq.domain.auth import ApiKey, Principal, Role
 from dtq.domain.errors import DtqError
+from dtq.domain.tenants import ALL, DEFAULT
 from dtq.ports import SystemClock
 from dtq.settings import Settings
 
@@ -50,7 +52,7 @@ def operator() -> Principal:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container)
         user = str(os.getuid())
-    return Principal(f"cli:{user}@{socket.gethostname()}", Role.ADMIN)
+    return Principal(f"cli:{user}@{socket.gethostname()}", Role.ADMIN, tenant=ALL)
 
 
 def _run(work: Callable[[KeyAdmin], Coroutine[Any, Any, T]]) -> T:
@@ -59,7 +61,8 @@ def _run(work: Callable[[KeyAdmin], Coroutine[Any, Any, T]]) -> T:
     try:
         clock = SystemClock()
         audit = Audit(PgAuditLog(pg), clock)
-        return asyncio.run(work(KeyAdmin(PgApiKeys(pg), clock, audit, operator())))
+        admin = KeyAdmin(PgApiKeys(pg), clock, audit, operator(), PgTenants(pg))
+        return asyncio.run(work(admin))
     except DtqError as error:
         typer.echo(f"dtq apikey: {error.message}", err=True)
         raise typer.Exit(1) from None
@@ -77,6 +80,7 @@ def _fields(key: ApiKey) -> dict[str, object]:
         "name": key.name,
         "role": key.role.value,
         "queues": sorted(key.queues),
+        "tenant": key.tenant,
         "created_at": _when(key.created_at),
         "last_used_at": _when(key.last_used_at),
         "expires_at": _when(key.expires_at),
@@ -103,11 +107,20 @@ def create(
             "instead of a fresh one; again with the same key changes nothing.",
         ),
     ] = None,
+    tenant: Annotated[
+        str,
+        typer.Option(
+            help="The tenant the key belongs to (it must exist: dtq tenant create); "
+            "'*' for an operator admin key that sees every tenant."
+        ),
+    ] = DEFAULT,
     json_out: JsonOpt = False,
 ) -> None:
     """Create an API key and print it, once: only a digest of it is kept."""
     span = parse_span(expires) if expires else None
-    made, plaintext = _run(lambda admin: admin.create(name, role, queue or (), span, plaintext=key))
+    made, plaintext = _run(
+        lambda admin: admin.create(name, role, queue or (), span, tenant, plaintext=key)
+    )
     if key is not None:  # the caller has it: do not print a secret into a deployment's logs
         typer.echo(f"API key {made.id} ({made.role.value}) stored")
         return
@@ -124,19 +137,22 @@ def create(
 
 @apikey_app.command("list")
 def list_keys(json_out: JsonOpt = False) -> None:
-    """Every API key: id, name, role, queues, created, last used, expiry."""
+    """Every API key: id, name, role, queues, tenant, created, last used, expiry."""
     keys = _run(lambda admin: admin.list_keys())
     if json_out:
         typer.echo(json.dumps([_fields(k) for k in keys]))
         return
-    headers = ["ID", "NAME", "ROLE", "QUEUES", "CREATED", "LAST USED", "EXPIRES", "REVOKED"]
+    headers = [
+        "ID", "NAME", "ROLE", "QUEUES", "TENANT", "CREATED", "LAST USED", "EXPIRES", "REVOKED",
+    ]  # fmt: skip
     output.rows_table(headers, [_row(k) for k in keys], "API key(s)")
 
 
 def _row(key: ApiKey) -> list[str]:
     f = _fields(key)
     queues = ",".join(sorted(key.queues)) or "*"
-    return [key.id, key.name, key.role.value, queues, *(str(f[n]) for n in _TIMES)]
+    times = (str(f[n]) for n in _TIMES)
+    return [key.id, key.name, key.role.value, queues, key.tenant, *times]
 
 
 _TIMES = ("created_at", "last_used_at", "expires_at", "revoked_at")

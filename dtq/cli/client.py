@@ -39,7 +39,24 @@ DEADLINE = 10.0  # seconds a unary call may take
 FAILED_EXIT = 1
 USAGE_EXIT = 2
 INTERRUPTED_EXIT = 130
-ONE_TRY = RetryPolicy(attempts=1)  # a command reports what happened; the user reruns it
+# A command reports what happened (the user reruns it); but over a rate limit
+# or quota (RESOURCE_EXHAUSTED with RetryInfo) it waits the time the server
+# names and tries again, saying so on stderr, up to LIMIT_TRIES tries (each
+# wait at most a minute).
+LIMIT_TRIES = 6
+
+
+def _announce(error: DtqClientError, seconds: float) -> None:
+    typer.echo(
+        f"{error.code.name} {error.reason}: retrying in {seconds:.2g}s (over a limit)", err=True
+    )
+
+
+ON_LIMITS = RetryPolicy(
+    attempts=LIMIT_TRIES,
+    only=frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED}),
+    on_retry=_announce,
+)
 Resp = TypeVar("Resp")
 R = TypeVar("R")
 
@@ -73,7 +90,23 @@ TlsCaOpt = Annotated[
     ),
 ]
 
-TARGET_OPTIONS = {"server": ServerOpt, "api_key": ApiKeyOpt, "tls_ca": TlsCaOpt}
+TenantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tenant",
+        metavar="NAME",
+        help="With an operator key (tenant '*'): act in this tenant, sent as "
+        "'x-dtq-tenant' [DTQ_TENANT]; default: every tenant's to see, 'default' to act in.",
+        show_default=False,
+    ),
+]
+
+TARGET_OPTIONS = {
+    "server": ServerOpt,
+    "api_key": ApiKeyOpt,
+    "tls_ca": TlsCaOpt,
+    "tenant": TenantOpt,
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +117,7 @@ class Target:
     server: str | None = None
     api_key: str | None = None
     tls_ca: str | None = None
+    tenant: str | None = None
 
 
 def remote(command: Callable[..., R]) -> Callable[..., R]:
@@ -165,12 +199,14 @@ def _api_client(target: Target) -> Client:
         options["api_key"] = SecretStr(target.api_key)
     if target.tls_ca:
         options["tls_ca"] = target.tls_ca
+    if target.tenant:
+        options["tenant"] = target.tenant
     found = found.model_copy(update=options)
     from dtq.cli.tracing import interceptors  # OpenTelemetry only for commands that call
 
     try:
         api = ApiClient.from_settings(
-            found, timeout=DEADLINE, retry=ONE_TRY, interceptors=interceptors()
+            found, timeout=DEADLINE, retry=ON_LIMITS, interceptors=interceptors()
         )
     except ValueError as error:  # a TLS file that cannot be read, an empty address
         bad_input(str(error))

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from dtq.cli import admin, apikey, audit, bench, dev, dlq, processes, tasks
+from dtq.cli import (
+    admin,
+    apikey,
+    audit,
+    bench,
+    dev,
+    dlq,
+    limits,
+    processes,
+    schedule,
+    tasks,
+    tenant,
+)
 
 app = typer.Typer(
     name="dtq",
@@ -21,6 +33,9 @@ dev.register(app)
 bench.register(app)
 apikey.register(app)
 audit.register(app)
+limits.register(app)
+tenant.register(app)
+schedule.register(app)
 
 
 def main() -> None:

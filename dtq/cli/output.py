@@ -278,7 +278,7 @@ def queue_stats_table(queues: Iterable[queue_pb2.QueueStats]) -> Table:
     for q in queues:
         p = q.pending_by_priority
         table.add_row(
-            q.queue,
+            q.queue if q.tenant in ("", "default") else f"{q.tenant}/{q.queue}",  # operator view
             Text("paused", "yellow") if q.paused else Text("active", "green"),
             *map(str, (q.pending, f"{p.high}/{p.medium}/{p.low}", q.running, q.scheduled)),
             *map(str, (q.retrying, q.dead_lettered, q.completed_last_minute)),

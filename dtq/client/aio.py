@@ -82,6 +82,7 @@ class AsyncClient:
         interceptors: Sequence[Any] = (),
         coalesce: bool | Coalescing = True,
         connections: int = 1,
+        tenant: str | None = None,
     ) -> None:
         self.config = channels.config(
             address,
@@ -91,6 +92,7 @@ class AsyncClient:
             (tls_ca, tls_cert, tls_key),
             interceptors,
             connections,
+            tenant,
         )
         self.timeout = timeout
         self.retry_policy = retry or RetryPolicy()
@@ -140,6 +142,7 @@ class AsyncClient:
                 delay = self.retry_policy.delay(error, attempt, codes)
                 if delay is None:
                     raise error from None
+                self.retry_policy.waiting(error, delay)
                 self._endpoints.failed(endpoint)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt raises")

@@ -57,6 +57,8 @@ class ChannelConfig:
     # More client interceptors (sync ones for `Client`, grpc.aio ones for `AsyncClient`).
     interceptors: tuple[Any, ...] = ()
     connections: int = 1  # channels (TCP connections) per server, used in turn
+    # Sent as x-dtq-tenant: the tenant an operator (`*`) credential acts in.
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -77,6 +79,7 @@ def config(
     tls_files: tuple[str | None, str | None, str | None],
     interceptors: Sequence[Any],
     connections: int = 1,
+    tenant: str | None = None,
 ) -> ChannelConfig:
     """The clients' arguments as a ChannelConfig; `tls_files`: (CA, cert, key)."""
     return ChannelConfig(
@@ -86,6 +89,7 @@ def config(
         api_key=api_key or None,
         interceptors=tuple(interceptors),
         connections=connections,
+        tenant=tenant or None,
     )
 
 
@@ -115,6 +119,8 @@ def from_settings(settings: Settings, given: dict[str, Any]) -> dict[str, Any]:
     `given` (explicit `credentials=` replace the TLS files)."""
     key = settings.api_key.get_secret_value() if settings.api_key else None
     found: dict[str, Any] = {"api_key": key or None}
+    if settings.tenant:
+        found["tenant"] = settings.tenant
     if given.get("credentials") is None:
         found |= {
             "tls_ca": settings.tls_ca or None,
@@ -139,7 +145,8 @@ def sync_channel(config: ChannelConfig, address: str) -> grpc.Channel:
         channel = grpc.secure_channel(address, config.credentials, options=options)
     else:
         channel = grpc.insecure_channel(address, options=options)
-    channel = bearer.sync_channel(channel, config.api_key)  # innermost: sees every call
+    # Innermost: sees every call.
+    channel = bearer.sync_channel(channel, config.api_key, config.tenant)
     if config.interceptors:
         channel = grpc.intercept_channel(channel, *config.interceptors)
     return channel
@@ -147,7 +154,10 @@ def sync_channel(config: ChannelConfig, address: str) -> grpc.Channel:
 
 def aio_channel(config: ChannelConfig, address: str) -> grpc.aio.Channel:
     options = config.channel_options()
-    interceptors = [*config.interceptors, *bearer.async_interceptors(config.api_key)]
+    interceptors = [
+        *config.interceptors,
+        *bearer.async_interceptors(config.api_key, config.tenant),
+    ]
     if config.credentials is not None:
         return grpc.aio.secure_channel(
             address, config.credentials, options=options, interceptors=interceptors or None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -35,13 +36,19 @@ class RetryPolicy:
     `attempts` counts every try (1 disables retries). The n-th wait is drawn
     between half and all of `min(maximum, initial * multiplier**n)` seconds,
     unless the server's `RetryInfo` names a delay, which wins. RESOURCE_EXHAUSTED
-    is retried only with `RetryInfo` (the server's rate limits send it).
+    is retried only with `RetryInfo` (the server's rate limits and quotas send
+    it: RATE_LIMITED, QUEUED_CAP), after the delay it names (at most
+    MAX_RETRY_AFTER). `only`: retry these codes and no others (None: every code
+    the call allows). `on_retry(error, seconds)` is called before each wait
+    (the CLI says so on stderr).
     """
 
     attempts: int = 8
     initial: float = 0.1
     maximum: float = 5.0
     multiplier: float = 2.0
+    only: frozenset[grpc.StatusCode] | None = None
+    on_retry: Callable[[DtqClientError, float], None] | None = None
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.initial < 0 or self.maximum < self.initial:
@@ -58,11 +65,18 @@ class RetryPolicy:
         """Seconds to wait before trying again, or None to give up and raise."""
         if error.code not in codes or attempt + 1 >= self.attempts:
             return None
+        if self.only is not None and error.code not in self.only:
+            return None
         if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_after is None:
             return None  # gRPC's own (a message too large): waiting cannot help
         if error.retry_after is not None:
             return min(max(error.retry_after, 0.0), MAX_RETRY_AFTER)
         return self.backoff(attempt)
+
+    def waiting(self, error: DtqClientError, seconds: float) -> None:
+        """About to wait `seconds` before trying again after `error`."""
+        if self.on_retry is not None:
+            self.on_retry(error, seconds)
 
 
 class Deadline:

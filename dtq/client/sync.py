@@ -73,8 +73,9 @@ class Client:
     Bearer ...` on every call; `tls_ca` (a PEM file, the CA of the servers'
     certificates) turns TLS on, with `tls_cert`/`tls_key` as the client's own
     certificate when the servers require one (mTLS). `interceptors`: more
-    gRPC client interceptors (tracing, say). `from_settings` reads all of
-    these from `DTQ_*`.
+    gRPC client interceptors (tracing, say). `tenant`: with an operator
+    credential (tenant `*`), the tenant every call acts in (`x-dtq-tenant`).
+    `from_settings` reads all of these from `DTQ_*`.
     `coalesce` (default on): submits made at the same time from several
     threads share `BatchSubmitTasks` calls, each caller still getting its own
     handle or error (see `dtq.client.coalesce`); a lone caller's submit goes
@@ -98,6 +99,7 @@ class Client:
         interceptors: Sequence[Any] = (),
         coalesce: bool | Coalescing = True,
         connections: int = 1,
+        tenant: str | None = None,
     ) -> None:
         self.config = channels.config(
             address,
@@ -107,6 +109,7 @@ class Client:
             (tls_ca, tls_cert, tls_key),
             interceptors,
             connections,
+            tenant,
         )
         self.timeout = timeout
         self.retry_policy = retry or RetryPolicy()
@@ -156,6 +159,7 @@ class Client:
                 delay = self.retry_policy.delay(error, attempt, codes)
                 if delay is None:
                     raise error from None
+                self.retry_policy.waiting(error, delay)
                 self._endpoints.failed(endpoint)
                 time.sleep(delay)
         raise AssertionError("unreachable: the last attempt raises")

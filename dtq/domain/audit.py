@@ -18,6 +18,16 @@ AUDITED = frozenset(
         "AdminService/DeleteQueue",
         "AdminService/RequeueDeadLetters",
         "AdminService/PurgeDeadLetters",
+        "AdminService/SetTenantLimits",
+        "AdminService/SetDispatchRate",
+        "AdminService/DeleteDispatchRate",
+        "AdminService/CreateTenant",
+        "AdminService/CreateSchedule",
+        "AdminService/UpdateSchedule",
+        "AdminService/DeleteSchedule",
+        "AdminService/PauseSchedule",
+        "AdminService/ResumeSchedule",
+        "AdminService/TriggerSchedule",
     }
 )
 MAX_DETAIL = 2048  # characters of JSON kept per event
@@ -33,3 +43,4 @@ class AuditEvent:
     outcome: str  # a gRPC status code name: "OK", "PERMISSION_DENIED", ...
     detail: str = "{}"  # JSON, at most MAX_DETAIL characters
     id: int = 0  # given by the log
+    tenant: str = "default"  # the tenant the caller acted in

@@ -11,6 +11,8 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 
+from dtq.domain.tenants import DEFAULT, tenant_queue
+
 
 class Priority(enum.IntEnum):
     """Priority within a queue. Numbers match the protobuf enum."""
@@ -67,6 +69,12 @@ class NewTask:
     # Trace propagation fields of the submission (W3C traceparent/tracestate).
     trace_context: dict[str, str] | None = None
     unique: Unique | None = None
+    tenant: str = DEFAULT
+
+    @property
+    def tenant_queue(self) -> str:
+        """Its queue's name below the API (`dtq.domain.tenants`)."""
+        return tenant_queue(self.tenant, self.queue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,12 @@ class Task:
     lease_token: str | None = field(default=None, repr=False)
     # Trace propagation fields of the submission; None when it was not traced.
     trace_context: dict[str, str] | None = field(default=None, repr=False)
+    tenant: str = DEFAULT
+
+    @property
+    def tenant_queue(self) -> str:
+        """Its queue's name below the API (`dtq.domain.tenants`)."""
+        return tenant_queue(self.tenant, self.queue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +186,7 @@ class WorkerInfo:
     active_tasks: int = 0
     draining: bool = False
     metrics_address: str = ""  # host:port of its /metrics, "" when none
+    tenant: str = DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +204,7 @@ class QueueStats:
     oldest_pending_age: float = 0.0
     oldest_age_by_priority: dict[Priority, float] = field(default_factory=dict)
     paused: bool = False
+    tenant: str = DEFAULT
 
     @property
     def pending(self) -> int:
@@ -202,6 +218,7 @@ class TaskFilter:
     state: TaskState | None = None
     type: str | None = None
     queue: str | None = None
+    tenant: str | None = None  # None: every tenant
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """Exports queue depths as gauges, so dashboards and alerts see every queue
-(depth by priority, running, scheduled, retrying, dead-lettered, oldest age)."""
+(depth by priority, running, scheduled, retrying, dead-lettered, oldest age).
+A queue of a tenant other than `default` is labelled `tenant/queue`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import defaultdict
 from dtq import metrics
 from dtq.app.admin import Admin
 from dtq.domain.errors import DtqError
+from dtq.domain.tenants import tenant_queue
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class QueueObserver:
         tasks: dict[tuple[str, str], float] = defaultdict(float)
         paused: dict[str, int] = defaultdict(int)
         for stats in await self.admin.queue_stats():
-            q = metrics.queue_label(stats.queue)
+            q = metrics.queue_label(tenant_queue(stats.tenant, stats.queue))
             for priority, n in stats.pending_by_priority.items():
                 key = (q, priority.name.lower())
                 depth[key] += n

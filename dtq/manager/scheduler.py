@@ -54,7 +54,7 @@ class Scheduler:
             if promoted:
                 await self.queue.enqueue([Ready.of(t) for t in promoted])
                 await self.queue.publish_changes(promoted)
-                for queue, n in Counter(t.queue for t in promoted).items():
+                for queue, n in Counter(t.tenant_queue for t in promoted).items():
                     metrics.tasks_promoted.labels(metrics.queue_label(queue)).inc(n)
                 log.info("tasks_promoted", extra={"count": len(promoted)})
             if len(promoted) < BATCH:

@@ -61,7 +61,9 @@ class Core:
 
 
 def build_core(settings: Settings) -> Core:
-    metrics.cap_labels(settings.metrics_max_queues, settings.metrics_max_types)
+    metrics.cap_labels(
+        settings.metrics_max_queues, settings.metrics_max_types, settings.metrics_max_tenants
+    )
     pg = Pg(settings.database_dsn, settings.database_pool_size, settings.database_timeout)
     store = PgStore(pg)
     client = connect(settings.redis_dsn, settings.redis_timeout)

@@ -16,7 +16,11 @@ from dtq import tracing
 from dtq.adapters.jwt_tokens import JwtVerifier
 from dtq.adapters.pg_api_keys import PgApiKeys
 from dtq.adapters.pg_audit import PgAuditLog
+from dtq.adapters.pg_limits import PgLimits
 from dtq.adapters.pg_queues import PgQueues
+from dtq.adapters.pg_schedules import PgSchedules
+from dtq.adapters.pg_tenants import PgTenants
+from dtq.adapters.redis_limits import RedisBuckets
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.api import server as grpc_server
 from dtq.api.auth import Authentication
@@ -24,13 +28,17 @@ from dtq.app.admin import Admin
 from dtq.app.audit import Audit
 from dtq.app.dispatch import Dispatcher
 from dtq.app.identity import Identity
+from dtq.app.limits import LimitsCache, Quotas
+from dtq.app.limits_admin import LimitSettings
 from dtq.app.presence import Presence
 from dtq.app.queue_cap import QueueCap
+from dtq.app.schedules import Schedules
 from dtq.app.streams import Streams
 from dtq.app.tasks import Tasks
+from dtq.app.tenants import TenantBook
 from dtq.domain.errors import DtqError
 from dtq.ops_http import HealthBoard, serve_ops
-from dtq.processes.core import build_core, stop_on_signals, watch_dependencies
+from dtq.processes.core import Core, build_core, stop_on_signals, watch_dependencies
 from dtq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +63,26 @@ def tokens(settings: Settings) -> JwtVerifier | None:
         settings.auth_subject_claim,
         settings.auth_queues_claim,
         settings.auth_leeway,
+        settings.auth_tenant_claim,
     )
+
+
+async def rate_limits(
+    settings: Settings, core: Core, dispatcher: Dispatcher
+) -> tuple[LimitsCache, Quotas]:
+    """The limits every server reads, the submit checks, the dispatch rates."""
+    limits = LimitsCache(PgLimits(core.pg), settings.limits_refresh)
+    with contextlib.suppress(DtqError):  # else at the next refresh
+        await limits.load()
+    core.leasing.rates_of = limits.rates_of
+    core.leasing.on_throttled.append(dispatcher.throttled)
+    quotas = Quotas(
+        limits,
+        RedisBuckets(core.queue.calls),
+        fail_open=settings.rate_limit_failure == "open",
+        count_refresh=settings.queued_count_refresh,
+    )
+    return limits, quotas
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
@@ -70,6 +97,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         core.leasing, settings.worker_poll_interval, 2 * settings.heartbeat_interval
     )
     queue_cap = QueueCap(core.index, settings.max_queues)
+    limits, quotas = await rate_limits(settings, core, dispatcher)
+    tenants = TenantBook(PgTenants(core.pg), core.clock)
     tasks = Tasks(
         core.store,
         core.queue,
@@ -78,6 +107,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         watches=notifier,
         on_ready=[dispatcher.notify],
         queue_cap=queue_cap,
+        quotas=quotas,
+        tenants=tenants,
     )
     admin = Admin(
         core.store,
@@ -98,8 +129,18 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     notifier.on_cancel.append(dispatcher.cancel)
     notifier.on_resync.append(dispatcher.sweep)
     auth.audit = Audit(PgAuditLog(core.pg), core.clock)
+    schedules = Schedules(PgSchedules(core.pg), tasks, core.clock, core.limits)
     health = grpc_server.add_services(
-        server, tasks, admin, auth.audit, core.leasing, streams, settings.heartbeat_interval
+        server,
+        tasks,
+        admin,
+        auth.audit,
+        core.leasing,
+        streams,
+        settings.heartbeat_interval,
+        LimitSettings(limits.store, limits),
+        tenants,
+        schedules,
     )
 
     stop = asyncio.Event()
@@ -111,6 +152,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         loop.create_task(watch_dependencies(core, board)),
         loop.create_task(flush_deferred(tasks)),
         loop.create_task(presence.run()),
+        loop.create_task(limits.run()),
     ]
     if settings.auth == "on":
         auth.identity = Identity(

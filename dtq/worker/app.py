@@ -18,6 +18,13 @@ parameter, a `TaskContext`. It returns any JSON value (the task's result) or
 raises: `PermanentError` dead-letters the task at once; any other exception is
 retried with backoff until the task's `max_retries` are spent.
 
+`@app.periodic` declares a recurring schedule of a handler's task type in
+code; `dtq schedule sync -m myapp.tasks` makes the server's schedules match:
+
+    @app.periodic("*/5 * * * *", tz="Europe/Paris", payload={"full": False})
+    @app.task("report")
+    def report(payload: dict) -> None: ...
+
 A handler that outlives its task's `timeout`, or whose task is cancelled, is
 interrupted: an async handler is cancelled at its next `await`, a sync one gets
 `TaskInterrupted` raised in its thread (or, with `--pool process`, its process
@@ -82,6 +89,24 @@ class Handler:
     wants_context: bool
 
 
+@dataclass(frozen=True)
+class Periodic:
+    """A schedule declared in code (`@app.periodic`), created by `dtq schedule sync`."""
+
+    name: str
+    task_type: str
+    cron: str = ""
+    every: float = 0.0  # seconds; or cron
+    tz: str = "UTC"
+    payload: dict[str, Any] = field(default_factory=dict)
+    queue: str = ""
+    priority: str = ""  # low, medium, high; empty: medium
+    max_retries: int | None = None
+    timeout: float | None = None
+    overlap: str = "skip"  # allow, skip, cancel_previous
+    catch_up: str = "one"  # skip, one, all
+
+
 class App:
     """A set of task handlers, the unit a worker loads.
 
@@ -92,6 +117,7 @@ class App:
     def __init__(self, name: str = "dtq", client: Client | AsyncClient | None = None) -> None:
         self.name = name
         self.handlers: dict[str, Handler] = {}
+        self.periodics: dict[str, Periodic] = {}
         self.client = client
 
     def task(self, name: str | None = None) -> Callable[[Callable[P, R]], TaskRef[P, R]]:
@@ -103,6 +129,36 @@ class App:
             task_type = name or fn.__name__
             self.add(task_type, fn)
             return TaskRef(self, task_type, fn)
+
+        return register
+
+    def periodic(
+        self,
+        cron: str = "",
+        *,
+        every: float = 0.0,
+        tz: str = "UTC",
+        name: str | None = None,
+        payload: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], TaskRef[P, R]]:
+        """Declare a schedule of the decorated handler's task type: `cron` (5
+        or 6 fields) in time zone `tz`, or `every` seconds. `name` defaults to
+        the task type; `options`: queue, priority, max_retries, timeout,
+        overlap, catch_up (see `Periodic`). A plain function is registered as
+        a handler too (`@app.task()`)."""
+        if bool(cron) == bool(every):
+            raise ValueError("give a cron expression or every=seconds, not both")
+
+        def register(fn: Callable[P, R]) -> TaskRef[P, R]:
+            ref = fn if isinstance(fn, TaskRef) else self.task()(fn)
+            declared = Periodic(
+                name or ref.name, ref.name, cron, every, tz, dict(payload or {}), **options
+            )
+            if declared.name in self.periodics:
+                raise ValueError(f"schedule {declared.name!r} is declared twice")
+            self.periodics[declared.name] = declared
+            return ref
 
         return register
 
@@ -123,3 +179,7 @@ class App:
     def merge(self, other: App) -> None:
         for handler in other.handlers.values():
             self.add(handler.name, handler.fn)
+        for declared in other.periodics.values():
+            if declared.name in self.periodics:
+                raise ValueError(f"schedule {declared.name!r} is declared twice")
+            self.periodics[declared.name] = declared

@@ -21,7 +21,13 @@ from dtq.v1 import (
     admin_service_pb2 as admin_pb,
 )
 from dtq.v1 import (
+    schedule_pb2 as schedule_pb,
+)
+from dtq.v1 import (
     task_service_pb2 as task_pb,
+)
+from dtq.v1 import (
+    tenant_pb2 as tenant_pb,
 )
 from dtq.v1 import (
     worker_service_pb2 as worker_pb,
@@ -53,8 +59,10 @@ def new_key(pg_url: str, role: str, *args: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def keys(server: Server, pg_url: str) -> dict[str, str]:
-    """A key of every role, and credentials that are not keys."""
-    made = {role.value: new_key(pg_url, role.value)["key"] for role in Role}
+    """A key of every role (the admin's of the operator scope, which may call
+    everything), and credentials that are not keys."""
+    made = {role.value: new_key(pg_url, role.value)["key"] for role in Role if role != Role.ADMIN}
+    made["admin"] = new_key(pg_url, "admin", "--tenant", "*")["key"]
     return {**made, "forged": f"dtq_{'0' * 12}_{'x' * 43}", "garbage": "not-a-key"}
 
 
@@ -175,6 +183,84 @@ CALLS: dict[str, Call] = {
     ),
     "AdminService/ListAuditEvents": unary(
         A + "ListAuditEvents", admin_pb.ListAuditEventsRequest(), admin_pb.ListAuditEventsResponse
+    ),
+    "AdminService/GetTenantLimits": unary(
+        A + "GetTenantLimits",
+        admin_pb.GetTenantLimitsRequest(tenant="default"),
+        admin_pb.GetTenantLimitsResponse,
+    ),
+    "AdminService/ListTenantLimits": unary(
+        A + "ListTenantLimits",
+        admin_pb.ListTenantLimitsRequest(),
+        admin_pb.ListTenantLimitsResponse,
+    ),
+    "AdminService/SetTenantLimits": unary(
+        A + "SetTenantLimits",
+        admin_pb.SetTenantLimitsRequest(limits=admin_pb.TenantLimits(tenant="nobody")),
+        admin_pb.SetTenantLimitsResponse,
+    ),
+    "AdminService/SetDispatchRate": unary(
+        A + "SetDispatchRate",
+        admin_pb.SetDispatchRateRequest(
+            rate=admin_pb.DispatchRate(queue="never-used", task_type="t", rate=1000)
+        ),
+        admin_pb.SetDispatchRateResponse,
+    ),
+    "AdminService/ListDispatchRates": unary(
+        A + "ListDispatchRates",
+        admin_pb.ListDispatchRatesRequest(),
+        admin_pb.ListDispatchRatesResponse,
+    ),
+    "AdminService/DeleteDispatchRate": unary(
+        A + "DeleteDispatchRate",
+        admin_pb.DeleteDispatchRateRequest(queue="never-used", task_type="missing"),
+        admin_pb.DeleteDispatchRateResponse,
+    ),
+    "AdminService/CreateTenant": unary(  # a bad name: INVALID_ARGUMENT once allowed
+        A + "CreateTenant",
+        admin_pb.CreateTenantRequest(tenant=tenant_pb.Tenant(name="Not A Name")),
+        admin_pb.CreateTenantResponse,
+    ),
+    "AdminService/ListTenants": unary(
+        A + "ListTenants", admin_pb.ListTenantsRequest(), admin_pb.ListTenantsResponse
+    ),
+    # Schedules: a bad one to create and unknown ones to change (the same answer
+    # each time, whoever calls first).
+    "AdminService/CreateSchedule": unary(
+        A + "CreateSchedule",
+        admin_pb.CreateScheduleRequest(schedule=schedule_pb.Schedule(name="matrix")),
+        admin_pb.CreateScheduleResponse,
+    ),
+    "AdminService/GetSchedule": unary(
+        A + "GetSchedule", admin_pb.GetScheduleRequest(name="nobody"), admin_pb.GetScheduleResponse
+    ),
+    "AdminService/ListSchedules": unary(
+        A + "ListSchedules", admin_pb.ListSchedulesRequest(), admin_pb.ListSchedulesResponse
+    ),
+    "AdminService/UpdateSchedule": unary(
+        A + "UpdateSchedule",
+        admin_pb.UpdateScheduleRequest(schedule=schedule_pb.Schedule(name="nobody")),
+        admin_pb.UpdateScheduleResponse,
+    ),
+    "AdminService/DeleteSchedule": unary(
+        A + "DeleteSchedule",
+        admin_pb.DeleteScheduleRequest(name="nobody"),
+        admin_pb.DeleteScheduleResponse,
+    ),
+    "AdminService/PauseSchedule": unary(
+        A + "PauseSchedule",
+        admin_pb.PauseScheduleRequest(name="nobody"),
+        admin_pb.PauseScheduleResponse,
+    ),
+    "AdminService/ResumeSchedule": unary(
+        A + "ResumeSchedule",
+        admin_pb.ResumeScheduleRequest(name="nobody"),
+        admin_pb.ResumeScheduleResponse,
+    ),
+    "AdminService/TriggerSchedule": unary(
+        A + "TriggerSchedule",
+        admin_pb.TriggerScheduleRequest(name="nobody"),
+        admin_pb.TriggerScheduleResponse,
     ),
 }
 
@@ -411,6 +497,16 @@ REST: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "AdminService/PurgeDeadLetters": ("POST", f"/api/v1/queues/{QUEUE}/deadLetters:purge", {}),
     "AdminService/ListAuditEvents": ("GET", "/api/v1/auditEvents", None),
     "AdminService/DeleteQueue": ("DELETE", "/api/v1/queues/never-used", None),
+    "AdminService/CreateTenant": ("POST", "/api/v1/tenants", {"name": "Not A Name"}),
+    "AdminService/ListTenants": ("GET", "/api/v1/tenants", None),
+    "AdminService/CreateSchedule": ("POST", "/api/v1/schedules", {"name": "matrix"}),
+    "AdminService/GetSchedule": ("GET", "/api/v1/schedules/nobody", None),
+    "AdminService/ListSchedules": ("GET", "/api/v1/schedules", None),
+    "AdminService/UpdateSchedule": ("PATCH", "/api/v1/schedules/nobody", {"cron": "* * * * *"}),
+    "AdminService/DeleteSchedule": ("DELETE", "/api/v1/schedules/nobody", None),
+    "AdminService/PauseSchedule": ("POST", "/api/v1/schedules/nobody:pause", {}),
+    "AdminService/ResumeSchedule": ("POST", "/api/v1/schedules/nobody:resume", {}),
+    "AdminService/TriggerSchedule": ("POST", "/api/v1/schedules/nobody:trigger", {}),
 }
 
 

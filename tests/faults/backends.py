@@ -83,7 +83,7 @@ class Backends:
                 server.wait_ready(60)
 
     def reset(self) -> None:
-        self.sql("TRUNCATE tasks, queues, fault_executions")
+        self.sql("TRUNCATE tasks, queues, schedules, fault_executions")
         client = redis.Redis.from_url(self.redis.url)
         client.flushall()
         client.close()

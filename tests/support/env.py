@@ -168,7 +168,9 @@ def reset(db_url: str, redis_url: str) -> None:
     """Empty the tables and the Redis database, between tests."""
     engine = create_engine(sqlalchemy_url(db_url))
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE tasks, queues, audit_events"))
+        conn.execute(
+            text("TRUNCATE tasks, queues, audit_events, tenant_limits, dispatch_rates, schedules")
+        )
     engine.dispose()
     client = redis.Redis.from_url(redis_url)
     client.flushdb()

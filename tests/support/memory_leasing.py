@@ -130,22 +130,31 @@ class MemoryRegistry:
     async def upsert(self, worker: WorkerInfo) -> None:
         self.workers[worker.id] = worker
 
-    async def touch(self, worker_id: str, active_tasks: int, draining: bool, now: float) -> None:
+    async def touch(
+        self, worker_id: str, active_tasks: int, draining: bool, now: float, tenant: str = "default"
+    ) -> None:
         if worker_id in self.workers:
             self.workers[worker_id] = replace(
                 self.workers[worker_id], active_tasks=active_tasks, draining=draining,
                 last_seen_at=now,
             )  # fmt: skip
 
-    async def get(self, worker_id: str) -> WorkerInfo | None:
+    async def get(self, worker_id: str, tenant: str = "default") -> WorkerInfo | None:
         return self.workers.get(worker_id)
 
-    async def page(self, offset: int, limit: int) -> tuple[list[WorkerInfo], int]:
+    async def page(
+        self, offset: int, limit: int, tenant: str | None = None
+    ) -> tuple[list[WorkerInfo], int]:
         ordered = sorted(self.workers.values(), key=lambda w: -w.last_seen_at)
+        ordered = [w for w in ordered if tenant is None or w.tenant == tenant]
         return ordered[offset : offset + limit], len(ordered)
 
-    async def count_seen_since(self, since: float) -> int:
-        return sum(1 for w in self.workers.values() if w.last_seen_at >= since)
+    async def count_seen_since(self, since: float, tenant: str | None = None) -> int:
+        return sum(
+            1
+            for w in self.workers.values()
+            if w.last_seen_at >= since and tenant in (None, w.tenant)
+        )
 
 
 @dataclass

@@ -27,6 +27,11 @@ def test_from_settings_reads_the_key_and_tls_files_and_arguments_win() -> None:
     }
 
 
+def test_from_settings_reads_the_tenant_an_operator_acts_in() -> None:
+    assert from_settings(Settings(tenant="acme"), {})["tenant"] == "acme"
+    assert from_settings(Settings(tenant="acme"), {"tenant": "globex"})["tenant"] == "globex"
+
+
 def test_explicit_credentials_replace_the_tls_settings() -> None:
     credentials = grpc.ssl_channel_credentials()
     found = from_settings(Settings(tls_ca="ca.pem"), {"credentials": credentials})

@@ -18,7 +18,7 @@ from dtq.client import (
     TaskState,
     Unavailable,
 )
-from dtq.client.errors import from_status
+from dtq.client.errors import ResourceExhausted, from_status
 from dtq.client.models import outcome, task_info
 from dtq.client.retry import UNSENT, Deadline
 from dtq.domain.errors import Code, DtqError
@@ -94,3 +94,19 @@ def test_outcomes() -> None:
     assert running.created_at is not None and running.created_at.year == 2030
     with pytest.raises(ValueError):
         outcome(running)
+
+
+def test_a_policy_limited_to_some_codes_tells_of_each_wait() -> None:
+    told: list[tuple[str, float]] = []
+    policy = RetryPolicy(
+        attempts=3,
+        only=frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED}),
+        on_retry=lambda error, seconds: told.append((error.reason, seconds)),
+    )
+    limited = ResourceExhausted(grpc.StatusCode.RESOURCE_EXHAUSTED, "", "RATE_LIMITED", (), 0.25)
+    down = Unavailable(grpc.StatusCode.UNAVAILABLE, "", "REDIS_UNAVAILABLE", (), 1.0)
+    assert policy.delay(limited, 0) == 0.25
+    assert policy.delay(down, 0) is None  # not one of `only`
+    assert policy.delay(limited, 2) is None  # the tries are spent
+    policy.waiting(limited, 0.25)
+    assert told == [("RATE_LIMITED", 0.25)]

@@ -258,3 +258,29 @@ def test_a_worker_that_says_goodbye_gets_its_unnamed_leases_taken_back_at_once()
 
     assert run(go(goodbye=True)) == 2  # on their way to it when it closed: back now
     assert run(go(goodbye=False)) == 0  # a broken stream: the worker may reconnect
+
+
+def test_a_throttled_type_is_looked_at_again_when_its_token_is_due() -> None:
+    async def go() -> tuple[list[str], list[str], float]:
+        leasing = MemoryLeasing()
+        dispatcher = Dispatcher(leasing)
+        session = Session("w", SUB, 4)
+        dispatcher.attach(session)
+        await dispatcher.round()  # nothing ready: the mark is cleared
+        before = list(leasing.calls)
+        leasing.submit(a_task())  # ready, but (say) held back by its rate
+        loop = asyncio.get_running_loop()
+        dispatcher._wake.clear()
+        dispatcher.throttled("q", ["t"], 0.05)
+        dispatcher.throttled("q", ["t"], 0.5)  # a later one does not replace it
+        started = loop.time()
+        await asyncio.wait_for(dispatcher._wake.wait(), 1.0)
+        woke = loop.time() - started
+        await dispatcher.round()
+        await dispatcher.stop()
+        return before, leasing.calls, woke
+
+    before, calls, woke = run(go())
+    assert before == ["q"]
+    assert calls == ["q", "q"]  # woken by the timer, not by a notification
+    assert 0.04 <= woke < 0.3

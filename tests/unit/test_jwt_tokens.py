@@ -140,3 +140,18 @@ def test_unknown_kids_and_garbage_are_refused(verifier: JwtVerifier) -> None:
     assert refused(verifier, token("RS256", kid="rotated-away")) == INVALID
     assert refused(verifier, "a.b.c") == INVALID
     assert refused(verifier, token("ES256", kid="RS256")) == INVALID  # ES token, RSA key
+
+
+def test_the_tenant_comes_from_its_claim_and_defaults_to_default(verifier: JwtVerifier) -> None:
+    assert verifier.verify(token(tenant="acme"))[0].tenant == "acme"
+    assert verifier.verify(token())[0].tenant == "default"
+    assert verifier.verify(token(role="admin", tenant="*"))[0].tenant == "*"
+    assert refused(verifier, token(tenant="*")) == INVALID  # every tenant: admins only
+    assert refused(verifier, token(tenant="Not/A Tenant")) == INVALID
+
+
+def test_the_tenant_claim_is_configurable(jwks: Path) -> None:
+    custom = JwtVerifier(
+        str(jwks), issuer="https://idp.example", audience="dtq", tenant_claim="org"
+    )
+    assert custom.verify(token(org="globex", tenant="acme"))[0].tenant == "globex"

@@ -138,3 +138,13 @@ def test_built_directly_and_frozen() -> None:
     assert (s.heartbeat_interval, s.worker_queues) == (2.0, ["x"])
     with pytest.raises(ValidationError):
         s.lease_duration = 7.0  # type: ignore[misc]
+
+
+def test_rate_limit_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert (s.rate_limit_failure, s.limits_refresh, s.queued_count_refresh) == ("open", 2.0, 1.0)
+    assert s.metrics_max_tenants == 100
+    closed = env(monkeypatch, rate_limit_failure="closed", limits_refresh="0.5")
+    assert (closed.rate_limit_failure, closed.limits_refresh) == ("closed", 0.5)
+    with pytest.raises(ValidationError):
+        env(monkeypatch, rate_limit_failure="maybe")

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """Lets operators watch and steer the system.
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
     """
 
     def __init__(self, channel):
@@ -80,10 +82,92 @@ class AdminServiceStub:
                 request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.GetTenantLimits = channel.unary_unary(
+                '/dtq.v1.AdminService/GetTenantLimits',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsResponse.FromString,
+                _registered_method=True)
+        self.ListTenantLimits = channel.unary_unary(
+                '/dtq.v1.AdminService/ListTenantLimits',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetTenantLimits = channel.unary_unary(
+                '/dtq.v1.AdminService/SetTenantLimits',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetDispatchRate = channel.unary_unary(
+                '/dtq.v1.AdminService/SetDispatchRate',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateResponse.FromString,
+                _registered_method=True)
+        self.ListDispatchRates = channel.unary_unary(
+                '/dtq.v1.AdminService/ListDispatchRates',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesResponse.FromString,
+                _registered_method=True)
+        self.DeleteDispatchRate = channel.unary_unary(
+                '/dtq.v1.AdminService/DeleteDispatchRate',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateResponse.FromString,
+                _registered_method=True)
+        self.CreateTenant = channel.unary_unary(
+                '/dtq.v1.AdminService/CreateTenant',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.CreateTenantRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.CreateTenantResponse.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/dtq.v1.AdminService/ListTenants',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/CreateSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/GetSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/dtq.v1.AdminService/ListSchedules',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.UpdateSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/UpdateSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/DeleteSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/PauseSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/ResumeSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleResponse.FromString,
+                _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/dtq.v1.AdminService/TriggerSchedule',
+                request_serializer=dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
-    """Lets operators watch and steer the system.
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
     """
 
     def GetQueueStats(self, request, context):
@@ -160,6 +244,129 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTenantLimits(self, request, context):
+        """The quotas of one tenant (an empty record, with no limits, when none are set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenantLimits(self, request, context):
+        """The quotas of every tenant that has any, by tenant name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTenantLimits(self, request, context):
+        """Sets (replaces) the quotas of a tenant: a limit left unset is removed.
+        Every API server applies the change within DTQ_LIMITS_REFRESH seconds (2).
+        Over a limit, submissions answer RESOURCE_EXHAUSTED with RetryInfo (HTTP
+        429 with Retry-After), reason RATE_LIMITED or QUEUED_CAP.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDispatchRate(self, request, context):
+        """Sets the dispatch rate of a task type in a queue: leases granted per second
+        across every server and worker. Other types of the queue are not slowed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDispatchRates(self, request, context):
+        """Every dispatch rate set, by queue and task type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDispatchRate(self, request, context):
+        """Removes the dispatch rate of a task type: its tasks go out as fast as
+        workers take them. NOT_FOUND when none was set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTenant(self, request, context):
+        """Creates a tenant. Operator scope (`*`) admins only (PERMISSION_DENIED,
+        reason OPERATOR_ONLY, for anyone else); ALREADY_EXISTS (TENANT_EXISTS)
+        when one of that name exists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Every tenant, by name. Operator scope (`*`) admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """Creates a recurring schedule. ALREADY_EXISTS (reason SCHEDULE_EXISTS) when
+        the name is taken. Its first fire time is the first after now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """One schedule, with its next and last fire times and the last run's state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Schedules, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSchedule(self, request, context):
+        """Changes a schedule's definition (the fields in `update_mask`, or all of
+        them). The next fire time moves only when the timing changed; the pause
+        flag and the last run are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes a schedule; the tasks it submitted stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Stops a schedule from firing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Lets a paused schedule fire again, from its next fire time after now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """Submits the schedule's task now, outside its fire times (paused or not);
+        it becomes the last run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +415,86 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.SerializeToString,
             ),
+            'GetTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantLimits,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsResponse.SerializeToString,
+            ),
+            'ListTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenantLimits,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsResponse.SerializeToString,
+            ),
+            'SetTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantLimits,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsResponse.SerializeToString,
+            ),
+            'SetDispatchRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDispatchRate,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateResponse.SerializeToString,
+            ),
+            'ListDispatchRates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDispatchRates,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesResponse.SerializeToString,
+            ),
+            'DeleteDispatchRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDispatchRate,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateResponse.SerializeToString,
+            ),
+            'CreateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTenant,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.CreateTenantRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.CreateTenantResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.GetScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'UpdateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleResponse.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'dtq.v1.AdminService', rpc_method_handlers)
@@ -217,7 +504,9 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """Lets operators watch and steer the system.
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
     """
 
     @staticmethod
@@ -453,6 +742,438 @@ class AdminService:
             '/dtq.v1.AdminService/ListAuditEvents',
             dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
             dtq_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/GetTenantLimits',
+            dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.GetTenantLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ListTenantLimits',
+            dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ListTenantLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/SetTenantLimits',
+            dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.SetTenantLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDispatchRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/SetDispatchRate',
+            dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.SetDispatchRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDispatchRates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ListDispatchRates',
+            dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ListDispatchRatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDispatchRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/DeleteDispatchRate',
+            dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.DeleteDispatchRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/CreateTenant',
+            dtq_dot_v1_dot_admin__service__pb2.CreateTenantRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.CreateTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ListTenants',
+            dtq_dot_v1_dot_admin__service__pb2.ListTenantsRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/CreateSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.CreateScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/GetSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.GetScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ListSchedules',
+            dtq_dot_v1_dot_admin__service__pb2.ListSchedulesRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/UpdateSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.UpdateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/DeleteSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/PauseSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.PauseScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/ResumeSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.ResumeScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.AdminService/TriggerSchedule',
+            dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleRequest.SerializeToString,
+            dtq_dot_v1_dot_admin__service__pb2.TriggerScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AdminServiceStub:
-    """Lets operators watch and steer the system."""
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -66,10 +69,63 @@ class AdminServiceStub:
     else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
     who made it, and its outcome, refused calls included. Admins only.
     """
+    GetTenantLimits: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetTenantLimitsRequest, _admin_service_pb2.GetTenantLimitsResponse]
+    """The quotas of one tenant (an empty record, with no limits, when none are set)."""
+    ListTenantLimits: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantLimitsRequest, _admin_service_pb2.ListTenantLimitsResponse]
+    """The quotas of every tenant that has any, by tenant name."""
+    SetTenantLimits: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetTenantLimitsRequest, _admin_service_pb2.SetTenantLimitsResponse]
+    """Sets (replaces) the quotas of a tenant: a limit left unset is removed.
+    Every API server applies the change within DTQ_LIMITS_REFRESH seconds (2).
+    Over a limit, submissions answer RESOURCE_EXHAUSTED with RetryInfo (HTTP
+    429 with Retry-After), reason RATE_LIMITED or QUEUED_CAP.
+    """
+    SetDispatchRate: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetDispatchRateRequest, _admin_service_pb2.SetDispatchRateResponse]
+    """Sets the dispatch rate of a task type in a queue: leases granted per second
+    across every server and worker. Other types of the queue are not slowed.
+    """
+    ListDispatchRates: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListDispatchRatesRequest, _admin_service_pb2.ListDispatchRatesResponse]
+    """Every dispatch rate set, by queue and task type."""
+    DeleteDispatchRate: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteDispatchRateRequest, _admin_service_pb2.DeleteDispatchRateResponse]
+    """Removes the dispatch rate of a task type: its tasks go out as fast as
+    workers take them. NOT_FOUND when none was set.
+    """
+    CreateTenant: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTenantRequest, _admin_service_pb2.CreateTenantResponse]
+    """Creates a tenant. Operator scope (`*`) admins only (PERMISSION_DENIED,
+    reason OPERATOR_ONLY, for anyone else); ALREADY_EXISTS (TENANT_EXISTS)
+    when one of that name exists.
+    """
+    ListTenants: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantsRequest, _admin_service_pb2.ListTenantsResponse]
+    """Every tenant, by name. Operator scope (`*`) admins only."""
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateScheduleRequest, _admin_service_pb2.CreateScheduleResponse]
+    """Creates a recurring schedule. ALREADY_EXISTS (reason SCHEDULE_EXISTS) when
+    the name is taken. Its first fire time is the first after now.
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetScheduleRequest, _admin_service_pb2.GetScheduleResponse]
+    """One schedule, with its next and last fire times and the last run's state."""
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListSchedulesRequest, _admin_service_pb2.ListSchedulesResponse]
+    """Schedules, by name."""
+    UpdateSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateScheduleRequest, _admin_service_pb2.UpdateScheduleResponse]
+    """Changes a schedule's definition (the fields in `update_mask`, or all of
+    them). The next fire time moves only when the timing changed; the pause
+    flag and the last run are kept.
+    """
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteScheduleRequest, _admin_service_pb2.DeleteScheduleResponse]
+    """Deletes a schedule; the tasks it submitted stay."""
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PauseScheduleRequest, _admin_service_pb2.PauseScheduleResponse]
+    """Stops a schedule from firing."""
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ResumeScheduleRequest, _admin_service_pb2.ResumeScheduleResponse]
+    """Lets a paused schedule fire again, from its next fire time after now."""
+    TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.TriggerScheduleRequest, _admin_service_pb2.TriggerScheduleResponse]
+    """Submits the schedule's task now, outside its fire times (paused or not);
+    it becomes the last run.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
-    """Lets operators watch and steer the system."""
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetQueueStats: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetQueueStatsRequest, _admin_service_pb2.GetQueueStatsResponse]  # type: ignore[assignment]
@@ -105,9 +161,62 @@ class AdminServiceAsyncStub(AdminServiceStub):
     else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
     who made it, and its outcome, refused calls included. Admins only.
     """
+    GetTenantLimits: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetTenantLimitsRequest, _admin_service_pb2.GetTenantLimitsResponse]  # type: ignore[assignment]
+    """The quotas of one tenant (an empty record, with no limits, when none are set)."""
+    ListTenantLimits: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantLimitsRequest, _admin_service_pb2.ListTenantLimitsResponse]  # type: ignore[assignment]
+    """The quotas of every tenant that has any, by tenant name."""
+    SetTenantLimits: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetTenantLimitsRequest, _admin_service_pb2.SetTenantLimitsResponse]  # type: ignore[assignment]
+    """Sets (replaces) the quotas of a tenant: a limit left unset is removed.
+    Every API server applies the change within DTQ_LIMITS_REFRESH seconds (2).
+    Over a limit, submissions answer RESOURCE_EXHAUSTED with RetryInfo (HTTP
+    429 with Retry-After), reason RATE_LIMITED or QUEUED_CAP.
+    """
+    SetDispatchRate: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetDispatchRateRequest, _admin_service_pb2.SetDispatchRateResponse]  # type: ignore[assignment]
+    """Sets the dispatch rate of a task type in a queue: leases granted per second
+    across every server and worker. Other types of the queue are not slowed.
+    """
+    ListDispatchRates: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListDispatchRatesRequest, _admin_service_pb2.ListDispatchRatesResponse]  # type: ignore[assignment]
+    """Every dispatch rate set, by queue and task type."""
+    DeleteDispatchRate: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteDispatchRateRequest, _admin_service_pb2.DeleteDispatchRateResponse]  # type: ignore[assignment]
+    """Removes the dispatch rate of a task type: its tasks go out as fast as
+    workers take them. NOT_FOUND when none was set.
+    """
+    CreateTenant: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTenantRequest, _admin_service_pb2.CreateTenantResponse]  # type: ignore[assignment]
+    """Creates a tenant. Operator scope (`*`) admins only (PERMISSION_DENIED,
+    reason OPERATOR_ONLY, for anyone else); ALREADY_EXISTS (TENANT_EXISTS)
+    when one of that name exists.
+    """
+    ListTenants: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListTenantsRequest, _admin_service_pb2.ListTenantsResponse]  # type: ignore[assignment]
+    """Every tenant, by name. Operator scope (`*`) admins only."""
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateScheduleRequest, _admin_service_pb2.CreateScheduleResponse]  # type: ignore[assignment]
+    """Creates a recurring schedule. ALREADY_EXISTS (reason SCHEDULE_EXISTS) when
+    the name is taken. Its first fire time is the first after now.
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetScheduleRequest, _admin_service_pb2.GetScheduleResponse]  # type: ignore[assignment]
+    """One schedule, with its next and last fire times and the last run's state."""
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListSchedulesRequest, _admin_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """Schedules, by name."""
+    UpdateSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateScheduleRequest, _admin_service_pb2.UpdateScheduleResponse]  # type: ignore[assignment]
+    """Changes a schedule's definition (the fields in `update_mask`, or all of
+    them). The next fire time moves only when the timing changed; the pause
+    flag and the last run are kept.
+    """
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteScheduleRequest, _admin_service_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """Deletes a schedule; the tasks it submitted stay."""
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PauseScheduleRequest, _admin_service_pb2.PauseScheduleResponse]  # type: ignore[assignment]
+    """Stops a schedule from firing."""
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ResumeScheduleRequest, _admin_service_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
+    """Lets a paused schedule fire again, from its next fire time after now."""
+    TriggerSchedule: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.TriggerScheduleRequest, _admin_service_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
+    """Submits the schedule's task now, outside its fire times (paused or not);
+    it becomes the last run.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Lets operators watch and steer the system."""
+    """Lets operators watch and steer the system. Every call sees and acts on the
+    caller's tenant only; the operator scope (tenant `*`) sees every tenant and
+    acts on `default`, or on the tenant its `x-dtq-tenant` metadata names.
+    """
 
     @_abc_1.abstractmethod
     def GetQueueStats(
@@ -194,6 +303,152 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """The audit log, newest first: every call that changed state on someone
         else's behalf (cancel, retry, pause, resume, requeue, purge, API keys),
         who made it, and its outcome, refused calls included. Admins only.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTenantLimits(
+        self,
+        request: _admin_service_pb2.GetTenantLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetTenantLimitsResponse, _abc.Awaitable[_admin_service_pb2.GetTenantLimitsResponse]]:
+        """The quotas of one tenant (an empty record, with no limits, when none are set)."""
+
+    @_abc_1.abstractmethod
+    def ListTenantLimits(
+        self,
+        request: _admin_service_pb2.ListTenantLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListTenantLimitsResponse, _abc.Awaitable[_admin_service_pb2.ListTenantLimitsResponse]]:
+        """The quotas of every tenant that has any, by tenant name."""
+
+    @_abc_1.abstractmethod
+    def SetTenantLimits(
+        self,
+        request: _admin_service_pb2.SetTenantLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetTenantLimitsResponse, _abc.Awaitable[_admin_service_pb2.SetTenantLimitsResponse]]:
+        """Sets (replaces) the quotas of a tenant: a limit left unset is removed.
+        Every API server applies the change within DTQ_LIMITS_REFRESH seconds (2).
+        Over a limit, submissions answer RESOURCE_EXHAUSTED with RetryInfo (HTTP
+        429 with Retry-After), reason RATE_LIMITED or QUEUED_CAP.
+        """
+
+    @_abc_1.abstractmethod
+    def SetDispatchRate(
+        self,
+        request: _admin_service_pb2.SetDispatchRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetDispatchRateResponse, _abc.Awaitable[_admin_service_pb2.SetDispatchRateResponse]]:
+        """Sets the dispatch rate of a task type in a queue: leases granted per second
+        across every server and worker. Other types of the queue are not slowed.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDispatchRates(
+        self,
+        request: _admin_service_pb2.ListDispatchRatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListDispatchRatesResponse, _abc.Awaitable[_admin_service_pb2.ListDispatchRatesResponse]]:
+        """Every dispatch rate set, by queue and task type."""
+
+    @_abc_1.abstractmethod
+    def DeleteDispatchRate(
+        self,
+        request: _admin_service_pb2.DeleteDispatchRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.DeleteDispatchRateResponse, _abc.Awaitable[_admin_service_pb2.DeleteDispatchRateResponse]]:
+        """Removes the dispatch rate of a task type: its tasks go out as fast as
+        workers take them. NOT_FOUND when none was set.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateTenant(
+        self,
+        request: _admin_service_pb2.CreateTenantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.CreateTenantResponse, _abc.Awaitable[_admin_service_pb2.CreateTenantResponse]]:
+        """Creates a tenant. Operator scope (`*`) admins only (PERMISSION_DENIED,
+        reason OPERATOR_ONLY, for anyone else); ALREADY_EXISTS (TENANT_EXISTS)
+        when one of that name exists.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTenants(
+        self,
+        request: _admin_service_pb2.ListTenantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListTenantsResponse, _abc.Awaitable[_admin_service_pb2.ListTenantsResponse]]:
+        """Every tenant, by name. Operator scope (`*`) admins only."""
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _admin_service_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.CreateScheduleResponse, _abc.Awaitable[_admin_service_pb2.CreateScheduleResponse]]:
+        """Creates a recurring schedule. ALREADY_EXISTS (reason SCHEDULE_EXISTS) when
+        the name is taken. Its first fire time is the first after now.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _admin_service_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetScheduleResponse, _abc.Awaitable[_admin_service_pb2.GetScheduleResponse]]:
+        """One schedule, with its next and last fire times and the last run's state."""
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _admin_service_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListSchedulesResponse, _abc.Awaitable[_admin_service_pb2.ListSchedulesResponse]]:
+        """Schedules, by name."""
+
+    @_abc_1.abstractmethod
+    def UpdateSchedule(
+        self,
+        request: _admin_service_pb2.UpdateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.UpdateScheduleResponse, _abc.Awaitable[_admin_service_pb2.UpdateScheduleResponse]]:
+        """Changes a schedule's definition (the fields in `update_mask`, or all of
+        them). The next fire time moves only when the timing changed; the pause
+        flag and the last run are kept.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _admin_service_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.DeleteScheduleResponse, _abc.Awaitable[_admin_service_pb2.DeleteScheduleResponse]]:
+        """Deletes a schedule; the tasks it submitted stay."""
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _admin_service_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.PauseScheduleResponse, _abc.Awaitable[_admin_service_pb2.PauseScheduleResponse]]:
+        """Stops a schedule from firing."""
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _admin_service_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ResumeScheduleResponse, _abc.Awaitable[_admin_service_pb2.ResumeScheduleResponse]]:
+        """Lets a paused schedule fire again, from its next fire time after now."""
+
+    @_abc_1.abstractmethod
+    def TriggerSchedule(
+        self,
+        request: _admin_service_pb2.TriggerScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.TriggerScheduleResponse, _abc.Awaitable[_admin_service_pb2.TriggerScheduleResponse]]:
+        """Submits the schedule's task now, outside its fire times (paused or not);
+        it becomes the last run.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

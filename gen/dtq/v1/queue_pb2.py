@@ -22,18 +22,21 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64tq/v1/queue.proto\x12\x06\x64tq.v1\x1a\x1egoogle/protobuf/duration.proto\";\n\x0ePriorityCounts\x12\x0c\n\x04high\x18\x01 \x01(\x03\x12\x0e\n\x06medium\x18\x02 \x01(\x03\x12\x0b\n\x03low\x18\x03 \x01(\x03\"\xcf\x02\n\nQueueStats\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x33\n\x13pending_by_priority\x18\x03 \x01(\x0b\x32\x16.dtq.v1.PriorityCounts\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tscheduled\x18\x05 \x01(\x03\x12\x10\n\x08retrying\x18\x06 \x01(\x03\x12\x15\n\rdead_lettered\x18\x07 \x01(\x03\x12\x1d\n\x15\x63ompleted_last_minute\x18\x08 \x01(\x03\x12\x1a\n\x12\x66\x61iled_last_minute\x18\t \x01(\x03\x12\x1d\n\x15throughput_per_second\x18\n \x01(\x01\x12\x35\n\x12oldest_pending_age\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x0c \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64tq/v1/queue.proto\x12\x06\x64tq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\";\n\x0ePriorityCounts\x12\x0c\n\x04high\x18\x01 \x01(\x03\x12\x0e\n\x06medium\x18\x02 \x01(\x03\x12\x0b\n\x03low\x18\x03 \x01(\x03\"\xe5\x02\n\nQueueStats\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x33\n\x13pending_by_priority\x18\x03 \x01(\x0b\x32\x16.dtq.v1.PriorityCounts\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tscheduled\x18\x05 \x01(\x03\x12\x10\n\x08retrying\x18\x06 \x01(\x03\x12\x15\n\rdead_lettered\x18\x07 \x01(\x03\x12\x1d\n\x15\x63ompleted_last_minute\x18\x08 \x01(\x03\x12\x1a\n\x12\x66\x61iled_last_minute\x18\t \x01(\x03\x12\x1d\n\x15throughput_per_second\x18\n \x01(\x01\x12\x35\n\x12oldest_pending_age\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x0c \x01(\x08\x12\x14\n\x06tenant\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dtq.v1.queue_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIORITYCOUNTS']._serialized_start=62
-  _globals['_PRIORITYCOUNTS']._serialized_end=121
-  _globals['_QUEUESTATS']._serialized_start=124
-  _globals['_QUEUESTATS']._serialized_end=459
+  _globals['_QUEUESTATS'].fields_by_name['tenant']._loaded_options = None
+  _globals['_QUEUESTATS'].fields_by_name['tenant']._serialized_options = b'\342A\001\003'
+  _globals['_PRIORITYCOUNTS']._serialized_start=95
+  _globals['_PRIORITYCOUNTS']._serialized_end=154
+  _globals['_QUEUESTATS']._serialized_start=157
+  _globals['_QUEUESTATS']._serialized_end=514
 # @@protoc_insertion_point(module_scope)

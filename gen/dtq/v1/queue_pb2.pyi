@@ -65,6 +65,7 @@ class QueueStats(_message.Message):
     THROUGHPUT_PER_SECOND_FIELD_NUMBER: _builtins.int
     OLDEST_PENDING_AGE_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Queue name."""
     pending: _builtins.int
@@ -85,6 +86,8 @@ class QueueStats(_message.Message):
     """Completions per second over the last 60 s."""
     paused: _builtins.bool
     """True while the queue is paused: no new leases are handed out."""
+    tenant: _builtins.str
+    """The tenant that owns the queue (queues of two tenants may share a name)."""
     @_builtins.property
     def pending_by_priority(self) -> Global___PriorityCounts:
         """Ready tasks by priority."""
@@ -108,10 +111,11 @@ class QueueStats(_message.Message):
         throughput_per_second: _builtins.float = ...,
         oldest_pending_age: _duration_pb2.Duration | None = ...,
         paused: _builtins.bool = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_pending_age", b"oldest_pending_age", "pending_by_priority", b"pending_by_priority"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_last_minute", b"completed_last_minute", "dead_lettered", b"dead_lettered", "failed_last_minute", b"failed_last_minute", "oldest_pending_age", b"oldest_pending_age", "paused", b"paused", "pending", b"pending", "pending_by_priority", b"pending_by_priority", "queue", b"queue", "retrying", b"retrying", "running", b"running", "scheduled", b"scheduled", "throughput_per_second", b"throughput_per_second"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_last_minute", b"completed_last_minute", "dead_lettered", b"dead_lettered", "failed_last_minute", b"failed_last_minute", "oldest_pending_age", b"oldest_pending_age", "paused", b"paused", "pending", b"pending", "pending_by_priority", b"pending_by_priority", "queue", b"queue", "retrying", b"retrying", "running", b"running", "scheduled", b"scheduled", "tenant", b"tenant", "throughput_per_second", b"throughput_per_second"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

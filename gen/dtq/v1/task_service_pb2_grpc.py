@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class TaskServiceStub:
-    """Submits tasks and follows them through their life.
+    """Submits tasks and follows them through their life. A caller submits into,
+    and sees, its own tenant only: another tenant's task id answers NOT_FOUND,
+    as an id that never existed does.
     """
 
     def __init__(self, channel):
@@ -73,7 +75,9 @@ class TaskServiceStub:
 
 
 class TaskServiceServicer:
-    """Submits tasks and follows them through their life.
+    """Submits tasks and follows them through their life. A caller submits into,
+    and sees, its own tenant only: another tenant's task id answers NOT_FOUND,
+    as an id that never existed does.
     """
 
     def SubmitTask(self, request, context):
@@ -180,7 +184,9 @@ def add_TaskServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TaskService:
-    """Submits tasks and follows them through their life.
+    """Submits tasks and follows them through their life. A caller submits into,
+    and sees, its own tenant only: another tenant's task id answers NOT_FOUND,
+    as an id that never existed does.
     """
 
     @staticmethod

@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TaskServiceStub:
-    """Submits tasks and follows them through their life."""
+    """Submits tasks and follows them through their life. A caller submits into,
+    and sees, its own tenant only: another tenant's task id answers NOT_FOUND,
+    as an id that never existed does.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -62,7 +65,10 @@ class TaskServiceStub:
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
-    """Submits tasks and follows them through their life."""
+    """Submits tasks and follows them through their life. A caller submits into,
+    and sees, its own tenant only: another tenant's task id answers NOT_FOUND,
+    as an id that never existed does.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.SubmitTaskRequest, _task_service_pb2.SubmitTaskResponse]  # type: ignore[assignment]
@@ -93,7 +99,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Submits tasks and follows them through their life."""
+    """Submits tasks and follows them through their life. A caller submits into,
+    and sees, its own tenant only: another tenant's task id answers NOT_FOUND,
+    as an id that never existed does.
+    """
 
     @_abc_1.abstractmethod
     def SubmitTask(

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64tq/v1/worker.proto\x12\x06\x64tq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x04\n\x06Worker\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x12\n\ntask_types\x18\x05 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\x05\x12\x1a\n\x0c\x61\x63tive_tasks\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12+\n\x06status\x18\x08 \x01(\x0e\x32\x15.dtq.v1.Worker.StatusB\x04\xe2\x41\x01\x03\x12\x37\n\rregistered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0clast_seen_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0f\n\x07version\x18\x0b \x01(\t\x12*\n\x06labels\x18\x0c \x03(\x0b\x32\x1a.dtq.v1.Worker.LabelsEntry\x12\x17\n\x0fmetrics_address\x18\r \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTIVE\x10\x01\x12\x13\n\x0fSTATUS_DRAINING\x10\x02\x12\x0f\n\x0bSTATUS_LOST\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64tq/v1/worker.proto\x12\x06\x64tq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x04\n\x06Worker\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x12\n\ntask_types\x18\x05 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\x05\x12\x1a\n\x0c\x61\x63tive_tasks\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12+\n\x06status\x18\x08 \x01(\x0e\x32\x15.dtq.v1.Worker.StatusB\x04\xe2\x41\x01\x03\x12\x37\n\rregistered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0clast_seen_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0f\n\x07version\x18\x0b \x01(\t\x12*\n\x06labels\x18\x0c \x03(\x0b\x32\x1a.dtq.v1.Worker.LabelsEntry\x12\x17\n\x0fmetrics_address\x18\r \x01(\t\x12\x14\n\x06tenant\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTIVE\x10\x01\x12\x13\n\x0fSTATUS_DRAINING\x10\x02\x12\x0f\n\x0bSTATUS_LOST\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,10 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKER'].fields_by_name['registered_at']._serialized_options = b'\342A\001\003'
   _globals['_WORKER'].fields_by_name['last_seen_at']._loaded_options = None
   _globals['_WORKER'].fields_by_name['last_seen_at']._serialized_options = b'\342A\001\003'
+  _globals['_WORKER'].fields_by_name['tenant']._loaded_options = None
+  _globals['_WORKER'].fields_by_name['tenant']._serialized_options = b'\342A\001\003'
   _globals['_WORKER']._serialized_start=98
-  _globals['_WORKER']._serialized_end=622
-  _globals['_WORKER_LABELSENTRY']._serialized_start=486
-  _globals['_WORKER_LABELSENTRY']._serialized_end=531
-  _globals['_WORKER_STATUS']._serialized_start=533
-  _globals['_WORKER_STATUS']._serialized_end=622
+  _globals['_WORKER']._serialized_end=644
+  _globals['_WORKER_LABELSENTRY']._serialized_start=508
+  _globals['_WORKER_LABELSENTRY']._serialized_end=553
+  _globals['_WORKER_STATUS']._serialized_start=555
+  _globals['_WORKER_STATUS']._serialized_end=644
 # @@protoc_insertion_point(module_scope)

@@ -86,6 +86,7 @@ class Worker(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     METRICS_ADDRESS_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, chosen by the worker or assigned at registration."""
     hostname: _builtins.str
@@ -106,6 +107,8 @@ class Worker(_message.Message):
     """Where the worker serves /metrics, /health and /ready (`host:port`), as it
     reported at registration; empty when it serves none.
     """
+    tenant: _builtins.str
+    """The tenant whose tasks the worker takes: its credential's."""
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Queues the worker takes tasks from."""
@@ -142,10 +145,11 @@ class Worker(_message.Message):
         version: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         metrics_address: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen_at", b"last_seen_at", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_tasks", b"active_tasks", "concurrency", b"concurrency", "hostname", b"hostname", "id", b"id", "labels", b"labels", "last_seen_at", b"last_seen_at", "metrics_address", b"metrics_address", "pid", b"pid", "queues", b"queues", "registered_at", b"registered_at", "status", b"status", "task_types", b"task_types", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_tasks", b"active_tasks", "concurrency", b"concurrency", "hostname", b"hostname", "id", b"id", "labels", b"labels", "last_seen_at", b"last_seen_at", "metrics_address", b"metrics_address", "pid", b"pid", "queues", b"queues", "registered_at", b"registered_at", "status", b"status", "task_types", b"task_types", "tenant", b"tenant", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

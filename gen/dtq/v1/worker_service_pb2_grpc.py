@@ -32,6 +32,8 @@ class WorkerServiceStub:
     leases as tasks become ready (no polling), and the worker sends heartbeats
     and outcomes on the same stream. Clients that cannot hold a stream use the
     unary CompleteTask, FailTask and ExtendLease with a lease they were given.
+    A worker takes the tasks of its credential's tenant only, whatever queues it
+    names; another tenant's task id answers NOT_FOUND.
     """
 
     def __init__(self, channel):
@@ -74,6 +76,8 @@ class WorkerServiceServicer:
     leases as tasks become ready (no polling), and the worker sends heartbeats
     and outcomes on the same stream. Clients that cannot hold a stream use the
     unary CompleteTask, FailTask and ExtendLease with a lease they were given.
+    A worker takes the tasks of its credential's tenant only, whatever queues it
+    names; another tenant's task id answers NOT_FOUND.
     """
 
     def RegisterWorker(self, request, context):
@@ -169,6 +173,8 @@ class WorkerService:
     leases as tasks become ready (no polling), and the worker sends heartbeats
     and outcomes on the same stream. Clients that cannot hold a stream use the
     unary CompleteTask, FailTask and ExtendLease with a lease they were given.
+    A worker takes the tasks of its credential's tenant only, whatever queues it
+    names; another tenant's task id answers NOT_FOUND.
     """
 
     @staticmethod

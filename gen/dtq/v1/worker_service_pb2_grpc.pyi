@@ -33,6 +33,8 @@ class WorkerServiceStub:
     leases as tasks become ready (no polling), and the worker sends heartbeats
     and outcomes on the same stream. Clients that cannot hold a stream use the
     unary CompleteTask, FailTask and ExtendLease with a lease they were given.
+    A worker takes the tasks of its credential's tenant only, whatever queues it
+    names; another tenant's task id answers NOT_FOUND.
     """
 
     @_typing.overload
@@ -76,6 +78,8 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     leases as tasks become ready (no polling), and the worker sends heartbeats
     and outcomes on the same stream. Clients that cannot hold a stream use the
     unary CompleteTask, FailTask and ExtendLease with a lease they were given.
+    A worker takes the tasks of its credential's tenant only, whatever queues it
+    names; another tenant's task id answers NOT_FOUND.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -115,6 +119,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     leases as tasks become ready (no polling), and the worker sends heartbeats
     and outcomes on the same stream. Clients that cannot hold a stream use the
     unary CompleteTask, FailTask and ExtendLease with a lease they were given.
+    A worker takes the tasks of its credential's tenant only, whatever queues it
+    names; another tenant's task id answers NOT_FOUND.
     """
 
     @_abc_1.abstractmethod
