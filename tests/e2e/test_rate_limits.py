@@ -26,6 +26,7 @@ from tests.conftest import Server, WorkerFactory, start_server
 from tests.e2e.test_cli import dtq
 from tests.e2e.test_metrics import scrape, value
 from tests.e2e.test_rest import RESOURCE_EXHAUSTED, Reply, Rest, assert_error
+from tests.support.env import reset
 from tests.support.envoy import running_envoy
 from tests.support.procs import free_port, wait_until
 from tests.support.tasks import State, error_reason, submit, wait_for
@@ -53,11 +54,17 @@ def tasks(channel: grpc.Channel) -> task_service_pb2_grpc.TaskServiceStub:
 
 
 @pytest.fixture
-def no_limits(admin: admin_service_pb2_grpc.AdminServiceStub) -> None:
+def no_limits(
+    admin: admin_service_pb2_grpc.AdminServiceStub, pg_url: str, redis_url: str
+) -> Iterator[None]:
     """The tables were emptied: the server forgets what it knew of them at once
-    (its own SetTenantLimits), and its dispatch rates at the next read."""
+    (its own SetTenantLimits), and its dispatch rates at the next read. After
+    the test no limit or rate stays in PostgreSQL: the next module's server reads the
+    table when it starts, before that module's `clean` empties it."""
     set_limits(admin)
     time.sleep(REFRESH + 0.1)
+    yield
+    reset(pg_url, redis_url)
 
 
 def set_limits(admin: admin_service_pb2_grpc.AdminServiceStub, **limits: float) -> None:
