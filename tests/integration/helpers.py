@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
+from google.protobuf import struct_pb2
 
 from dtq.adapters.pg_conn import Pg
 from dtq.adapters.pg_store import PgStore
@@ -66,9 +67,13 @@ def token() -> str:
     return secrets.token_hex(16)
 
 
+PAYLOAD = struct_pb2.Struct(fields={"to": struct_pb2.Value(string_value="a@b.c")})
+PAYLOAD_BYTES = PAYLOAD.SerializeToString(deterministic=True)  # as the API stores it
+
+
 def new_task(now: float | None = None, **spec: Any) -> NewTask:
     """A validated submission (`spec` as SubmitSpec fields; a default type)."""
-    fields: dict[str, Any] = {"type": "email.send", "payload": b'{"to":"a@b.c"}', **spec}
+    fields: dict[str, Any] = {"type": "email.send", "payload": PAYLOAD_BYTES, **spec}
     return validation.new_task(SubmitSpec(**fields), LIMITS, time.time() if now is None else now)
 
 

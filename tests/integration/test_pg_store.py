@@ -13,7 +13,7 @@ from dtq.adapters.pg_store import PgStore
 from dtq.domain.errors import Code, DtqError
 from dtq.domain.model import LeaseRef, NewTask, Submitted, Task, TaskError, TaskFilter, TaskState
 from dtq.ports import Decide, Grant, Resolution
-from tests.integration.helpers import async_test, new_task, pg_store, token
+from tests.integration.helpers import PAYLOAD_BYTES, async_test, new_task, pg_store, token
 
 pytestmark = pytest.mark.usefixtures("clean")
 S = TaskState
@@ -85,7 +85,7 @@ async def test_insert_then_get(pg_url: str) -> None:
     assert got == submitted.task
     assert (got.type, got.queue, got.priority, got.state) == ("email.send", "emails", 3, S.PENDING)
     assert (got.attempts, got.max_retries, got.timeout, got.lease_duration) == (0, 5, 9.5, 30.0)
-    assert (got.payload, got.idempotency_key) == (b'{"to":"a@b.c"}', "k")
+    assert (got.payload, got.idempotency_key) == (PAYLOAD_BYTES, "k")
     assert got.created_at == got.updated_at == 1_700_000_000.25
     assert got.lease_token is None
 

@@ -10,12 +10,16 @@ import pytest
 
 from tests.conftest import Server, start_server
 from tests.security import tally
+from tests.support.env import reset
 from tests.support.envoy import Envoy, running_envoy
 
 
 @pytest.fixture(scope="package")
 def server(pg_url: str, redis_url: str) -> Iterator[Server]:
-    """The package's server: overrides the module-scoped one of tests/conftest.py."""
+    """The package's server: overrides the module-scoped one of tests/conftest.py.
+    It starts on empty tables: what earlier modules left (rows written below the
+    API, by integration tests) is not the fuzzers' to read."""
+    reset(pg_url, redis_url)
     srv = start_server(pg_url, redis_url)
     yield srv
     srv.proc.stop()
