@@ -57,10 +57,11 @@ class Ready:
     queue: str  # a tenant's queue (`dtq.domain.tenants.tenant_queue`)
     type: str
     priority: Priority
+    fairness_key: str = ""
 
     @classmethod
     def of(cls, task: Task | NewTask) -> Ready:
-        return cls(task.id, task.tenant_queue, task.type, task.priority)
+        return cls(task.id, task.tenant_queue, task.type, task.priority, task.fairness_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,7 @@ def to_task(m: Row) -> Task:
         lease_token=m["lease_token"],
         trace_context=m.get("trace_context"),
         tenant=m["tenant"],
+        fairness_key=m.get("fairness_key") or "",
     )
 
 
@@ -75,7 +76,7 @@ def new_row(task: NewTask, now: float) -> tuple[Any, ...]:
         task.max_retries, round(task.timeout * 1000), round(task.lease_duration * 1000),
         task.payload, task.idempotency_key, task.request_hash, at, at,
         as_datetime(task.scheduled_at), trace, task.unique.digest if task.unique else None,
-        task.tenant,
+        task.tenant, task.fairness_key,
     )  # fmt: skip
 
 
@@ -99,6 +100,7 @@ def new_task(task: NewTask, now: float) -> Task:
         idempotency_key=task.idempotency_key,
         trace_context=task.trace_context,
         tenant=task.tenant,
+        fairness_key=task.fairness_key,
     )
 
 

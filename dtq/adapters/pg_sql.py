@@ -87,9 +87,9 @@ RELEASED_BUDGET = "t.max_retries + 1"
 NEW_COLUMNS = (
     "id", "queue", "type", "priority", "state", "attempts", "max_retries", "timeout_ms",
     "lease_ms", "payload", "idempotency_key", "request_hash", "created_at", "updated_at",
-    "scheduled_at", "trace_context", "unique_digest", "tenant",
+    "scheduled_at", "trace_context", "unique_digest", "tenant", "fairness_key",
 )  # fmt: skip
-INSERT_ROW = "(%s::uuid, " + ", ".join(["%s"] * (len(NEW_COLUMNS) - 4)) + ", %s::jsonb, %s, %s)"
+INSERT_ROW = "(%s::uuid, " + ", ".join(["%s"] * (len(NEW_COLUMNS) - 5)) + ", %s::jsonb, %s, %s, %s)"
 INSERT_TASKS = Sql(
     f"INSERT INTO tasks ({', '.join(NEW_COLUMNS)}) VALUES %(rows)s"
     " ON CONFLICT DO NOTHING RETURNING id",

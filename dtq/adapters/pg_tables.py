@@ -91,6 +91,7 @@ tasks = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("trace_context", JSONB(none_as_null=True)),
     Column("unique_digest", LargeBinary),
+    Column("fairness_key", Text, nullable=False, server_default=text("''")),
     _tenant(),
     CheckConstraint(f"state IN ({_states})", name="tasks_state_check"),
     CheckConstraint("priority BETWEEN 1 AND 3", name="tasks_priority_check"),

@@ -19,7 +19,7 @@ from dtq.domain.errors import DtqError
 
 T = TypeVar("T")
 MAX_CONNECTIONS = 100
-SCRIPTS = ("enqueue", "lease", "extend", "claim_expired", "take_tokens")
+SCRIPTS = ("enqueue", "join_turns", "lease", "extend", "claim_expired", "take_tokens")
 
 
 def connect(dsn: str, timeout: float) -> aioredis.Redis:

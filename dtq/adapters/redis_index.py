@@ -56,9 +56,18 @@ class RedisIndex:
         type_names = sorted(text(t) for t in await self.redis.smembers(keys.types(queue)))
         bucket = int(time.time()) // keys.BUCKET_SECONDS
         buckets = [bucket - i for i in range(6)]
+        steps = [(t, p) for t in type_names for p in keys.PRIORITY_ORDER]
         pipe = self.redis.pipeline(transaction=False)
-        ready_keys = keys.ready_keys(queue, type_names)
-        for key in ready_keys:
+        for t, p in steps:
+            pipe.zrange(keys.turns(queue, t, p), 0, -1)
+        fair_keys = await pipe.execute()
+        # Every ready list: the shared one of each step, then those of its keys.
+        lists: list[tuple[str, Priority]] = []
+        for (t, p), names in zip(steps, fair_keys, strict=True):
+            named = {text(n) for n in names} - {""}
+            lists += [(keys.ready(queue, t, p, f), p) for f in ["", *sorted(named)]]
+        pipe = self.redis.pipeline(transaction=False)
+        for key, _ in lists:
             pipe.zcard(key)
             pipe.zrange(key, 0, 0, withscores=True)
         pipe.zcard(keys.leases(queue))
@@ -69,13 +78,12 @@ class RedisIndex:
         out = await pipe.execute()
         by_priority = dict.fromkeys(keys.PRIORITY_ORDER, 0)
         heads: dict[Priority, float] = {}  # priority -> enqueue time (us) of its oldest task
-        for i in range(len(ready_keys)):
-            _, priority = keys.of_ready_key(type_names, i)
+        for i, (_, priority) in enumerate(lists):
             by_priority[priority] += out[2 * i]
             head = out[2 * i + 1]
             if head:
                 heads[priority] = min(heads.get(priority, head[0][1]), head[0][1])
-        running, paused, done, failed, now = out[len(ready_keys) * 2 :]
+        running, paused, done, failed, now = out[len(lists) * 2 :]
         now_us = now[0] * 1_000_000 + now[1]
         ages = {p: max(0.0, (now_us - t) / 1_000_000) for p, t in heads.items()}
         return QueueStats(
@@ -95,14 +103,20 @@ class RedisIndex:
         if not tasks:
             return 0
         by_key: dict[str, dict[bytes, float]] = defaultdict(dict)
+        turns: dict[tuple[str, str], None] = {}  # (turns key, fairness key), in order
         for t in tasks:
             queue = keys.queue_tag(t.tenant, t.queue)
-            by_key[keys.ready(queue, t.type, t.priority)][t.id.bytes] = int(t.updated_at * 1e6)
+            key = keys.ready(queue, t.type, t.priority, t.fairness_key)
+            by_key[key][t.id.bytes] = int(t.updated_at * 1e6)
+            turns[(keys.turns(queue, t.type, t.priority), t.fairness_key)] = None
+        join = self._call.scripts["join_turns"]
 
         async def run() -> int:
             pipe = self.redis.pipeline(transaction=False)
             for key, mapping in by_key.items():
                 pipe.zadd(key, mapping, nx=True)
+            for turns_key, fairness_key in turns:  # one slot per call
+                await join(keys=[turns_key], args=[fairness_key], client=pipe)
             for queue, task_type in {(keys.queue_tag(t.tenant, t.queue), t.type) for t in tasks}:
                 pipe.sadd(keys.types(queue), task_type)
                 pipe.sadd(keys.QUEUES, queue)

@@ -12,6 +12,9 @@ tenant's must not overwrite another's.
 | key                          | type   | meaning                                            |
 |------------------------------|--------|----------------------------------------------------|
 | dtq:{q}:ready:{type}:{h,m,l} | ZSET   | ready task ids (16 bytes), score = ready time (us) |
+|   ...:{h,m,l}#{fairness key} | ZSET   | the same, of the tasks with that fairness key      |
+| dtq:{q}:turns:{type}:{h,m,l} | ZSET   | fairness keys with ready tasks ('' = the list      |
+|                              |        | without #), score = pass: the lowest goes next     |
 | dtq:{q}:types                | SET    | task types ever made ready in the queue            |
 | dtq:{q}:leases               | ZSET   | id (16 B) + token (16 B), score = deadline (ms)    |
 | dtq:{q}:paused               | STRING | present while the queue is paused                  |
@@ -62,8 +65,24 @@ def split_tag(name: str) -> tuple[str, str]:
     return split_tenant_queue(name)
 
 
-def ready(queue: str, task_type: str, priority: Priority) -> str:
-    return f"dtq:{{{queue}}}:ready:{task_type}:{priority.letter}"
+def ready(queue: str, task_type: str, priority: Priority, fairness_key: str = "") -> str:
+    """The ready list of one fairness key; "" is the list of tasks without a key
+    (the key of every task before fair dispatch). lease.lua builds the keyed
+    names itself the same way (`base .. '#' .. key`): they share the hash tag."""
+    base = f"dtq:{{{queue}}}:ready:{task_type}:{priority.letter}"
+    return f"{base}#{fairness_key}" if fairness_key else base
+
+
+def turns(queue: str, task_type: str, priority: Priority) -> str:
+    """The fairness keys of a type and priority that have ready tasks."""
+    return f"dtq:{{{queue}}}:turns:{task_type}:{priority.letter}"
+
+
+def steps(queue: str, task_types: Sequence[str]) -> list[str]:
+    """Per type and priority (high to medium to low), its shared ready list then
+    its turns: the pairs of keys lease.lua takes, in `ready_keys` order."""
+    pairs = [(ready(queue, t, p), turns(queue, t, p)) for t in task_types for p in PRIORITY_ORDER]
+    return [k for pair in pairs for k in pair]
 
 
 def ready_keys(queue: str, task_types: Sequence[str]) -> list[str]:

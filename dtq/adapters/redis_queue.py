@@ -60,20 +60,21 @@ class RedisQueue:
     @staticmethod
     def _enqueue_args(queue: str, items: list[Ready]) -> tuple[list[str], list[Any]]:
         slot: dict[str, int] = {}
-        ready_keys: list[str] = []
-        key_types: list[str] = []
+        lists: list[str] = []
+        named: list[str] = []
         pairs: list[Any] = []
         for item in items:
-            key = keys.ready(queue, item.type, item.priority)
+            key = keys.ready(queue, item.type, item.priority, item.fairness_key)
             if key not in slot:
-                slot[key] = len(ready_keys) + 1
-                ready_keys.append(key)
-                key_types.append(item.type)
+                slot[key] = len(slot) + 1
+                lists += [key, keys.turns(queue, item.type, item.priority)]
+                named += [item.type, item.fairness_key]
             pairs += [slot[key], item.id.bytes]
-        return [keys.types(queue), *ready_keys], [keys.notify_channel(queue), *key_types, *pairs]
+        return [keys.types(queue), *lists], [keys.notify_channel(queue), *named, *pairs]
 
     async def remove_ready(self, task: Task) -> None:
-        key = keys.ready(keys.queue_tag(task.tenant, task.queue), task.type, task.priority)
+        queue = keys.queue_tag(task.tenant, task.queue)
+        key = keys.ready(queue, task.type, task.priority, task.fairness_key)
         await self._call(lambda: self.redis.zrem(key, task.id.bytes))
 
     # -- leases -----------------------------------------------------------------
@@ -92,7 +93,7 @@ class RedisQueue:
         lease_seconds: float,
         rates: Mapping[str, tuple[float, int]],
     ) -> tuple[list[Ready], float, float]:
-        ready_keys = keys.ready_keys(queue, task_types)
+        steps = keys.steps(queue, task_types)
         rated = [(i, t) for i, t in enumerate(task_types) if t in rates]
         args: list[Any] = [len(tokens), int(lease_seconds * 1000), self.aging_us]
         args += [len(task_types), len(rated)]
@@ -102,7 +103,7 @@ class RedisQueue:
         buckets = [keys.dispatch_bucket(queue, t) for _, t in rated]
         out = await self._call(
             lambda: self._scripts["lease"](
-                keys=[keys.leases(queue), keys.paused(queue), *ready_keys, *buckets], args=args
+                keys=[keys.leases(queue), keys.paused(queue), *steps, *buckets], args=args
             )
         )
         popped = [

@@ -132,6 +132,7 @@ def submit_spec(
         unique_for=seconds_of(req.unique_for) if req.HasField("unique_for") else None,
         unique_key=req.unique_key,
         unique_states=tuple(_state(s, "unique_states") for s in req.unique_states),
+        fairness_key=req.fairness_key,
     )
 
 
@@ -161,6 +162,7 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         worker_id=t.worker_id or "",
         idempotency_key=t.idempotency_key or "",
         tenant=t.tenant,
+        fairness_key=t.fairness_key,
     )
     _at(msg.created_at, t.created_at)
     _at(msg.updated_at, t.updated_at)

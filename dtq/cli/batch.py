@@ -2,7 +2,8 @@
 
 Each line is a task: `type` (required), `payload`, `queue`, `priority`
 (low/medium/high), `max_retries`, `timeout` and `lease_duration` (seconds),
-`scheduled_at` (ISO 8601) or `delay` (seconds from now), `idempotency_key`.
+`scheduled_at` (ISO 8601) or `delay` (seconds from now), `idempotency_key`,
+`fairness_key`.
 Lines go to BatchSubmitTasks in chunks. The server rejects a whole batch for
 one bad request and names it (`requests[i].field`), so a rejected line is set
 aside and the rest of its chunk sent again; a chunk failing without naming a
@@ -53,6 +54,7 @@ FIELDS = (
     "scheduled_at",
     "delay",
     "idempotency_key",
+    "fairness_key",
 )
 INDEXED = re.compile(r"^requests\[(\d+)\]\.?")
 # Codes that concern one request, not the server or the connection.
@@ -165,6 +167,7 @@ def parse_line(text: str, now: datetime, queue: str) -> task_service_pb2.SubmitT
         queue=_text(obj, "queue") or queue,
         max_retries=retries,
         idempotency_key=_text(obj, "idempotency_key"),
+        fairness_key=_text(obj, "fairness_key"),
     )
     for name in ("timeout", "lease_duration"):
         seconds = _number(obj, name, 0)

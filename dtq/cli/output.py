@@ -170,6 +170,8 @@ def _task_rows(t: task_pb2.Task) -> Iterable[tuple[str, RenderableType]]:
         yield "worker", t.worker_id
     if t.idempotency_key:
         yield "idempotency key", t.idempotency_key
+    if t.fairness_key:
+        yield "fairness key", t.fairness_key
     if t.HasField("payload"):
         yield "payload", json_text(t.payload)
     if t.HasField("result"):

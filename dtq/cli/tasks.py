@@ -86,6 +86,7 @@ def _submit_request(
     queue: str | None,
     idempotency_key: str | None,
     lease_duration: float | None,
+    fairness_key: str | None = None,
 ) -> task_service_pb2.SubmitTaskRequest:
     request = task_service_pb2.SubmitTaskRequest(
         type=task_type,
@@ -94,6 +95,7 @@ def _submit_request(
         queue=queue or "",
         max_retries=max_retries,
         idempotency_key=idempotency_key or "",
+        fairness_key=fairness_key or "",
     )
     if timeout is not None:
         request.timeout.FromNanoseconds(round(timeout * 1e9))
@@ -190,6 +192,12 @@ def submit(
     lease_duration: Annotated[
         float | None, typer.Option(metavar="SECONDS", help="Lease length without a heartbeat.")
     ] = None,
+    fairness_key: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KEY", help="Fair dispatch key (e.g. a customer id): keys take turns."
+        ),
+    ] = None,
     wait: Annotated[
         bool,
         typer.Option(
@@ -217,6 +225,7 @@ def submit(
         queue,
         idempotency_key,
         lease_duration,
+        fairness_key,
     )
     with connect(target) as client:
         reply = client.call(lambda s: s.tasks.SubmitTask, request)

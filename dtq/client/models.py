@@ -69,6 +69,7 @@ class TaskInfo:
     scheduled_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    fairness_key: str = ""
 
 
 def _time(task: task_pb2.Task, name: str) -> datetime | None:
@@ -113,6 +114,7 @@ def task_info(task: task_pb2.Task) -> TaskInfo:
         scheduled_at=_time(task, "scheduled_at"),
         started_at=_time(task, "started_at"),
         finished_at=_time(task, "finished_at"),
+        fairness_key=task.fairness_key,
     )
 
 

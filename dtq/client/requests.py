@@ -43,6 +43,7 @@ class Submission:
     unique_for: Seconds | None = None
     unique_key: str | None = None
     unique_states: Iterable[str] | None = None
+    fairness_key: str | None = None
 
 
 def check_json(value: Any, path: str = "payload") -> None:
@@ -127,6 +128,7 @@ def submit_request(s: Submission) -> task_service_pb2.SubmitTaskRequest:
         queue=s.queue or "",
         priority=PRIORITIES.index(s.priority) + 1 if s.priority else 0,  # type: ignore[arg-type]
         idempotency_key=s.idempotency_key or str(uuid.uuid4()),
+        fairness_key=s.fairness_key or "",
     )
     if s.max_retries is not None:
         request.max_retries = s.max_retries
@@ -164,7 +166,9 @@ class SubmitOptions(TypedDict, total=False):
     duplicate a task). unique_for: seconds (or a timedelta) within which the
     same type, queue and payload (or unique_key) gives back the earlier task
     (`handle.deduplicated`) instead of a new one, counting only earlier tasks
-    in unique_states ("pending", "running"...) when given.
+    in unique_states ("pending", "running"...) when given. fairness_key: e.g.
+    a customer id: ready tasks of one queue and priority are leased round-robin
+    between keys, so one key's backlog does not hold the others back.
     """
 
     queue: str
@@ -178,6 +182,7 @@ class SubmitOptions(TypedDict, total=False):
     unique_for: Seconds
     unique_key: str
     unique_states: Iterable[str]
+    fairness_key: str
 
 
 def batch_requests(submissions: Iterable[Submission]) -> list[task_service_pb2.SubmitTaskRequest]:

@@ -70,6 +70,7 @@ class NewTask:
     trace_context: dict[str, str] | None = None
     unique: Unique | None = None
     tenant: str = DEFAULT
+    fairness_key: str = ""  # fair dispatch key ("" = the queue's shared key)
 
     @property
     def tenant_queue(self) -> str:
@@ -115,6 +116,7 @@ class Task:
     # Trace propagation fields of the submission; None when it was not traced.
     trace_context: dict[str, str] | None = field(default=None, repr=False)
     tenant: str = DEFAULT
+    fairness_key: str = ""  # fair dispatch key ("" = the queue's shared key)
 
     @property
     def tenant_queue(self) -> str:

@@ -29,6 +29,7 @@ QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}\Z")
 WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}\Z")
 ADDRESS_RE = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,255}:[0-9]{1,5}")
 MAX_IDEMPOTENCY_KEY = 256
+MAX_FAIRNESS_KEY = 128
 MAX_RETRIES = 100
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 24 * 3600.0
 MIN_LEASE, MAX_LEASE = 1.0, 3600.0
@@ -86,6 +87,7 @@ class SubmitSpec:
     unique_for: float | None = None
     unique_key: str = ""
     unique_states: tuple[TaskState, ...] = ()
+    fairness_key: str = ""
 
 
 def task_type(value: str, field_path: str = "type") -> str:
@@ -261,6 +263,9 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
             "idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
         )
     plain_text(spec.idempotency_key, "idempotency_key")
+    if len(spec.fairness_key) > MAX_FAIRNESS_KEY:
+        raise DtqError.invalid("fairness_key", f"must be at most {MAX_FAIRNESS_KEY} characters")
+    plain_text(spec.fairness_key, "fairness_key")
     trace_text(spec.trace_context)
     point_in_time(spec.scheduled_at, "scheduled_at")
     scheduled_at = spec.scheduled_at if spec.scheduled_at and spec.scheduled_at > now else None
@@ -288,6 +293,7 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
         request_hash=digest.digest()[:16],
         trace_context=trace_context(spec.trace_context),
         unique=unique(spec, kind),
+        fairness_key=spec.fairness_key,
     )
 
 

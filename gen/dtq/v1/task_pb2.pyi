@@ -187,6 +187,7 @@ class Task(_message.Message):
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
+    FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, a UUID (version 7: time-ordered) in canonical text form."""
     type: _builtins.str
@@ -207,6 +208,11 @@ class Task(_message.Message):
     """Key that made the submission idempotent, if one was given."""
     tenant: _builtins.str
     """The tenant that owns the task: the submitter's."""
+    fairness_key: _builtins.str
+    """Fair dispatch key set on submission (e.g. a customer id): ready tasks of a
+    queue and priority are leased round-robin between their keys, so one key's
+    flood does not hold the others back. Empty: the queue's shared key.
+    """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
         """Input of the handler, any JSON object. Absent in the BASIC view."""
@@ -284,10 +290,11 @@ class Task(_message.Message):
         lease_duration: _duration_pb2.Duration | None = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         tenant: _builtins.str = ...,
+        fairness_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "last_error", b"last_error", "lease_duration", b"lease_duration", "payload", b"payload", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "tenant", b"tenant", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "tenant", b"tenant", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

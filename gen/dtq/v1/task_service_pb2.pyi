@@ -61,6 +61,7 @@ class SubmitTaskRequest(_message.Message):
     UNIQUE_FOR_FIELD_NUMBER: _builtins.int
     UNIQUE_KEY_FIELD_NUMBER: _builtins.int
     UNIQUE_STATES_FIELD_NUMBER: _builtins.int
+    FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Task type, naming the handler: 1 to 128 characters, a letter first, then
     letters, digits, `_`, `.` or `-`.
@@ -84,6 +85,12 @@ class SubmitTaskRequest(_message.Message):
     unique_key: _builtins.str
     """What makes two submissions the same for `unique_for`, instead of the
     payload: at most 256 characters. Only with `unique_for`.
+    """
+    fairness_key: _builtins.str
+    """Fair dispatch key (e.g. a customer id): ready tasks of the same queue and
+    priority are leased round-robin between keys. At most 128 characters.
+    Empty: the queue's shared key. Not part of what makes a submission
+    idempotent.
     """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
@@ -147,10 +154,11 @@ class SubmitTaskRequest(_message.Message):
         unique_for: _duration_pb2.Duration | None = ...,
         unique_key: _builtins.str = ...,
         unique_states: _abc.Iterable[_task_pb2.Task.State.ValueType] | None = ...,
+        fairness_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "unique_for", b"unique_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "unique_for", b"unique_for", "unique_key", b"unique_key", "unique_states", b"unique_states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "fairness_key", b"fairness_key", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "unique_for", b"unique_for", "unique_key", b"unique_key", "unique_states", b"unique_states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
