@@ -28,6 +28,7 @@ class TaskState(enum.StrEnum):
     FAILED = "failed"  # an attempt failed; another one is scheduled
     CANCELLED = "cancelled"
     DEAD_LETTERED = "dead_lettered"
+    WAITING = "waiting"  # a flow's step: waits for its parent or its group
     UNSPECIFIED = "unspecified"  # a state this client does not know
 
     @property
@@ -69,6 +70,10 @@ class TaskInfo:
     scheduled_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    # Flows: the task this one waits for; the group it belongs to (or, for a
+    # group's callback, the group it waits for).
+    parent_id: str = ""
+    group_id: str = ""
 
 
 def _time(task: task_pb2.Task, name: str) -> datetime | None:
@@ -113,6 +118,8 @@ def task_info(task: task_pb2.Task) -> TaskInfo:
         scheduled_at=_time(task, "scheduled_at"),
         started_at=_time(task, "started_at"),
         finished_at=_time(task, "finished_at"),
+        parent_id=task.parent_id,
+        group_id=task.group_id or task.callback_of,
     )
 
 

@@ -43,6 +43,7 @@ class Submission:
     unique_for: Seconds | None = None
     unique_key: str | None = None
     unique_states: Iterable[str] | None = None
+    after: str | None = None
 
 
 def check_json(value: Any, path: str = "payload") -> None:
@@ -137,6 +138,7 @@ def submit_request(s: Submission) -> task_service_pb2.SubmitTaskRequest:
     if (when := _when(s)) is not None:
         request.scheduled_at.CopyFrom(when)
     _unique(s, request)
+    request.after = s.after or ""
     request.trace_context.update(_caller_trace())
     return request
 
@@ -164,7 +166,8 @@ class SubmitOptions(TypedDict, total=False):
     duplicate a task). unique_for: seconds (or a timedelta) within which the
     same type, queue and payload (or unique_key) gives back the earlier task
     (`handle.deduplicated`) instead of a new one, counting only earlier tasks
-    in unique_states ("pending", "running"...) when given.
+    in unique_states ("pending", "running"...) when given. after: the id of
+    a task this one waits for (a chain, see `TaskHandle.then`).
     """
 
     queue: str
@@ -178,6 +181,19 @@ class SubmitOptions(TypedDict, total=False):
     unique_for: Seconds
     unique_key: str
     unique_states: Iterable[str]
+    after: str
+
+
+def group_request(
+    members: Iterable[Submission], callback: Submission
+) -> task_service_pb2.SubmitGroupRequest:
+    """The SubmitGroupRequest: a group's tasks carry no idempotency key."""
+    tasks = [submit_request(s) for s in members]
+    for request in tasks:
+        request.idempotency_key = ""
+    last = submit_request(callback)
+    last.idempotency_key = ""
+    return task_service_pb2.SubmitGroupRequest(tasks=tasks, callback=last)
 
 
 def batch_requests(submissions: Iterable[Submission]) -> list[task_service_pb2.SubmitTaskRequest]:

@@ -86,6 +86,17 @@ class SubmitSpec:
     unique_for: float | None = None
     unique_key: str = ""
     unique_states: tuple[TaskState, ...] = ()
+    after: str = ""  # a chain: the id of the task this one waits for
+
+
+def after_id(value: str, field_path: str = "after") -> uuid.UUID | None:
+    """The parent of a chain step, or None."""
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise DtqError.invalid(field_path, "must be a task id (a UUID)") from None
 
 
 def task_type(value: str, field_path: str = "type") -> str:
@@ -274,6 +285,9 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
         struct.pack("!iiddd", level, max_retries, timeout, lease, spec.scheduled_at or 0.0)
     )
     digest.update(spec.payload)
+    parent = after_id(spec.after)
+    if parent is not None:
+        digest.update(parent.bytes)
     return NewTask(
         id=uuid7(now),
         type=kind,
@@ -288,6 +302,7 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
         request_hash=digest.digest()[:16],
         trace_context=trace_context(spec.trace_context),
         unique=unique(spec, kind),
+        after=parent,
     )
 
 

@@ -92,6 +92,13 @@ class Executor:
             attempt=task.attempts,
             max_retries=task.max_retries,
             timeout=task.timeout.seconds + task.timeout.nanos / 1e9,
+            parent_result=(
+                json_format.MessageToDict(task.parent_result)
+                if task.HasField("parent_result")
+                else None
+            ),
+            parent_id=task.parent_id,
+            group_id=task.group_id or task.callback_of,
         )
         return Execution(lease, ctx)
 
