@@ -41,9 +41,7 @@ async def finished(tx: Conn, done: Sequence[Task], now: float) -> int:
     released = 0
     if completed:
         released += len(await tx.fetch(sql.RELEASE_CHILDREN, {"ids": completed, "now": at}))
-    cancelled: list[uuid.UUID] = []
-    if others:
-        cancelled = await tx.fetch(sql.CANCEL_DESCENDANTS, {"ids": others, "now": at})
+    cancelled = await _cancel_descendants(tx, others, at)
     grouped = [t.id for t in ended if t.group_id is not None] + cancelled
     if grouped:
         released += await _count_down(tx, grouped, at)
@@ -83,9 +81,17 @@ async def admit(tx: Conn, new: Sequence[NewTask], now: float) -> set[uuid.UUID]:
     if ok:
         moved += await tx.fetch(sql.RELEASE_CHILDREN, {"ids": ok, "now": at})
         await tx.fetch(sql.WAKE_DUE)
-    if bad:
-        moved += await tx.fetch(sql.CANCEL_DESCENDANTS, {"ids": bad, "now": at})
+    moved += await _cancel_descendants(tx, bad, at)
     return set(moved)
+
+
+async def _cancel_descendants(tx: Conn, ids: list[uuid.UUID], at: object) -> list[uuid.UUID]:
+    """Cancel the waiting descendants of `ids`, a level at a time (see pg_sql)."""
+    cancelled: list[uuid.UUID] = []
+    while ids:
+        ids = await tx.fetch(sql.CANCEL_CHILDREN, {"ids": ids, "now": at})
+        cancelled += ids
+    return cancelled
 
 
 async def _lock(tx: Conn, ids: set[uuid.UUID | None]) -> list[tuple[uuid.UUID, TaskState, str]]:

@@ -482,22 +482,20 @@ RELEASE_CHILDREN = Sql(
     RETURNING c.id""",
     _one("id"),
 )
-# The waiting descendants of parents that ended otherwise: cancelled, saying why.
-CANCEL_DESCENDANTS = Sql(
-    f"""WITH RECURSIVE d(id, root) AS (
-        SELECT c.id, c.parent_id FROM tasks c
-        WHERE c.parent_id = ANY(%(ids)s) AND c.state = '{S.WAITING.value}'
-        UNION ALL
-        SELECT c.id, d.root FROM tasks c JOIN d ON c.parent_id = d.id
-        WHERE c.state = '{S.WAITING.value}')
-    UPDATE tasks t SET state = '{S.CANCELLED.value}', finished_at = %(now)s,
+# The waiting children of parents that ended otherwise: cancelled, saying why
+# (a step cancelled so passes its reason on). One level per statement, again
+# until none is left: a statement's snapshot must be taken after the commit of
+# a step submitted under its parent's row lock.
+CANCEL_CHILDREN = Sql(
+    f"""UPDATE tasks c SET state = '{S.CANCELLED.value}', finished_at = %(now)s,
         updated_at = %(now)s, error_type = 'ParentNotCompleted', error_permanent = 1,
-        error_message = 'cancelled: task ' || p.id || ' of its chain ended ' || p.state,
-        error_traceback = ''
-    FROM d JOIN tasks p ON p.id = d.root
-    WHERE t.id = d.id AND t.state = '{S.WAITING.value}'
-      AND p.state IN ({_listed(states.TERMINAL - {S.COMPLETED})})
-    RETURNING t.id""",
+        error_traceback = '',
+        error_message = CASE WHEN p.error_type = 'ParentNotCompleted' THEN p.error_message
+            ELSE 'cancelled: task ' || p.id || ' of its chain ended ' || p.state END
+    FROM tasks p
+    WHERE p.id = ANY(%(ids)s) AND p.state IN ({_listed(states.TERMINAL - {S.COMPLETED})})
+      AND c.parent_id = p.id AND c.state = '{S.WAITING.value}'
+    RETURNING c.id""",
     _one("id"),
 )
 # Groups: count the finished tasks down, one UPDATE per flush; the statement that
