@@ -170,7 +170,8 @@ def reset(db_url: str, redis_url: str) -> None:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE tasks, queues, audit_events, tenant_limits, dispatch_rates, schedules, task_groups"
+                "TRUNCATE tasks, queues, audit_events, tenant_limits, dispatch_rates, schedules,"
+                " task_groups"
             )
         )
     engine.dispose()
