@@ -37,6 +37,7 @@ STATE_STYLE = {
     "failed": "magenta",
     "cancelled": "dim",
     "dead_lettered": "bold red",
+    "waiting": "cyan",
 }
 HEALTH_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "bold red"}
 WORKER_STYLE = {"active": "green", "draining": "yellow", "lost": "red"}
@@ -170,10 +171,20 @@ def _task_rows(t: task_pb2.Task) -> Iterable[tuple[str, RenderableType]]:
         yield "worker", t.worker_id
     if t.idempotency_key:
         yield "idempotency key", t.idempotency_key
+    if t.parent_id:
+        yield "waits for", t.parent_id
+    if t.group_id:
+        yield "group", t.group_id
+    if t.callback_of:
+        yield "callback of group", t.callback_of
     if t.HasField("payload"):
         yield "payload", json_text(t.payload)
     if t.HasField("result"):
         yield "result", json_text(t.result)
+    if t.HasField("parent_result"):
+        count = len(t.parent_result.list_value.values)
+        shown = f"{count} outcomes" if t.callback_of else json_text(t.parent_result)
+        yield "parent result", shown
     if t.HasField("last_error"):
         e = t.last_error
         kind = f"{e.type}: " if e.type else ""
