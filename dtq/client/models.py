@@ -118,8 +118,9 @@ def task_info(task: task_pb2.Task) -> TaskInfo:
         scheduled_at=_time(task, "scheduled_at"),
         started_at=_time(task, "started_at"),
         finished_at=_time(task, "finished_at"),
-        parent_id=task.parent_id,
-        group_id=task.group_id or task.callback_of,
+        # getattr: messages of protos older than flows have no such fields.
+        parent_id=getattr(task, "parent_id", ""),
+        group_id=getattr(task, "group_id", "") or getattr(task, "callback_of", ""),
     )
 
 
