@@ -93,6 +93,12 @@ class TaskStore(Protocol):
         ALREADY_EXISTS when a key was used with a different request."""
         ...
 
+    async def insert_group(
+        self, members: Sequence[NewTask], callback: NewTask, now: float
+    ) -> tuple[list[Task], Task]:
+        """Store a group (`callback.callback_of` its id) and its WAITING callback."""
+        ...
+
     async def get(self, task_id: uuid.UUID, with_payload: bool = True) -> Task | None: ...
 
     async def get_many(self, ids: Sequence[uuid.UUID]) -> list[Task]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import psycopg2.errors
 
+from dtq.adapters import pg_flows
 from dtq.adapters import pg_sql as sql
 from dtq.adapters.group_commit import GroupCommit
 from dtq.adapters.pg_conn import REFUSED, Conn, Pg, Values, own_error, refused
@@ -60,7 +61,7 @@ class PgInserts:
         a key taken meanwhile fails it whole. A stored or racing key, or a
         `unique_for`, and the lookups and the insert share a transaction."""
         tasks = [t for new, _ in calls for t in new]
-        if any(t.unique for t in tasks):
+        if any(t.unique or t.after for t in tasks):
             return await self._flush_keyed(calls)
         statement = sql.INSERT_TASKS
         if keys := sorted({_key(t) for t in tasks if t.idempotency_key}):
@@ -104,9 +105,13 @@ async def _try_insert(
     same = await _unique_matches(tx, fresh)
     fresh = [(t, now) for t, now in fresh if t.id not in same]
     inserted: set[uuid.UUID] = set()
+    changed: dict[uuid.UUID, Task] = {}
     if fresh:
         rows = Values([new_row(t, now) for t, now in fresh], sql.INSERT_ROW)
         inserted = set(await tx.fetch(sql.INSERT_TASKS, {"rows": rows}))
+    moved = await pg_flows.admit(tx, [t for t, _ in fresh if t.id in inserted], calls[0][1])
+    if moved:
+        changed = {t.id: t for t in await tx.fetch(sql.GET_TASKS, {"ids": list(moved)})}
     lost = {_key(t) for t, _ in fresh if t.id not in inserted}
     if lost:  # a key another transaction inserted meanwhile
         existing.update(await _by_keys(tx, lost))
@@ -116,7 +121,7 @@ async def _try_insert(
         subs, now = [], calls[i][1]
         for t in calls[i][0]:
             if t.id in inserted:
-                subs.append(Submitted(new_task(t, now), False))
+                subs.append(Submitted(changed.get(t.id) or new_task(t, now), False))
                 continue
             if t.id in same:
                 subs.append(Submitted(same[t.id], True))

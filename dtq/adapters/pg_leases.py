@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dtq.adapters import pg_flows
 from dtq.adapters import pg_sql as sql
 from dtq.adapters.group_commit import GroupCommit
 from dtq.adapters.pg_conn import Pg, Values, own_error
@@ -55,7 +56,10 @@ class PgLeases:
     ) -> list[list[Task | None] | BaseException]:
         now = max(now for _, now in calls)
         rows = [(str(r.task_id), r.token, res) for items, _ in calls for r, res in items]
-        updated = await self.pg.fetch(sql.COMPLETE, {"rows": Values(rows), "now": as_datetime(now)})
+        async with self.pg.transaction() as tx:
+            args = {"rows": Values(rows), "now": as_datetime(now)}
+            updated = await tx.fetch(sql.COMPLETE, args)
+            await pg_flows.finished(tx, updated, now)
         # Keyed by the token that matched: an item with a stale token must not get
         # the task another item of the flush completed.
         done = {(t.id, t.lease_token): t for t in updated}
@@ -75,6 +79,7 @@ class PgLeases:
             rows = _resolutions(items, current, decide, now)
             args = {"rows": Values(rows), "now": as_datetime(now)} if rows else {}
             done = await tx.fetch(sql.RESOLVE, args) if rows else []
+            await pg_flows.finished(tx, done, now)
         # Only items holding the current token get the task (not a stale duplicate).
         moved = {(t.id, token): t for t in done if (token := current[t.id].lease_token)}
         return [moved.get((r.task_id, r.token)) for r, _ in items]

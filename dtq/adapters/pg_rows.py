@@ -63,21 +63,38 @@ def to_task(m: Row) -> Task:
         trace_context=m.get("trace_context"),
         tenant=m["tenant"],
         fairness_key=m.get("fairness_key") or "",
+        parent_id=m.get("parent_id"),
+        group_id=m.get("group_id"),
+        callback_of=m.get("callback_of"),
+        parent_result=bytes(m["parent_result"]) if m.get("parent_result") is not None else None,
     )
+
+
+def first_state(task: NewTask) -> TaskState:
+    """Where a new task starts (a chain step whose parent is already finished
+    is moved on in the same transaction, see pg_flows)."""
+    if task.after or task.callback_of:
+        return S.WAITING
+    return S.SCHEDULED if task.scheduled_at else S.PENDING
 
 
 def new_row(task: NewTask, now: float) -> tuple[Any, ...]:
     """The row of `pg_sql.INSERT_TASKS` (in `NEW_COLUMNS` order) for `task`."""
     at = as_datetime(now)
     trace = Json(task.trace_context) if task.trace_context is not None else None
-    state = S.SCHEDULED if task.scheduled_at else S.PENDING
+    state = first_state(task)
     return (
         str(task.id), task.queue, task.type, int(task.priority), state.value, 0,
         task.max_retries, round(task.timeout * 1000), round(task.lease_duration * 1000),
         task.payload, task.idempotency_key, task.request_hash, at, at,
         as_datetime(task.scheduled_at), trace, task.unique.digest if task.unique else None,
         task.tenant, task.fairness_key,
+        _text(task.after), _text(task.group_id), _text(task.callback_of),
     )  # fmt: skip
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def new_task(task: NewTask, now: float) -> Task:
@@ -88,7 +105,7 @@ def new_task(task: NewTask, now: float) -> Task:
         type=task.type,
         queue=task.queue,
         priority=task.priority,
-        state=S.SCHEDULED if task.scheduled_at else S.PENDING,
+        state=first_state(task),
         attempts=0,
         max_retries=task.max_retries,
         timeout=task.timeout,
@@ -101,6 +118,9 @@ def new_task(task: NewTask, now: float) -> Task:
         trace_context=task.trace_context,
         tenant=task.tenant,
         fairness_key=task.fairness_key,
+        parent_id=task.after,
+        group_id=task.group_id,
+        callback_of=task.callback_of,
     )
 
 

@@ -65,7 +65,9 @@ def _one(name: str) -> Callable[[Row], Any]:
     return lambda row: row[name]
 
 
-BASIC = [c.name for c in tasks.c if c.name not in ("payload", "result", "request_hash")]
+BASIC = [
+    c.name for c in tasks.c if c.name not in ("payload", "result", "request_hash", "parent_result")
+]
 FULL = [c.name for c in tasks.c if c.name != "request_hash"]
 _FULL = ", ".join(f"t.{c}" for c in FULL)
 _BASIC = ", ".join(f"t.{c}" for c in BASIC)
@@ -87,9 +89,14 @@ RELEASED_BUDGET = "t.max_retries + 1"
 NEW_COLUMNS = (
     "id", "queue", "type", "priority", "state", "attempts", "max_retries", "timeout_ms",
     "lease_ms", "payload", "idempotency_key", "request_hash", "created_at", "updated_at",
-    "scheduled_at", "trace_context", "unique_digest", "tenant", "fairness_key",
+    "scheduled_at", "trace_context", "unique_digest", "tenant", "fairness_key", "parent_id",
+    "group_id", "callback_of",
 )  # fmt: skip
-INSERT_ROW = "(%s::uuid, " + ", ".join(["%s"] * (len(NEW_COLUMNS) - 5)) + ", %s::jsonb, %s, %s, %s)"
+INSERT_ROW = (
+    "(%s::uuid, "
+    + ", ".join(["%s"] * (len(NEW_COLUMNS) - 8))
+    + ", %s::jsonb, %s, %s, %s, %s::uuid, %s::uuid, %s::uuid)"
+)
 INSERT_TASKS = Sql(
     f"INSERT INTO tasks ({', '.join(NEW_COLUMNS)}) VALUES %(rows)s"
     " ON CONFLICT DO NOTHING RETURNING id",
@@ -341,6 +348,7 @@ SELECT_ONE = Sql("SELECT 1 AS one", _one("one"))
 # -- transactional enqueue (dtq.enqueue_in) and the manager's LISTEN -------------------
 DUE_CHANNEL = "dtq_due"  # NOTIFYed at the commit of a task due now
 NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', '')"
+WAKE_DUE = Sql(f"{NOTIFY_DUE}::text AS n", _one("n"))  # the same, in a transaction
 EARLIER_BY_KEY = (
     "SELECT id, request_hash FROM tasks"
     " WHERE tenant = 'default' AND queue = %s AND idempotency_key = %s"
@@ -452,3 +460,73 @@ SCHEDULE_RAN = Sql(
     _one("name"),
 )
 NEXT_SCHEDULE = Sql("SELECT min(next_fire_at) AS due FROM schedules WHERE NOT paused", _one("due"))
+
+# -- flows (pg_flows.py) ---------------------------------------------------------------
+# A task WAITING for its parent (a chain) or for its group (a callback) is
+# released to SCHEDULED, due now, in the transaction of what it waited for;
+# the scheduler promotes it (NOTIFY_DUE wakes it). These run as statements of
+# their own after the write that finished the parents: under READ COMMITTED a
+# statement's snapshot then includes a child whose submitter held the parent's
+# row lock (LOCK_PARENTS) until its commit.
+_RELEASED = f"""state = '{states.target(Event.UNBLOCK).value}',
+        scheduled_at = GREATEST(COALESCE(c.scheduled_at, %(now)s), %(now)s), updated_at = %(now)s"""
+LOCK_PARENTS = Sql(
+    "SELECT id, state, tenant FROM tasks WHERE id = ANY(%(ids)s) ORDER BY id FOR SHARE",
+    lambda row: (row["id"], TaskState(row["state"]), row["tenant"]),
+)
+RELEASE_CHILDREN = Sql(
+    f"""UPDATE tasks c SET {_RELEASED}, parent_result = p.result
+    FROM tasks p
+    WHERE p.id = ANY(%(ids)s) AND p.state = '{S.COMPLETED.value}'
+      AND c.parent_id = p.id AND c.state IN ({_in(Event.UNBLOCK)})
+    RETURNING c.id""",
+    _one("id"),
+)
+# The waiting children of parents that ended otherwise: cancelled, saying why
+# (a step cancelled so passes its reason on). One level per statement, again
+# until none is left: a statement's snapshot must be taken after the commit of
+# a step submitted under its parent's row lock.
+CANCEL_CHILDREN = Sql(
+    f"""UPDATE tasks c SET state = '{S.CANCELLED.value}', finished_at = %(now)s,
+        updated_at = %(now)s, error_type = 'ParentNotCompleted', error_permanent = 1,
+        error_traceback = '',
+        error_message = CASE WHEN p.error_type = 'ParentNotCompleted' THEN p.error_message
+            ELSE 'cancelled: task ' || p.id || ' of its chain ended ' || p.state END
+    FROM tasks p
+    WHERE p.id = ANY(%(ids)s) AND p.state IN ({_listed(states.TERMINAL - {S.COMPLETED})})
+      AND c.parent_id = p.id AND c.state = '{S.WAITING.value}'
+    RETURNING c.id""",
+    _one("id"),
+)
+# Groups: count the finished tasks down, one UPDATE per flush; the statement that
+# makes a group's count 0 releases its callback (exactly one can: the row lock).
+COUNT_DOWN = Sql(
+    f"""WITH n AS (SELECT group_id, count(*) AS k FROM tasks
+        WHERE id = ANY(%(ids)s) AND group_id IS NOT NULL GROUP BY group_id),
+    counted AS (UPDATE task_groups g SET remaining = g.remaining - n.k
+        FROM n WHERE g.id = n.group_id RETURNING g.id, g.callback_id, g.remaining)
+    UPDATE tasks c SET {_RELEASED}
+    FROM counted
+    WHERE counted.remaining = 0 AND c.id = counted.callback_id
+      AND c.state IN ({_in(Event.UNBLOCK)})
+    RETURNING c.id, counted.id AS group_id""",
+    lambda row: (row["id"], row["group_id"]),
+)
+GROUP_OUTCOMES = Sql(
+    """SELECT id, state, result, error_message FROM tasks WHERE group_id = %(group)s
+    ORDER BY id""",
+    lambda row: (
+        row["id"],
+        TaskState(row["state"]),
+        None if row["result"] is None else bytes(row["result"]),
+        row["error_message"],
+    ),
+)
+SET_PARENT_RESULT = Sql(
+    "UPDATE tasks SET parent_result = %(result)s WHERE id = %(id)s RETURNING id", _one("id")
+)
+ADD_GROUP = Sql(
+    """INSERT INTO task_groups (id, remaining, size, callback_id, created_at, tenant)
+    VALUES (%(id)s, %(size)s, %(size)s, %(callback)s, %(now)s, %(tenant)s) RETURNING id""",
+    _one("id"),
+)

@@ -2,6 +2,7 @@
 every statement on the event loop; the statements are in pg_sql.py):
 
     PgInserts      insert (group commit, idempotency keys)
+    PgFlows        insert_group (chains and groups: see pg_flows)
     PgTasks        get, get_many, list_tasks, state_counts, cancel, retry
     PgLeases       lease, complete (group commit), fail, expire, release
     PgDeadLetters  requeue_dead, count_dead, purge_dead, purge_finished
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from dtq.adapters.pg_conn import Pg
 from dtq.adapters.pg_dead_letters import PgDeadLetters
+from dtq.adapters.pg_flows import PgFlows
 from dtq.adapters.pg_inserts import PgInserts
 from dtq.adapters.pg_leases import PgLeases
 from dtq.adapters.pg_poll import PgPoll
@@ -27,6 +29,7 @@ class PgStore:
         inserts, tasks, leases = PgInserts(pg), PgTasks(pg), PgLeases(pg)
         dead, poll = PgDeadLetters(pg), PgPoll(pg)
         self.insert = inserts.insert
+        self.insert_group = PgFlows(pg).insert_group
         self.get = tasks.get
         self.get_many = tasks.get_many
         self.list_tasks = tasks.list_tasks

@@ -93,6 +93,13 @@ tasks = Table(
     Column("unique_digest", LargeBinary),
     Column("fairness_key", Text, nullable=False, server_default=text("''")),
     _tenant(),
+    # Flows (pg_flows.py): the task this one waits for, its group, and for a
+    # group's callback the group; the parent's result (or the group's
+    # outcomes) written at release.
+    Column("parent_id", UUID(as_uuid=True)),
+    Column("group_id", UUID(as_uuid=True)),
+    Column("callback_of", UUID(as_uuid=True)),
+    Column("parent_result", LargeBinary),
     CheckConstraint(f"state IN ({_states})", name="tasks_state_check"),
     CheckConstraint("priority BETWEEN 1 AND 3", name="tasks_priority_check"),
     # Idempotency keys are unique per queue of a tenant.
@@ -119,6 +126,9 @@ tasks = Table(
         "scheduled_at",
         postgresql_where=text("state IN ('scheduled', 'failed')"),
     ),
+    # Flows: the tasks waiting for a parent, and a group's tasks.
+    Index("tasks_parent_idx", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+    Index("tasks_group_idx", "group_id", "id", postgresql_where=text("group_id IS NOT NULL")),
     # Listing by state (dead letters, running tasks for the reconciler), newest first.
     Index("tasks_state_idx", "state", "id"),
     # Retention: finished tasks by age.
@@ -201,6 +211,21 @@ dispatch_rates = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("rate > 0", name="dispatch_rates_rate_check"),
     CheckConstraint("burst >= 1", name="dispatch_rates_burst_check"),
+)
+
+# Groups of tasks with a callback (pg_flows.py): how many of the group's tasks
+# are not terminal yet, decremented in the transaction of each one's end; the
+# callback is released in the one that makes it 0.
+task_groups = Table(
+    "task_groups",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("remaining", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("callback_id", UUID(as_uuid=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    _tenant(),
+    CheckConstraint("remaining >= 0", name="task_groups_remaining_check"),
 )
 
 # Recurring schedules (dtq/domain/schedule.py): a cron expression in a time zone

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from dtq.adapters import pg_flows
 from dtq.adapters import pg_sql as sql
 from dtq.adapters.pg_conn import Pg
 from dtq.adapters.pg_rows import as_datetime
@@ -50,7 +51,10 @@ class PgTasks:
         return dict(await self.pg.fetch(sql.STATE_COUNTS, args))
 
     async def cancel(self, task_id: uuid.UUID, now: float) -> tuple[Task, TaskState, str | None]:
-        found = await self.pg.fetch(sql.CANCEL, {"id": task_id, "now": as_datetime(now)})
+        async with self.pg.transaction() as tx:
+            found = await tx.fetch(sql.CANCEL, {"id": task_id, "now": as_datetime(now)})
+            if found:
+                await pg_flows.finished(tx, [found[0][0]], now)
         if not found:
             await self._explain_refusal(task_id, Event.CANCEL)
         return found[0]

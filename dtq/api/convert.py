@@ -48,6 +48,7 @@ STATE_TO_PB = {
     TaskState.FAILED: task_pb2.Task.STATE_FAILED,
     TaskState.CANCELLED: task_pb2.Task.STATE_CANCELLED,
     TaskState.DEAD_LETTERED: task_pb2.Task.STATE_DEAD_LETTERED,
+    TaskState.WAITING: task_pb2.Task.STATE_WAITING,
 }
 STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
 REVOKE_REASON = {
@@ -133,6 +134,7 @@ def submit_spec(
         unique_key=req.unique_key,
         unique_states=tuple(_state(s, "unique_states") for s in req.unique_states),
         fairness_key=req.fairness_key,
+        after=req.after,
     )
 
 
@@ -163,6 +165,9 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         idempotency_key=t.idempotency_key or "",
         tenant=t.tenant,
         fairness_key=t.fairness_key,
+        parent_id=_id(t.parent_id),
+        group_id=_id(t.group_id),
+        callback_of=_id(t.callback_of),
     )
     _at(msg.created_at, t.created_at)
     _at(msg.updated_at, t.updated_at)
@@ -180,7 +185,13 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         msg.payload.MergeFromString(t.payload)
     if full and t.result is not None:
         msg.result.MergeFromString(t.result)
+    if full and t.parent_result is not None:
+        msg.parent_result.MergeFromString(t.parent_result)
     return msg
+
+
+def _id(value: uuid.UUID | None) -> str:
+    return "" if value is None else str(value)
 
 
 def full_view(view: int, default: bool) -> bool:

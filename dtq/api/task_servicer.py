@@ -42,6 +42,20 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         return pb.BatchSubmitTasksResponse(results=[_submitted(s) for s in submitted])
 
     @unary
+    async def SubmitGroup(
+        self, request: pb.SubmitGroupRequest, context: Ctx
+    ) -> pb.SubmitGroupResponse:
+        trace_context = tracing.carrier()
+        specs = [convert.submit_spec(r, trace_context) for r in request.tasks]
+        callback = convert.submit_spec(request.callback, trace_context)
+        tasks, waiting = await self.tasks.submit_group(specs, callback)
+        return pb.SubmitGroupResponse(
+            group_id=str(waiting.callback_of),
+            tasks=[convert.task(t, full=False) for t in tasks],
+            callback=convert.task(waiting, full=False),
+        )
+
+    @unary
     async def GetTask(self, request: pb.GetTaskRequest, context: Ctx) -> pb.GetTaskResponse:
         full = convert.full_view(request.view, default=True)
         task = await self.tasks.get(convert.task_id(request.id), full)

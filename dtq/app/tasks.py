@@ -15,10 +15,10 @@ from dtq.app import caller, task_metrics
 from dtq.app.limits import Quotas
 from dtq.app.queue_cap import QueueCap
 from dtq.app.tenants import TenantBook
-from dtq.domain import paging, validation
+from dtq.domain import flows, paging, validation
 from dtq.domain.auth import queue_required
 from dtq.domain.errors import Code, DtqError, OutcomeUnknown
-from dtq.domain.model import LeaseRef, Page, Submitted, Task, TaskFilter, TaskState
+from dtq.domain.model import LeaseRef, NewTask, Page, Submitted, Task, TaskFilter, TaskState
 from dtq.domain.states import TERMINAL
 from dtq.domain.validation import Limits, SubmitSpec
 from dtq.ports import Clock, DispatchQueue, Ready, TaskStore, TaskWatches
@@ -68,12 +68,9 @@ class Tasks:
                 caller.check_queue(new[-1].queue)
             except DtqError as error:
                 raise error.prefixed(f"requests[{i}]") if batch else error from None
-        if self.tenants is not None:
-            await self.tenants.require(tenant)
-        if self.queue_cap is not None:
-            await self.queue_cap.check(t.tenant_queue for t in new)
-        if self.quotas is not None:
-            await self.quotas.check(tenant, len(new))
+        await self._admit(tenant, new)
+        for parent in {t.after for t in new if t.after}:
+            await self.get(parent, full=False)  # NOT_FOUND unless the caller sees it
         try:
             submitted = await self.store.insert(new, now)
         except OutcomeUnknown as error:
@@ -92,6 +89,30 @@ class Tasks:
         # ones again. NX in Redis leaves one already indexed where it is.
         await self._index(fresh + [t for t in dups if t.state == TaskState.PENDING])
         return submitted
+
+    async def _admit(self, tenant: str, new: Sequence[NewTask]) -> None:
+        if self.tenants is not None:
+            await self.tenants.require(tenant)
+        if self.queue_cap is not None:
+            await self.queue_cap.check(t.tenant_queue for t in new)
+        if self.quotas is not None:
+            await self.quotas.check(tenant, len(new))
+
+    async def submit_group(
+        self, specs: Sequence[SubmitSpec], callback: SubmitSpec
+    ) -> tuple[builtins.list[Task], Task]:
+        """A group and its callback, released once every task of the group is
+        terminal (see dtq/adapters/pg_flows.py). All or nothing."""
+        now = self.clock.now()
+        tenant = caller.current().home
+        members, last = flows.group(specs, callback, self.limits, now, tenant)
+        for t in [*members, last]:
+            caller.check_queue(t.queue)
+        await self._admit(tenant, [*members, last])
+        tasks, waiting = await self.store.insert_group(members, last, now)
+        task_metrics.submitted([*tasks, waiting])
+        await self._index(tasks)
+        return tasks, waiting
 
     async def _index(self, fresh: Sequence[Task]) -> None:
         ready = [Ready.of(t) for t in fresh if t.state == TaskState.PENDING]

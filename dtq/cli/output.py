@@ -37,6 +37,7 @@ STATE_STYLE = {
     "failed": "magenta",
     "cancelled": "dim",
     "dead_lettered": "bold red",
+    "waiting": "cyan",
 }
 HEALTH_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "bold red"}
 WORKER_STYLE = {"active": "green", "draining": "yellow", "lost": "red"}
@@ -149,6 +150,18 @@ def rows_table(headers: Iterable[str], rows: Iterable[Iterable[str]], what: str)
 # -- tasks ----------------------------------------------------------------------
 
 
+def _optional_rows(t: task_pb2.Task) -> list[tuple[str, str]]:
+    """Text rows shown only when set."""
+    return [
+        ("worker", t.worker_id),
+        ("idempotency key", t.idempotency_key),
+        ("fairness key", t.fairness_key),
+        ("waits for", t.parent_id),
+        ("group", t.group_id),
+        ("callback of group", t.callback_of),
+    ]
+
+
 def _task_rows(t: task_pb2.Task) -> Iterable[tuple[str, RenderableType]]:
     yield "id", t.id
     yield "type", t.type
@@ -166,16 +179,17 @@ def _task_rows(t: task_pb2.Task) -> Iterable[tuple[str, RenderableType]]:
         yield "started", when(t.started_at)
     if t.HasField("finished_at"):
         yield "finished", when(t.finished_at)
-    if t.worker_id:
-        yield "worker", t.worker_id
-    if t.idempotency_key:
-        yield "idempotency key", t.idempotency_key
-    if t.fairness_key:
-        yield "fairness key", t.fairness_key
+    for label, value in _optional_rows(t):
+        if value:
+            yield label, value
     if t.HasField("payload"):
         yield "payload", json_text(t.payload)
     if t.HasField("result"):
         yield "result", json_text(t.result)
+    if t.HasField("parent_result"):
+        count = len(t.parent_result.list_value.values)
+        shown = f"{count} outcomes" if t.callback_of else json_text(t.parent_result)
+        yield "parent result", shown
     if t.HasField("last_error"):
         e = t.last_error
         kind = f"{e.type}: " if e.type else ""

@@ -27,7 +27,7 @@ from dtq.client.errors import (
     Unauthenticated,
     Unavailable,
 )
-from dtq.client.handles import AsyncTaskHandle, TaskHandle
+from dtq.client.handles import AsyncTaskHandle, Group, TaskHandle
 from dtq.client.models import QueueStats, TaskErrorInfo, TaskInfo, TaskState
 from dtq.client.requests import Submission, SubmitOptions
 from dtq.client.retry import RetryPolicy
@@ -44,6 +44,7 @@ __all__ = [
     "DtqClientError",
     "FailedPrecondition",
     "FieldViolation",
+    "Group",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",

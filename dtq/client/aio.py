@@ -15,12 +15,13 @@ from dtq.client import channels
 from dtq.client.coalesce import Coalescing
 from dtq.client.coalesce_aio import AsyncCoalescingSubmitter
 from dtq.client.errors import from_rpc_error
-from dtq.client.handles import AsyncTaskHandle
+from dtq.client.handles import AsyncTaskHandle, Group
 from dtq.client.models import QueueStats, TaskInfo, queue_stats, task_info
 from dtq.client.requests import (
     Submission,
     SubmitOptions,
     batch_requests,
+    group_request,
     list_request,
     submit_request,
 )
@@ -178,6 +179,20 @@ class AsyncClient:
             lambda e: e.tasks.BatchSubmitTasks, request
         )
         return reply
+
+    async def group(
+        self, tasks: Iterable[Submission], callback: Submission
+    ) -> Group[AsyncTaskHandle]:
+        """Submit a group (a chord): `tasks` (up to 10,000) and a `callback`
+        that waits (state `waiting`) until every task of the group is final
+        (completed, dead-lettered or cancelled), then runs once with their
+        outcomes as `ctx.parent_result`: a list of `{"id", "state", "result",
+        "error"}` in submission order. All or none, in one call. The tasks
+        take no `after` nor `idempotency_key` nor `unique_for`."""
+        request = group_request(tasks, callback)
+        reply = await self._call(lambda e: e.tasks.SubmitGroup, request)
+        handles = [AsyncTaskHandle(self, task_info(t)) for t in reply.tasks]
+        return Group(reply.group_id, handles, AsyncTaskHandle(self, task_info(reply.callback)))
 
     async def submit_many(
         self, submissions: Iterable[Submission]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, Unpack
 
 from dtq.client.models import TaskInfo, TaskState, outcome
+from dtq.client.requests import SubmitOptions
 
 C = TypeVar("C")
 # A dead-lettered task may be retried by an operator: only these end for good.
@@ -19,6 +21,9 @@ class Tasks(Protocol):
     def cancel(self, task_id: str) -> TaskInfo: ...
     def retry(self, task_id: str) -> TaskInfo: ...
     def watch(self, task_id: str, timeout: float | None = None) -> Iterator[TaskInfo]: ...
+    def submit(
+        self, type: str, payload: Mapping[str, Any] | None = None, **options: Unpack[SubmitOptions]
+    ) -> TaskHandle: ...
 
 
 class AsyncTasks(Protocol):
@@ -28,6 +33,9 @@ class AsyncTasks(Protocol):
     async def cancel(self, task_id: str) -> TaskInfo: ...
     async def retry(self, task_id: str) -> TaskInfo: ...
     def watch(self, task_id: str, timeout: float | None = None) -> AsyncIterator[TaskInfo]: ...
+    async def submit(
+        self, type: str, payload: Mapping[str, Any] | None = None, **options: Unpack[SubmitOptions]
+    ) -> AsyncTaskHandle: ...
 
 
 class _Handle(Generic[C]):
@@ -70,6 +78,17 @@ class TaskHandle(_Handle[Tasks]):
                 self.task = task
         return outcome(self.task)
 
+    def then(
+        self, type: str, payload: Mapping[str, Any] | None = None, **options: Unpack[SubmitOptions]
+    ) -> TaskHandle:
+        """Submit the next step of a chain: a task that waits (state `waiting`)
+        until this one completes, then runs with this one's result as
+        `ctx.parent_result`. When this one is dead-lettered or cancelled, the
+        step (and the rest of the chain) is cancelled, its error saying why.
+        Returns the step's handle, so `submit(a).then(b).then(c)` chains on."""
+        options["after"] = self.id
+        return self.client.submit(type, payload, **options)
+
     def cancel(self) -> TaskInfo:
         """Cancel the task (see `Client.cancel`)."""
         self.task = self.client.cancel(self.id)
@@ -96,6 +115,13 @@ class AsyncTaskHandle(_Handle[AsyncTasks]):
                 self.task = task
         return outcome(self.task)
 
+    async def then(
+        self, type: str, payload: Mapping[str, Any] | None = None, **options: Unpack[SubmitOptions]
+    ) -> AsyncTaskHandle:
+        """The next step of a chain (see `TaskHandle.then`)."""
+        options["after"] = self.id
+        return await self.client.submit(type, payload, **options)
+
     async def cancel(self) -> TaskInfo:
         """Cancel the task (see `AsyncClient.cancel`)."""
         self.task = await self.client.cancel(self.id)
@@ -105,3 +131,16 @@ class AsyncTaskHandle(_Handle[AsyncTasks]):
         """Run a failed or dead-lettered task again (see `AsyncClient.retry`)."""
         self.task = await self.client.retry(self.id)
         return self.task
+
+
+H = TypeVar("H")
+
+
+@dataclass(frozen=True)
+class Group(Generic[H]):
+    """A submitted group (`Client.group`): its id, its tasks' handles and its
+    callback's, whose `result()` waits for the whole group."""
+
+    id: str
+    tasks: list[H]
+    callback: H

@@ -28,6 +28,7 @@ class TaskState(enum.StrEnum):
     FAILED = "failed"  # an attempt failed; another one is scheduled
     CANCELLED = "cancelled"
     DEAD_LETTERED = "dead_lettered"
+    WAITING = "waiting"  # a flow's step: waits for its parent or its group
     UNSPECIFIED = "unspecified"  # a state this client does not know
 
     @property
@@ -70,6 +71,10 @@ class TaskInfo:
     started_at: datetime | None
     finished_at: datetime | None
     fairness_key: str = ""
+    # Flows: the task this one waits for; the group it belongs to (or, for a
+    # group's callback, the group it waits for).
+    parent_id: str = ""
+    group_id: str = ""
 
 
 def _time(task: task_pb2.Task, name: str) -> datetime | None:
@@ -115,6 +120,9 @@ def task_info(task: task_pb2.Task) -> TaskInfo:
         started_at=_time(task, "started_at"),
         finished_at=_time(task, "finished_at"),
         fairness_key=task.fairness_key,
+        # getattr: messages of protos older than flows have no such fields.
+        parent_id=getattr(task, "parent_id", ""),
+        group_id=getattr(task, "group_id", "") or getattr(task, "callback_of", ""),
     )
 
 

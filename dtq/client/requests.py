@@ -44,6 +44,7 @@ class Submission:
     unique_key: str | None = None
     unique_states: Iterable[str] | None = None
     fairness_key: str | None = None
+    after: str | None = None
 
 
 def check_json(value: Any, path: str = "payload") -> None:
@@ -139,6 +140,7 @@ def submit_request(s: Submission) -> task_service_pb2.SubmitTaskRequest:
     if (when := _when(s)) is not None:
         request.scheduled_at.CopyFrom(when)
     _unique(s, request)
+    request.after = s.after or ""
     request.trace_context.update(_caller_trace())
     return request
 
@@ -169,6 +171,8 @@ class SubmitOptions(TypedDict, total=False):
     in unique_states ("pending", "running"...) when given. fairness_key: e.g.
     a customer id: ready tasks of one queue and priority are leased round-robin
     between keys, so one key's backlog does not hold the others back.
+    in unique_states ("pending", "running"...) when given. after: the id of
+    a task this one waits for (a chain, see `TaskHandle.then`).
     """
 
     queue: str
@@ -183,6 +187,19 @@ class SubmitOptions(TypedDict, total=False):
     unique_key: str
     unique_states: Iterable[str]
     fairness_key: str
+    after: str
+
+
+def group_request(
+    members: Iterable[Submission], callback: Submission
+) -> task_service_pb2.SubmitGroupRequest:
+    """The SubmitGroupRequest: a group's tasks carry no idempotency key."""
+    tasks = [submit_request(s) for s in members]
+    for request in tasks:
+        request.idempotency_key = ""
+    last = submit_request(callback)
+    last.idempotency_key = ""
+    return task_service_pb2.SubmitGroupRequest(tasks=tasks, callback=last)
 
 
 def batch_requests(submissions: Iterable[Submission]) -> list[task_service_pb2.SubmitTaskRequest]:

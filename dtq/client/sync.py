@@ -14,12 +14,13 @@ import grpc
 from dtq.client import channels
 from dtq.client.coalesce import Coalescing, CoalescingSubmitter
 from dtq.client.errors import from_rpc_error
-from dtq.client.handles import TaskHandle
+from dtq.client.handles import Group, TaskHandle
 from dtq.client.models import QueueStats, TaskInfo, queue_stats, task_info
 from dtq.client.requests import (
     Submission,
     SubmitOptions,
     batch_requests,
+    group_request,
     list_request,
     submit_request,
 )
@@ -207,6 +208,18 @@ class Client:
 
     def _send_batch(self, request: pb.BatchSubmitTasksRequest) -> pb.BatchSubmitTasksResponse:
         return self._call(lambda e: e.tasks.BatchSubmitTasks, request)
+
+    def group(self, tasks: Iterable[Submission], callback: Submission) -> Group[TaskHandle]:
+        """Submit a group (a chord): `tasks` (up to 10,000) and a `callback`
+        that waits (state `waiting`) until every task of the group is final
+        (completed, dead-lettered or cancelled), then runs once with their
+        outcomes as `ctx.parent_result`: a list of `{"id", "state", "result",
+        "error"}` in submission order. All or none, in one call. The tasks
+        take no `after` nor `idempotency_key` nor `unique_for`."""
+        request = group_request(tasks, callback)
+        reply = self._call(lambda e: e.tasks.SubmitGroup, request)
+        handles = [TaskHandle(self, task_info(t)) for t in reply.tasks]
+        return Group(reply.group_id, handles, TaskHandle(self, task_info(reply.callback)))
 
     def submit_many(self, submissions: Iterable[Submission]) -> builtins.list[TaskHandle]:
         """Submit up to 1000 tasks atomically (all or none), in one call."""

@@ -37,6 +37,7 @@ class TaskState(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     DEAD_LETTERED = "dead_lettered"
+    WAITING = "waiting"  # a flow's step, waiting for its parent or its group
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,11 @@ class NewTask:
     unique: Unique | None = None
     tenant: str = DEFAULT
     fairness_key: str = ""  # fair dispatch key ("" = the queue's shared key)
+    # Flows (dtq/adapters/pg_flows.py): the task this one waits for, the group
+    # it belongs to, the group it is the callback of.
+    after: uuid.UUID | None = None
+    group_id: uuid.UUID | None = None
+    callback_of: uuid.UUID | None = None
 
     @property
     def tenant_queue(self) -> str:
@@ -117,6 +123,11 @@ class Task:
     trace_context: dict[str, str] | None = field(default=None, repr=False)
     tenant: str = DEFAULT
     fairness_key: str = ""  # fair dispatch key ("" = the queue's shared key)
+    parent_id: uuid.UUID | None = None
+    group_id: uuid.UUID | None = None
+    callback_of: uuid.UUID | None = None
+    # The parent's result (a chain step), or the group's outcomes (a callback).
+    parent_result: bytes | None = field(default=None, repr=False)
 
     @property
     def tenant_queue(self) -> str:

@@ -10,6 +10,8 @@ themselves. They ask this table which states an event may start from.
                                +----expire-------+
     cancel: PENDING, SCHEDULED, FAILED, RUNNING --> CANCELLED
     retry (operator): FAILED, DEAD_LETTERED --> PENDING
+    WAITING --unblock--> SCHEDULED (due at once): a flow's step whose parent
+        completed, or a group's callback whose group finished
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Event(enum.StrEnum):
     EXPIRE = "expire"  # the lease ran out, or the worker handed it back
     CANCEL = "cancel"  # a user cancelled it
     RETRY = "retry"  # an operator re-queued it
+    UNBLOCK = "unblock"  # what it waited for finished (a flow)
 
 
 TRANSITIONS: dict[Event, tuple[frozenset[TaskState], TaskState]] = {
@@ -42,8 +45,12 @@ TRANSITIONS: dict[Event, tuple[frozenset[TaskState], TaskState]] = {
     Event.FAIL: (frozenset({S.RUNNING}), S.FAILED),
     Event.DEAD_LETTER: (frozenset({S.RUNNING}), S.DEAD_LETTERED),
     Event.EXPIRE: (frozenset({S.RUNNING}), S.PENDING),
-    Event.CANCEL: (frozenset({S.PENDING, S.SCHEDULED, S.FAILED, S.RUNNING}), S.CANCELLED),
+    Event.CANCEL: (
+        frozenset({S.PENDING, S.SCHEDULED, S.FAILED, S.RUNNING, S.WAITING}),
+        S.CANCELLED,
+    ),
     Event.RETRY: (frozenset({S.FAILED, S.DEAD_LETTERED}), S.PENDING),
+    Event.UNBLOCK: (frozenset({S.WAITING}), S.SCHEDULED),
 }
 
 TERMINAL: frozenset[TaskState] = frozenset({S.COMPLETED, S.CANCELLED, S.DEAD_LETTERED})

@@ -88,6 +88,17 @@ class SubmitSpec:
     unique_key: str = ""
     unique_states: tuple[TaskState, ...] = ()
     fairness_key: str = ""
+    after: str = ""  # a chain: the id of the task this one waits for
+
+
+def after_id(value: str, field_path: str = "after") -> uuid.UUID | None:
+    """The parent of a chain step, or None."""
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise DtqError.invalid(field_path, "must be a task id (a UUID)") from None
 
 
 def task_type(value: str, field_path: str = "type") -> str:
@@ -279,6 +290,9 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
         struct.pack("!iiddd", level, max_retries, timeout, lease, spec.scheduled_at or 0.0)
     )
     digest.update(spec.payload)
+    parent = after_id(spec.after)
+    if parent is not None:
+        digest.update(parent.bytes)
     return NewTask(
         id=uuid7(now),
         type=kind,
@@ -294,6 +308,7 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
         trace_context=trace_context(spec.trace_context),
         unique=unique(spec, kind),
         fairness_key=spec.fairness_key,
+        after=parent,
     )
 
 

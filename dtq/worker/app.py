@@ -74,6 +74,12 @@ class TaskContext:
     attempt: int
     max_retries: int
     timeout: float
+    # Flows: the parent's result (a chain step: any JSON value), or a group's
+    # outcomes (its callback: a list of {"id", "state", "result", "error"},
+    # in submission order); None for a task that waited for nothing.
+    parent_result: Any = None
+    parent_id: str = ""
+    group_id: str = ""
     # Set when the task is cancelled, its lease is lost or it timed out:
     # long handlers should check it and return early.
     cancelled: threading.Event = field(default_factory=threading.Event)

@@ -73,6 +73,18 @@ def _error(exc: BaseException) -> task_pb2.TaskError:
     )
 
 
+def _flow(task: task_pb2.Task) -> dict[str, Any]:
+    """The flow fields of the context; none from protos older than flows."""
+    if "parent_result" not in task.DESCRIPTOR.fields_by_name:
+        return {}
+    result = task.parent_result if task.HasField("parent_result") else None
+    return {
+        "parent_result": None if result is None else json_format.MessageToDict(result),
+        "parent_id": task.parent_id,
+        "group_id": task.group_id or task.callback_of,
+    }
+
+
 class Executor:
     """Runs handlers for leases and turns their ends into TaskOutcomes."""
 
@@ -92,6 +104,7 @@ class Executor:
             attempt=task.attempts,
             max_retries=task.max_retries,
             timeout=task.timeout.seconds + task.timeout.nanos / 1e9,
+            **_flow(task),
         )
         return Execution(lease, ctx)
 

@@ -184,4 +184,7 @@ def _fields(ctx: TaskContext) -> dict[str, Any]:
         "attempt": ctx.attempt,
         "max_retries": ctx.max_retries,
         "timeout": ctx.timeout,
+        "parent_result": ctx.parent_result,
+        "parent_id": ctx.parent_id,
+        "group_id": ctx.group_id,
     }

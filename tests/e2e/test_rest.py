@@ -667,3 +667,16 @@ def test_watch_follows_a_task_to_completion_and_retry_revives_a_dead_letter(
     assert states[-1] == "STATE_DEAD_LETTERED"
     retried = rest.ok("POST", f"/api/v1/tasks/{quote(doomed['id'])}:retry")["task"]
     assert retried["state"] in {"STATE_PENDING", "STATE_RUNNING", "STATE_COMPLETED"}
+
+
+def test_submit_group_and_a_chain_step_over_rest(rest: Rest) -> None:
+    tasks = [{"type": "noop", "payload": {"i": i}} for i in range(3)]
+    body = {"tasks": tasks, "callback": {"type": "noop"}}
+    reply = rest.ok("POST", "/api/v1/tasks:submitGroup", body)
+    assert len(reply["tasks"]) == 3
+    assert {t["group_id"] for t in reply["tasks"]} == {reply["group_id"]}
+    assert reply["callback"]["state"] == "STATE_WAITING"
+    assert reply["callback"]["callback_of"] == reply["group_id"]
+    step = rest.submit(after=reply["tasks"][0]["id"])
+    assert step["state"] == "STATE_WAITING"
+    assert step["parent_id"] == reply["tasks"][0]["id"]

@@ -53,6 +53,8 @@ def test_partial_indexes_and_checks_exist(pg_url: str) -> None:
         "tasks_state_idx",
         "tasks_finished_idx",
         "tasks_unique_idx",
+        "tasks_parent_idx",
+        "tasks_group_idx",
     }
     assert indexes["tasks_idempotency_idx"]["unique"]
     assert checks == {"tasks_state_check", "tasks_priority_check"}

@@ -169,7 +169,10 @@ def reset(db_url: str, redis_url: str) -> None:
     engine = create_engine(sqlalchemy_url(db_url))
     with engine.begin() as conn:
         conn.execute(
-            text("TRUNCATE tasks, queues, audit_events, tenant_limits, dispatch_rates, schedules")
+            text(
+                "TRUNCATE tasks, queues, audit_events, tenant_limits, dispatch_rates, schedules,"
+                " task_groups"
+            )
         )
     engine.dispose()
     client = redis.Redis.from_url(redis_url)

@@ -14,7 +14,7 @@ from dtq.domain.model import TaskState
 from dtq.domain.states import OPERATOR_EVENTS, TERMINAL, TRANSITIONS, Event
 
 S = TaskState
-INITIAL = (S.PENDING, S.SCHEDULED)  # what a submission creates
+INITIAL = (S.PENDING, S.SCHEDULED, S.WAITING)  # what a submission creates (WAITING: a flow)
 ALL_PAIRS = list(itertools.product(TaskState, Event))
 
 

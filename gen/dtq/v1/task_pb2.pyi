@@ -117,6 +117,12 @@ class Task(_message.Message):
         """Every attempt failed, or the error was permanent. Terminal until an
         operator calls RetryTask.
         """
+        STATE_WAITING: Task._State.ValueType  # 8
+        """Part of a flow, waiting for `parent_id` to complete (a chain step) or
+        for every task of its group to finish (a group's callback); then
+        SCHEDULED, due at once. Cancelled, with `last_error` saying why, when
+        the parent is dead-lettered or cancelled.
+        """
 
     class State(_State, metaclass=_StateEnumTypeWrapper):
         """Where a task is in its life.
@@ -144,6 +150,12 @@ class Task(_message.Message):
     STATE_DEAD_LETTERED: Task.State.ValueType  # 7
     """Every attempt failed, or the error was permanent. Terminal until an
     operator calls RetryTask.
+    """
+    STATE_WAITING: Task.State.ValueType  # 8
+    """Part of a flow, waiting for `parent_id` to complete (a chain step) or
+    for every task of its group to finish (a group's callback); then
+    SCHEDULED, due at once. Cancelled, with `last_error` saying why, when
+    the parent is dead-lettered or cancelled.
     """
 
     @_typing.final
@@ -188,6 +200,10 @@ class Task(_message.Message):
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
     FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    PARENT_RESULT_FIELD_NUMBER: _builtins.int
+    CALLBACK_OF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, a UUID (version 7: time-ordered) in canonical text form."""
     type: _builtins.str
@@ -213,6 +229,14 @@ class Task(_message.Message):
     queue and priority are leased round-robin between their keys, so one key's
     flood does not hold the others back. Empty: the queue's shared key.
     """
+    parent_id: _builtins.str
+    """The task this one waits for (a chain: SubmitTaskRequest.after); empty
+    when none. Its result is `parent_result` once it completed.
+    """
+    group_id: _builtins.str
+    """The group (SubmitGroup) this task belongs to; empty when none."""
+    callback_of: _builtins.str
+    """A group's callback: the group whose tasks it waits for; empty otherwise."""
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
         """Input of the handler, any JSON object. Absent in the BASIC view."""
@@ -266,6 +290,15 @@ class Task(_message.Message):
         is on; empty when neither traces. Kept for the life of the task.
         """
 
+    @_builtins.property
+    def parent_result(self) -> _struct_pb2.Value:
+        """A chain step: the result of `parent_id`. A group's callback: a list with
+        one object per task of the group, in submission order, each
+        `{"id", "state", "result", "error"}` (state in lower case, e.g.
+        `completed`; `result` null unless completed; `error` the last error
+        message or empty). Absent in the BASIC view and before release.
+        """
+
     def __init__(
         self,
         *,
@@ -291,10 +324,14 @@ class Task(_message.Message):
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         tenant: _builtins.str = ...,
         fairness_key: _builtins.str = ...,
+        parent_id: _builtins.str = ...,
+        group_id: _builtins.str = ...,
+        parent_result: _struct_pb2.Value | None = ...,
+        callback_of: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "last_error", b"last_error", "lease_duration", b"lease_duration", "payload", b"payload", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "last_error", b"last_error", "lease_duration", b"lease_duration", "parent_result", b"parent_result", "payload", b"payload", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "tenant", b"tenant", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "callback_of", b"callback_of", "created_at", b"created_at", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "group_id", b"group_id", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "parent_id", b"parent_id", "parent_result", b"parent_result", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "tenant", b"tenant", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

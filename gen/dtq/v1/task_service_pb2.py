@@ -30,7 +30,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64tq/v1/task_service.proto\x12\x06\x64tq.v1\x1a\x11\x64tq/v1/task.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x04\n\x11SubmitTaskRequest\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x08priority\x18\x03 \x01(\x0e\x32\x10.dtq.v1.Priority\x12\r\n\x05queue\x18\x04 \x01(\t\x12\x18\n\x0bmax_retries\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\x0cscheduled_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x31\n\x0elease_duration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x42\n\rtrace_context\x18\n \x03(\x0b\x32+.dtq.v1.SubmitTaskRequest.TraceContextEntry\x12-\n\nunique_for\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nunique_key\x18\x0c \x01(\t\x12)\n\runique_states\x18\r \x03(\x0e\x32\x12.dtq.v1.Task.State\x12\x14\n\x0c\x66\x61irness_key\x18\x0e \x01(\t\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_max_retries\"F\n\x12SubmitTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"L\n\x17\x42\x61tchSubmitTasksRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x19.dtq.v1.SubmitTaskRequestB\x04\xe2\x41\x01\x02\"G\n\x18\x42\x61tchSubmitTasksResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.dtq.v1.SubmitTaskResponse\"B\n\x0eGetTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1e\n\x04view\x18\x02 \x01(\x0e\x32\x10.dtq.v1.TaskView\"-\n\x0fGetTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"\x99\x01\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.dtq.v1.Task.State\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x1e\n\x04view\x18\x06 \x01(\x0e\x32\x10.dtq.v1.TaskView\"I\n\x11ListTasksResponse\x12\x1b\n\x05tasks\x18\x01 \x03(\x0b\x32\x0c.dtq.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x11\x43\x61ncelTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"0\n\x12\x43\x61ncelTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"$\n\x10RetryTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"/\n\x11RetryTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"$\n\x10WatchTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"/\n\x11WatchTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task2\xd2\x05\n\x0bTaskService\x12]\n\nSubmitTask\x12\x19.dtq.v1.SubmitTaskRequest\x1a\x1a.dtq.v1.SubmitTaskResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/api/v1/tasks:\x01*\x12{\n\x10\x42\x61tchSubmitTasks\x12\x1f.dtq.v1.BatchSubmitTasksRequest\x1a .dtq.v1.BatchSubmitTasksResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/tasks:batchSubmit:\x01*\x12V\n\x07GetTask\x12\x16.dtq.v1.GetTaskRequest\x1a\x17.dtq.v1.GetTaskResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/tasks/{id}\x12W\n\tListTasks\x12\x18.dtq.v1.ListTasksRequest\x1a\x19.dtq.v1.ListTasksResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/tasks\x12i\n\nCancelTask\x12\x19.dtq.v1.CancelTaskRequest\x1a\x1a.dtq.v1.CancelTaskResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/tasks/{id}:cancel:\x01*\x12\x65\n\tRetryTask\x12\x18.dtq.v1.RetryTaskRequest\x1a\x19.dtq.v1.RetryTaskResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/tasks/{id}:retry:\x01*\x12\x64\n\tWatchTask\x12\x18.dtq.v1.WatchTaskRequest\x1a\x19.dtq.v1.WatchTaskResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/tasks/{id}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64tq/v1/task_service.proto\x12\x06\x64tq.v1\x1a\x11\x64tq/v1/task.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x04\n\x11SubmitTaskRequest\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x08priority\x18\x03 \x01(\x0e\x32\x10.dtq.v1.Priority\x12\r\n\x05queue\x18\x04 \x01(\t\x12\x18\n\x0bmax_retries\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\x0cscheduled_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x31\n\x0elease_duration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x42\n\rtrace_context\x18\n \x03(\x0b\x32+.dtq.v1.SubmitTaskRequest.TraceContextEntry\x12-\n\nunique_for\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nunique_key\x18\x0c \x01(\t\x12)\n\runique_states\x18\r \x03(\x0e\x32\x12.dtq.v1.Task.State\x12\x14\n\x0c\x66\x61irness_key\x18\x0e \x01(\t\x12\r\n\x05\x61\x66ter\x18\x14 \x01(\t\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_max_retries\"w\n\x12SubmitGroupRequest\x12.\n\x05tasks\x18\x01 \x03(\x0b\x32\x19.dtq.v1.SubmitTaskRequestB\x04\xe2\x41\x01\x02\x12\x31\n\x08\x63\x61llback\x18\x02 \x01(\x0b\x32\x19.dtq.v1.SubmitTaskRequestB\x04\xe2\x41\x01\x02\"d\n\x13SubmitGroupResponse\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x1b\n\x05tasks\x18\x02 \x03(\x0b\x32\x0c.dtq.v1.Task\x12\x1e\n\x08\x63\x61llback\x18\x03 \x01(\x0b\x32\x0c.dtq.v1.Task\"F\n\x12SubmitTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"L\n\x17\x42\x61tchSubmitTasksRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x19.dtq.v1.SubmitTaskRequestB\x04\xe2\x41\x01\x02\"G\n\x18\x42\x61tchSubmitTasksResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.dtq.v1.SubmitTaskResponse\"B\n\x0eGetTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1e\n\x04view\x18\x02 \x01(\x0e\x32\x10.dtq.v1.TaskView\"-\n\x0fGetTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"\x99\x01\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.dtq.v1.Task.State\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x1e\n\x04view\x18\x06 \x01(\x0e\x32\x10.dtq.v1.TaskView\"I\n\x11ListTasksResponse\x12\x1b\n\x05tasks\x18\x01 \x03(\x0b\x32\x0c.dtq.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x11\x43\x61ncelTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"0\n\x12\x43\x61ncelTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"$\n\x10RetryTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"/\n\x11RetryTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"$\n\x10WatchTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"/\n\x11WatchTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task2\xc0\x06\n\x0bTaskService\x12]\n\nSubmitTask\x12\x19.dtq.v1.SubmitTaskRequest\x1a\x1a.dtq.v1.SubmitTaskResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/api/v1/tasks:\x01*\x12{\n\x10\x42\x61tchSubmitTasks\x12\x1f.dtq.v1.BatchSubmitTasksRequest\x1a .dtq.v1.BatchSubmitTasksResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/tasks:batchSubmit:\x01*\x12l\n\x0bSubmitGroup\x12\x1a.dtq.v1.SubmitGroupRequest\x1a\x1b.dtq.v1.SubmitGroupResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/tasks:submitGroup:\x01*\x12V\n\x07GetTask\x12\x16.dtq.v1.GetTaskRequest\x1a\x17.dtq.v1.GetTaskResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/tasks/{id}\x12W\n\tListTasks\x12\x18.dtq.v1.ListTasksRequest\x1a\x19.dtq.v1.ListTasksResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/tasks\x12i\n\nCancelTask\x12\x19.dtq.v1.CancelTaskRequest\x1a\x1a.dtq.v1.CancelTaskResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/tasks/{id}:cancel:\x01*\x12\x65\n\tRetryTask\x12\x18.dtq.v1.RetryTaskRequest\x1a\x19.dtq.v1.RetryTaskResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/tasks/{id}:retry:\x01*\x12\x64\n\tWatchTask\x12\x18.dtq.v1.WatchTaskRequest\x1a\x19.dtq.v1.WatchTaskResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/tasks/{id}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITTASKREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_SUBMITTASKREQUEST'].fields_by_name['type']._loaded_options = None
   _globals['_SUBMITTASKREQUEST'].fields_by_name['type']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITGROUPREQUEST'].fields_by_name['tasks']._loaded_options = None
+  _globals['_SUBMITGROUPREQUEST'].fields_by_name['tasks']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITGROUPREQUEST'].fields_by_name['callback']._loaded_options = None
+  _globals['_SUBMITGROUPREQUEST'].fields_by_name['callback']._serialized_options = b'\342A\001\002'
   _globals['_BATCHSUBMITTASKSREQUEST'].fields_by_name['requests']._loaded_options = None
   _globals['_BATCHSUBMITTASKSREQUEST'].fields_by_name['requests']._serialized_options = b'\342A\001\002'
   _globals['_GETTASKREQUEST'].fields_by_name['id']._loaded_options = None
@@ -55,6 +59,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSERVICE'].methods_by_name['SubmitTask']._serialized_options = b'\202\323\344\223\002\022\"\r/api/v1/tasks:\001*'
   _globals['_TASKSERVICE'].methods_by_name['BatchSubmitTasks']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['BatchSubmitTasks']._serialized_options = b'\202\323\344\223\002\036\"\031/api/v1/tasks:batchSubmit:\001*'
+  _globals['_TASKSERVICE'].methods_by_name['SubmitGroup']._loaded_options = None
+  _globals['_TASKSERVICE'].methods_by_name['SubmitGroup']._serialized_options = b'\202\323\344\223\002\036\"\031/api/v1/tasks:submitGroup:\001*'
   _globals['_TASKSERVICE'].methods_by_name['GetTask']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['GetTask']._serialized_options = b'\202\323\344\223\002\024\022\022/api/v1/tasks/{id}'
   _globals['_TASKSERVICE'].methods_by_name['ListTasks']._loaded_options = None
@@ -66,35 +72,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSERVICE'].methods_by_name['WatchTask']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['WatchTask']._serialized_options = b'\202\323\344\223\002\032\022\030/api/v1/tasks/{id}:watch'
   _globals['_SUBMITTASKREQUEST']._serialized_start=215
-  _globals['_SUBMITTASKREQUEST']._serialized_end=812
-  _globals['_SUBMITTASKREQUEST_TRACECONTEXTENTRY']._serialized_start=745
-  _globals['_SUBMITTASKREQUEST_TRACECONTEXTENTRY']._serialized_end=796
-  _globals['_SUBMITTASKRESPONSE']._serialized_start=814
-  _globals['_SUBMITTASKRESPONSE']._serialized_end=884
-  _globals['_BATCHSUBMITTASKSREQUEST']._serialized_start=886
-  _globals['_BATCHSUBMITTASKSREQUEST']._serialized_end=962
-  _globals['_BATCHSUBMITTASKSRESPONSE']._serialized_start=964
-  _globals['_BATCHSUBMITTASKSRESPONSE']._serialized_end=1035
-  _globals['_GETTASKREQUEST']._serialized_start=1037
-  _globals['_GETTASKREQUEST']._serialized_end=1103
-  _globals['_GETTASKRESPONSE']._serialized_start=1105
-  _globals['_GETTASKRESPONSE']._serialized_end=1150
-  _globals['_LISTTASKSREQUEST']._serialized_start=1153
-  _globals['_LISTTASKSREQUEST']._serialized_end=1306
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1308
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1381
-  _globals['_CANCELTASKREQUEST']._serialized_start=1383
-  _globals['_CANCELTASKREQUEST']._serialized_end=1420
-  _globals['_CANCELTASKRESPONSE']._serialized_start=1422
-  _globals['_CANCELTASKRESPONSE']._serialized_end=1470
-  _globals['_RETRYTASKREQUEST']._serialized_start=1472
-  _globals['_RETRYTASKREQUEST']._serialized_end=1508
-  _globals['_RETRYTASKRESPONSE']._serialized_start=1510
-  _globals['_RETRYTASKRESPONSE']._serialized_end=1557
-  _globals['_WATCHTASKREQUEST']._serialized_start=1559
-  _globals['_WATCHTASKREQUEST']._serialized_end=1595
-  _globals['_WATCHTASKRESPONSE']._serialized_start=1597
-  _globals['_WATCHTASKRESPONSE']._serialized_end=1644
-  _globals['_TASKSERVICE']._serialized_start=1647
-  _globals['_TASKSERVICE']._serialized_end=2369
+  _globals['_SUBMITTASKREQUEST']._serialized_end=827
+  _globals['_SUBMITTASKREQUEST_TRACECONTEXTENTRY']._serialized_start=760
+  _globals['_SUBMITTASKREQUEST_TRACECONTEXTENTRY']._serialized_end=811
+  _globals['_SUBMITGROUPREQUEST']._serialized_start=829
+  _globals['_SUBMITGROUPREQUEST']._serialized_end=948
+  _globals['_SUBMITGROUPRESPONSE']._serialized_start=950
+  _globals['_SUBMITGROUPRESPONSE']._serialized_end=1050
+  _globals['_SUBMITTASKRESPONSE']._serialized_start=1052
+  _globals['_SUBMITTASKRESPONSE']._serialized_end=1122
+  _globals['_BATCHSUBMITTASKSREQUEST']._serialized_start=1124
+  _globals['_BATCHSUBMITTASKSREQUEST']._serialized_end=1200
+  _globals['_BATCHSUBMITTASKSRESPONSE']._serialized_start=1202
+  _globals['_BATCHSUBMITTASKSRESPONSE']._serialized_end=1273
+  _globals['_GETTASKREQUEST']._serialized_start=1275
+  _globals['_GETTASKREQUEST']._serialized_end=1341
+  _globals['_GETTASKRESPONSE']._serialized_start=1343
+  _globals['_GETTASKRESPONSE']._serialized_end=1388
+  _globals['_LISTTASKSREQUEST']._serialized_start=1391
+  _globals['_LISTTASKSREQUEST']._serialized_end=1544
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1546
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1619
+  _globals['_CANCELTASKREQUEST']._serialized_start=1621
+  _globals['_CANCELTASKREQUEST']._serialized_end=1658
+  _globals['_CANCELTASKRESPONSE']._serialized_start=1660
+  _globals['_CANCELTASKRESPONSE']._serialized_end=1708
+  _globals['_RETRYTASKREQUEST']._serialized_start=1710
+  _globals['_RETRYTASKREQUEST']._serialized_end=1746
+  _globals['_RETRYTASKRESPONSE']._serialized_start=1748
+  _globals['_RETRYTASKRESPONSE']._serialized_end=1795
+  _globals['_WATCHTASKREQUEST']._serialized_start=1797
+  _globals['_WATCHTASKREQUEST']._serialized_end=1833
+  _globals['_WATCHTASKRESPONSE']._serialized_start=1835
+  _globals['_WATCHTASKRESPONSE']._serialized_end=1882
+  _globals['_TASKSERVICE']._serialized_start=1885
+  _globals['_TASKSERVICE']._serialized_end=2717
 # @@protoc_insertion_point(module_scope)

@@ -62,6 +62,7 @@ class SubmitTaskRequest(_message.Message):
     UNIQUE_KEY_FIELD_NUMBER: _builtins.int
     UNIQUE_STATES_FIELD_NUMBER: _builtins.int
     FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Task type, naming the handler: 1 to 128 characters, a letter first, then
     letters, digits, `_`, `.` or `-`.
@@ -91,6 +92,14 @@ class SubmitTaskRequest(_message.Message):
     priority are leased round-robin between keys. At most 128 characters.
     Empty: the queue's shared key. Not part of what makes a submission
     idempotent.
+    """
+    after: _builtins.str
+    """A chain: the id of a task this one waits for. The task is stored WAITING
+    and becomes SCHEDULED, due at once, in the transaction that completes
+    the parent, with the parent's result in `parent_result`; when the parent
+    is dead-lettered or cancelled, it is cancelled (and so are the tasks
+    waiting for it). A parent already completed releases it at once. The
+    parent must be visible to the caller, else NOT_FOUND. Empty: none.
     """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
@@ -155,16 +164,87 @@ class SubmitTaskRequest(_message.Message):
         unique_key: _builtins.str = ...,
         unique_states: _abc.Iterable[_task_pb2.Task.State.ValueType] | None = ...,
         fairness_key: _builtins.str = ...,
+        after: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "unique_for", b"unique_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "fairness_key", b"fairness_key", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "unique_for", b"unique_for", "unique_key", b"unique_key", "unique_states", b"unique_states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "after", b"after", "fairness_key", b"fairness_key", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "payload", b"payload", "priority", b"priority", "queue", b"queue", "scheduled_at", b"scheduled_at", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "unique_for", b"unique_for", "unique_key", b"unique_key", "unique_states", b"unique_states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
 
 Global___SubmitTaskRequest: _TypeAlias = SubmitTaskRequest  # noqa: Y015
+
+@_typing.final
+class SubmitGroupRequest(_message.Message):
+    """A group of tasks and its callback (a chord)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    CALLBACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitTaskRequest]:
+        """The tasks of the group: 1 to 10,000. Neither `after` nor
+        `idempotency_key` nor `unique_for` may be set on them.
+        """
+
+    @_builtins.property
+    def callback(self) -> Global___SubmitTaskRequest:
+        """The callback, submitted WAITING and released (SCHEDULED, due at once)
+        exactly once, when every task of the group is terminal.
+        """
+
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___SubmitTaskRequest] | None = ...,
+        callback: Global___SubmitTaskRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["callback", b"callback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback", b"callback", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitGroupRequest: _TypeAlias = SubmitGroupRequest  # noqa: Y015
+
+@_typing.final
+class SubmitGroupResponse(_message.Message):
+    """The accepted group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    CALLBACK_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """Id of the group (a UUID), in each task's `group_id` and the callback's
+    `callback_of`.
+    """
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:
+        """The tasks of the group, in request order."""
+
+    @_builtins.property
+    def callback(self) -> _task_pb2.Task:
+        """The callback, WAITING."""
+
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        tasks: _abc.Iterable[_task_pb2.Task] | None = ...,
+        callback: _task_pb2.Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["callback", b"callback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback", b"callback", "group_id", b"group_id", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitGroupResponse: _TypeAlias = SubmitGroupResponse  # noqa: Y015
 
 @_typing.final
 class SubmitTaskResponse(_message.Message):

@@ -47,6 +47,11 @@ class TaskServiceStub:
                 request_serializer=dtq_dot_v1_dot_task__service__pb2.BatchSubmitTasksRequest.SerializeToString,
                 response_deserializer=dtq_dot_v1_dot_task__service__pb2.BatchSubmitTasksResponse.FromString,
                 _registered_method=True)
+        self.SubmitGroup = channel.unary_unary(
+                '/dtq.v1.TaskService/SubmitGroup',
+                request_serializer=dtq_dot_v1_dot_task__service__pb2.SubmitGroupRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_task__service__pb2.SubmitGroupResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/dtq.v1.TaskService/GetTask',
                 request_serializer=dtq_dot_v1_dot_task__service__pb2.GetTaskRequest.SerializeToString,
@@ -92,6 +97,15 @@ class TaskServiceServicer:
 
     def BatchSubmitTasks(self, request, context):
         """Accepts up to 1000 tasks atomically: all are committed, or none is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitGroup(self, request, context):
+        """Submit a group of tasks and a callback that runs once, when every task
+        of the group reached a terminal state, with their outcomes in its
+        `parent_result`. All or nothing, in one transaction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +163,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.BatchSubmitTasks,
                     request_deserializer=dtq_dot_v1_dot_task__service__pb2.BatchSubmitTasksRequest.FromString,
                     response_serializer=dtq_dot_v1_dot_task__service__pb2.BatchSubmitTasksResponse.SerializeToString,
+            ),
+            'SubmitGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitGroup,
+                    request_deserializer=dtq_dot_v1_dot_task__service__pb2.SubmitGroupRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_task__service__pb2.SubmitGroupResponse.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
@@ -233,6 +252,33 @@ class TaskService:
             '/dtq.v1.TaskService/BatchSubmitTasks',
             dtq_dot_v1_dot_task__service__pb2.BatchSubmitTasksRequest.SerializeToString,
             dtq_dot_v1_dot_task__service__pb2.BatchSubmitTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.TaskService/SubmitGroup',
+            dtq_dot_v1_dot_task__service__pb2.SubmitGroupRequest.SerializeToString,
+            dtq_dot_v1_dot_task__service__pb2.SubmitGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,11 @@ class TaskServiceStub:
     """
     BatchSubmitTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.BatchSubmitTasksRequest, _task_service_pb2.BatchSubmitTasksResponse]
     """Accepts up to 1000 tasks atomically: all are committed, or none is."""
+    SubmitGroup: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.SubmitGroupRequest, _task_service_pb2.SubmitGroupResponse]
+    """Submit a group of tasks and a callback that runs once, when every task
+    of the group reached a terminal state, with their outcomes in its
+    `parent_result`. All or nothing, in one transaction.
+    """
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]
     """Returns one task. NOT_FOUND when no task has that id."""
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
@@ -79,6 +84,11 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     BatchSubmitTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.BatchSubmitTasksRequest, _task_service_pb2.BatchSubmitTasksResponse]  # type: ignore[assignment]
     """Accepts up to 1000 tasks atomically: all are committed, or none is."""
+    SubmitGroup: _aio.UnaryUnaryMultiCallable[_task_service_pb2.SubmitGroupRequest, _task_service_pb2.SubmitGroupResponse]  # type: ignore[assignment]
+    """Submit a group of tasks and a callback that runs once, when every task
+    of the group reached a terminal state, with their outcomes in its
+    `parent_result`. All or nothing, in one transaction.
+    """
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Returns one task. NOT_FOUND when no task has that id."""
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
@@ -123,6 +133,17 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.BatchSubmitTasksResponse, _abc.Awaitable[_task_service_pb2.BatchSubmitTasksResponse]]:
         """Accepts up to 1000 tasks atomically: all are committed, or none is."""
+
+    @_abc_1.abstractmethod
+    def SubmitGroup(
+        self,
+        request: _task_service_pb2.SubmitGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.SubmitGroupResponse, _abc.Awaitable[_task_service_pb2.SubmitGroupResponse]]:
+        """Submit a group of tasks and a callback that runs once, when every task
+        of the group reached a terminal state, with their outcomes in its
+        `parent_result`. All or nothing, in one transaction.
+        """
 
     @_abc_1.abstractmethod
     def GetTask(
