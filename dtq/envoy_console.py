@@ -61,12 +61,23 @@ def _headers(content_type: str) -> list[dict[str, Any]]:
     ]
 
 
+# The REST filters leave these routes alone (the transcoder would refuse any
+# path that names no RPC).
+FILTERS = ("envoy.filters.http.lua", "envoy.filters.http.grpc_json_transcoder")
+
+
+def _skip_filters() -> dict[str, Any]:
+    off = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+    return {"typed_per_filter_config": {name: off for name in FILTERS}}
+
+
 def _route(path: str, name: str, body: str) -> dict[str, Any]:
     content_type = CONTENT_TYPES[os.path.splitext(name)[1]]
     return {
         "match": {"path": path},
         "direct_response": {"status": 200, "body": {"inline_string": body}},
         "response_headers_to_add": _headers(content_type),
+        **_skip_filters(),
     }
 
 
@@ -75,7 +86,11 @@ def routes(trace_url: str) -> list[dict[str, Any]]:
     files = static_files()
     found = [_route(PREFIX + name, name, body) for name, body in files.items()]
     return [
-        {"match": {"path": PREFIX.rstrip("/")}, "redirect": {"path_redirect": PREFIX}},
+        {
+            "match": {"path": PREFIX.rstrip("/")},
+            "redirect": {"path_redirect": PREFIX},
+            **_skip_filters(),
+        },
         _route(PREFIX, "index.html", files["index.html"]),
         *found,
         _route(PREFIX + "config.json", "config.json", config_json(trace_url)),
