@@ -26,7 +26,9 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 
 @pytest.fixture(scope="module")
 def envoy(server: Server) -> Iterator[Envoy]:
-    with running_envoy(server.address, console_trace_url="http://jaeger.test/trace/{trace_id}") as e:
+    with running_envoy(
+        server.address, console_trace_url="http://jaeger.test/trace/{trace_id}"
+    ) as e:
         yield e
 
 
