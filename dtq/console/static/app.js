@@ -78,14 +78,18 @@ async function render(refreshing = false) {
         await work();
         showError(null);
       } catch (error) {
-        if (error instanceof ApiError && error.status === 401) return toLogin();
+        if (error instanceof ApiError && error.status === 401) return toLogin(error);
         showError(error);
       }
       return render(true);
     },
   };
-  const toLogin = () => {
+  const toLogin = (error) => {
+    // A key that was sent and refused: say why (the API's message); none sent: just ask.
+    if (apiKey()) showError(error);
+    else showError(null);
     setApiKey("");
+    logout.hidden = true;
     keepFocus(() => main.replaceChildren(login({ ...ctx, next: location.hash })));
   };
   let node;
@@ -95,7 +99,7 @@ async function render(refreshing = false) {
     if (!refreshing) showError(null);
   } catch (error) {
     if (mine !== generation) return;
-    if (error instanceof ApiError && error.status === 401) return toLogin();
+    if (error instanceof ApiError && error.status === 401) return toLogin(error);
     showError(error);
     node = refreshing ? null : h("p", { class: "muted" }, "This page could not be loaded.");
   }
