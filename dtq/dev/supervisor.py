@@ -211,6 +211,7 @@ class Supervisor:
         assert self.endpoints is not None
         self.endpoints.rest = f"http://127.0.0.1:{rest}/api/v1/"
         self.endpoints.envoy_admin = f"http://127.0.0.1:{admin}/"
+        self.endpoints.console = f"http://127.0.0.1:{rest}/ui/"
         health = f"http://127.0.0.1:{rest}/api/v1/health"
         return Service("envoy", argv, env, self.logs / "envoy.log", health)
 

@@ -122,6 +122,11 @@ def test_dev_serves_grpc_and_rest_restarts_children_and_leaves_no_process(data_d
         assert wait_for(tasks, first.id).state == COMPLETED
         if dev.endpoints["rest"]:  # Envoy is installed with the dev extras
             rest_completes(dev.rest)
+            # The web console, with no extra step.
+            assert dev.endpoints["console"] == f"http://127.0.0.1:{dev.rest}/ui/"
+            with urllib.request.urlopen(dev.endpoints["console"], timeout=10) as page:
+                assert page.headers["content-type"].startswith("text/html")
+                assert b"dtq console" in page.read()
 
         # A worker that dies is restarted, and work goes on.
         os.kill(dev.endpoints["pids"]["worker"], signal.SIGKILL)
