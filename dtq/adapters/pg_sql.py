@@ -262,13 +262,15 @@ PURGE_DEAD = Sql(
     _one("id"),
 )
 # Finished tasks, except dead letters, which stay until an operator re-queues or
-# purges them. Small transactions: a backlog goes in repeated calls.
+# purges them, and the groups whose callback goes with them. Small
+# transactions: a backlog goes in repeated calls.
 PURGE_FINISHED = Sql(
     f"""WITH gone AS (DELETE FROM tasks WHERE id = ANY(ARRAY(
         SELECT id FROM tasks
         WHERE state IN ({_listed(states.TERMINAL - {S.DEAD_LETTERED})})
           AND finished_at < %(before)s
-        LIMIT %(limit)s FOR UPDATE SKIP LOCKED)) RETURNING 1)
+        LIMIT %(limit)s FOR UPDATE SKIP LOCKED)) RETURNING id),
+    groups AS (DELETE FROM task_groups WHERE callback_id IN (SELECT id FROM gone))
     SELECT count(*) AS n FROM gone""",
     _one("n"),
 )

@@ -226,6 +226,7 @@ task_groups = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     _tenant(),
     CheckConstraint("remaining >= 0", name="task_groups_remaining_check"),
+    Index("task_groups_callback_idx", "callback_id"),  # retention takes a group with it
 )
 
 # Recurring schedules (dtq/domain/schedule.py): a cron expression in a time zone

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("tenant", sa.Text, nullable=False, server_default=sa.text("'default'")),
         sa.CheckConstraint("remaining >= 0", name="task_groups_remaining_check"),
     )
+    op.create_index("task_groups_callback_idx", "task_groups", ["callback_id"])
 
 
 def downgrade() -> None:

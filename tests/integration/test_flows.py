@@ -145,6 +145,24 @@ async def test_a_group_releases_its_callback_once_under_concurrent_completions(
 
 
 @async_test
+async def test_retention_takes_a_group_with_its_callback(pg_url: str) -> None:
+    async with pg_store(pg_url) as store:
+        now = time.time()
+        specs = [SubmitSpec("sq", b"") for _ in range(3)]
+        members, callback = flows.group(specs, SubmitSpec("cb", b""), LIMITS, now, "default")
+        tasks, waiting = await store.insert_group(members, callback, now)
+        for t in tasks:
+            await complete(store, t.id, 1)
+        assert await store.purge_finished(time.time() + 60, 100) == 3  # the callback waits
+        (row,) = await store.pg.fetch(_REMAINING, {"id": waiting.callback_of})
+        assert row == 0
+        (promoted,) = await store.promote_due(time.time() + 1, 10)
+        await complete(store, promoted.id, 2)
+        assert await store.purge_finished(time.time() + 60, 100) == 1
+        assert await store.pg.fetch(_REMAINING, {"id": waiting.callback_of}) == []
+
+
+@async_test
 async def test_a_group_of_10000(pg_url: str) -> None:
     """N = 10,000: one insert transaction, completions in flushes of 500."""
     async with pg_store(pg_url, pool_size=8) as store:
