@@ -79,6 +79,7 @@ _ADMIN = frozenset({_A})
 RULES: dict[str, frozenset[Role]] = {
     "TaskService/SubmitTask": _SUBMIT,
     "TaskService/BatchSubmitTasks": _SUBMIT,
+    "TaskService/SubmitGroup": _SUBMIT,
     "TaskService/GetTask": _READ,
     "TaskService/ListTasks": _READ,
     "TaskService/WatchTask": _READ,

@@ -1,13 +1,13 @@
 """The web console's stack: one real server, worker and Envoy per module, and
-Debian's Chromium (not a downloaded browser) for pytest-playwright."""
+Debian's Chromium (not a downloaded browser) driven by Playwright."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import Server
 from tests.support import env
@@ -17,11 +17,25 @@ from tests.support.procs import Proc, dtq_args, wait_until
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """One Chromium for the package. Playwright's sync API keeps an event loop
+    running in this thread while it is open: it must close before the other
+    packages' tests call asyncio.run (a session-wide browser broke them all)."""
     if not shutil.which(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "headless": True}
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context (empty session storage) and page per test."""
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()
 
 
 @pytest.fixture(scope="module")

@@ -130,6 +130,14 @@ CALLS: dict[str, Call] = {
         ),
         task_pb.BatchSubmitTasksResponse,
     ),
+    "TaskService/SubmitGroup": unary(
+        T + "SubmitGroup",
+        task_pb.SubmitGroupRequest(
+            tasks=[task_pb.SubmitTaskRequest(type="noop", queue=QUEUE)],
+            callback=task_pb.SubmitTaskRequest(type="noop", queue=QUEUE),
+        ),
+        task_pb.SubmitGroupResponse,
+    ),
     "TaskService/GetTask": unary(
         T + "GetTask", task_pb.GetTaskRequest(id=NOBODY), task_pb.GetTaskResponse
     ),
@@ -463,6 +471,11 @@ REST: dict[str, tuple[str, str, dict[str, Any] | None]] = {
         "POST",
         "/api/v1/tasks:batchSubmit",
         {"requests": [{"type": "noop", "queue": QUEUE}]},
+    ),
+    "TaskService/SubmitGroup": (
+        "POST",
+        "/api/v1/tasks:submitGroup",
+        {"tasks": [{"type": "noop", "queue": QUEUE}], "callback": {"type": "noop", "queue": QUEUE}},
     ),
     "TaskService/GetTask": ("GET", f"/api/v1/tasks/{NOBODY}", None),
     "TaskService/ListTasks": ("GET", f"/api/v1/tasks?queue={QUEUE}", None),
