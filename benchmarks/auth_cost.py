@@ -16,12 +16,11 @@ import json
 import os
 import statistics
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-from run_dtq import Stack, free_port, free_redis_db, fresh_database, http_ok, sa_url, wait_until
+from run_dtq import Stack, free_port, http_ok, migrated_stack, wait_until
 
 from dtq.v1 import task_service_pb2 as pb
 from dtq.v1 import task_service_pb2_grpc
@@ -60,30 +59,24 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with fresh_database() as db, free_redis_db() as redis, tempfile.TemporaryDirectory() as logs:
-        env = {**os.environ, "DTQ_DATABASE_URL": sa_url(db), "DTQ_REDIS_URL": redis}
-        stack = Stack(env, Path(logs))
-        try:
-            subprocess.run(["dtq", "db", "upgrade"], env=env, check=True, capture_output=True)
-            made = subprocess.run(
-                ["dtq", "apikey", "create", "--role", "admin", "--json"],
-                env=env, check=True, capture_output=True, text=True,
-            )  # fmt: skip
-            key = json.loads(made.stdout)["key"]
-            sides = {
-                "off": (*server(stack, "server-off", "off"), None),
-                "on": (*server(stack, "server-on", "on"), key),
-            }
-            for address, _, credential in sides.values():
-                burst(address, credential, 200)  # warm up: connections, caches
-            per_call: dict[str, list[float]] = {"off": [], "on": []}
-            for _ in range(args.rounds):
-                for side, (address, pid, credential) in sides.items():
-                    before = cpu_seconds(pid)
-                    burst(address, credential, args.calls)
-                    per_call[side].append((cpu_seconds(pid) - before) / args.calls * 1e6)
-        finally:
-            stack.stop()
+    with migrated_stack() as (stack, env):
+        made = subprocess.run(
+            ["dtq", "apikey", "create", "--role", "admin", "--json"],
+            env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        key = json.loads(made.stdout)["key"]
+        sides = {
+            "off": (*server(stack, "server-off", "off"), None),
+            "on": (*server(stack, "server-on", "on"), key),
+        }
+        for address, _, credential in sides.values():
+            burst(address, credential, 200)  # warm up: connections, caches
+        per_call: dict[str, list[float]] = {"off": [], "on": []}
+        for _ in range(args.rounds):
+            for side, (address, pid, credential) in sides.items():
+                before = cpu_seconds(pid)
+                burst(address, credential, args.calls)
+                per_call[side].append((cpu_seconds(pid) - before) / args.calls * 1e6)
     print(f"server CPU per SubmitTask, µs ({args.calls} calls x {args.rounds} rounds)")
     for side, values in per_call.items():
         runs = " ".join(f"{v:.0f}" for v in values)

@@ -16,14 +16,10 @@ A's backlog is dropped with the database at the end.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 from auth_cost import server
-from run_dtq import Stack, free_redis_db, fresh_database, sa_url, wait_until
+from run_dtq import migrated_stack, wait_until
 
 from dtq import Client
 from dtq.client import Submission
@@ -73,28 +69,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="the worker's slots")
     parser.add_argument("--a-sleep", type=float, default=0.01, help="each A task's run (s)")
     args = parser.parse_args()
-    with fresh_database() as db, free_redis_db() as redis, tempfile.TemporaryDirectory() as logs:
-        env = {**os.environ, "DTQ_DATABASE_URL": sa_url(db), "DTQ_REDIS_URL": redis}
-        stack = Stack(env, Path(logs))
-        try:
-            subprocess.run(["dtq", "db", "upgrade"], env=env, check=True, capture_output=True)
-            address, _ = server(stack, "server", "off")
-            stack.start("manager", "manager", "--metrics-port", "0")
-            log = Path(logs) / "worker.log"
-            stack.start(
-                "worker", "worker", "--server", address, "--queue", QUEUE,
-                "--concurrency", str(args.concurrency), "--metrics-port", "0",
-            )  # fmt: skip
-            wait_until(lambda: log.exists() and "worker_connected" in log.read_text(), 60, "worker")
-            with Client(address, timeout=60) as client:
-                b_latencies(client, args.rate, 2.0)  # warm up
-                idle = b_latencies(client, args.rate, args.seconds)
-                took = flood(client, args.backlog, args.a_sleep)
-                stack.check_alive()
-                busy = b_latencies(client, args.rate, args.seconds)
-                (stats,) = client.queue_stats(QUEUE)
-        finally:
-            stack.stop()
+    with migrated_stack() as (stack, _env):
+        address, _ = server(stack, "server", "off")
+        stack.start("manager", "manager", "--metrics-port", "0")
+        log = stack.logs / "worker.log"
+        stack.start(
+            "worker", "worker", "--server", address, "--queue", QUEUE,
+            "--concurrency", str(args.concurrency), "--metrics-port", "0",
+        )  # fmt: skip
+        wait_until(lambda: log.exists() and "worker_connected" in log.read_text(), 60, "worker")
+        with Client(address, timeout=60) as client:
+            b_latencies(client, args.rate, 2.0)  # warm up
+            idle = b_latencies(client, args.rate, args.seconds)
+            took = flood(client, args.backlog, args.a_sleep)
+            stack.check_alive()
+            busy = b_latencies(client, args.rate, args.seconds)
+            (stats,) = client.queue_stats(QUEUE)
     print(
         f"fair dispatch: worker --concurrency {args.concurrency}; B at {args.rate:g}/s for "
         f"{args.seconds:g} s ({len(idle)} tasks a phase)"

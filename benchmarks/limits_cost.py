@@ -13,17 +13,13 @@ and reads the server's CPU time (/proc) and each call's latency.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 from auth_cost import cpu_seconds, server
-from run_dtq import Stack, free_redis_db, fresh_database, sa_url
+from run_dtq import migrated_stack
 
 from dtq.v1 import admin_service_pb2 as apb
 from dtq.v1 import admin_service_pb2_grpc, task_service_pb2_grpc
@@ -63,23 +59,17 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with fresh_database() as db, free_redis_db() as redis, tempfile.TemporaryDirectory() as logs:
-        env = {**os.environ, "DTQ_DATABASE_URL": sa_url(db), "DTQ_REDIS_URL": redis}
-        stack = Stack(env, Path(logs))
-        try:
-            subprocess.run(["dtq", "db", "upgrade"], env=env, check=True, capture_output=True)
-            address, pid = server(stack, "server", "off")
-            burst(address, 200)  # warm up: connections, caches
-            cpu: dict[str, list[float]] = {"none": [], "limits": []}
-            lat: dict[str, list[float]] = {"none": [], "limits": []}
-            for _ in range(args.rounds):
-                for side, limits in (("none", {}), ("limits", HIGH)):
-                    set_limits(address, limits)  # this server applies it at once
-                    before = cpu_seconds(pid)
-                    lat[side] += burst(address, args.calls)
-                    cpu[side].append((cpu_seconds(pid) - before) / args.calls * 1e6)
-        finally:
-            stack.stop()
+    with migrated_stack() as (stack, _env):
+        address, pid = server(stack, "server", "off")
+        burst(address, 200)  # warm up: connections, caches
+        cpu: dict[str, list[float]] = {"none": [], "limits": []}
+        lat: dict[str, list[float]] = {"none": [], "limits": []}
+        for _ in range(args.rounds):
+            for side, limits in (("none", {}), ("limits", HIGH)):
+                set_limits(address, limits)  # this server applies it at once
+                before = cpu_seconds(pid)
+                lat[side] += burst(address, args.calls)
+                cpu[side].append((cpu_seconds(pid) - before) / args.calls * 1e6)
     print(f"SubmitTask, 16 callers ({args.calls} calls x {args.rounds} rounds)")
     for side, values in cpu.items():
         runs = " ".join(f"{v:.0f}" for v in values)

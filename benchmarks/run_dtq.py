@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -120,6 +121,24 @@ class Stack:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+@contextlib.contextmanager
+def migrated_stack() -> Iterator[tuple[Stack, dict[str, str]]]:
+    """A fresh database (migrated) and Redis database, and a Stack over them;
+    every process it started is stopped at the end."""
+    with (
+        fresh_database() as db,
+        free_redis_db() as redis_url,
+        tempfile.TemporaryDirectory() as logs,
+    ):
+        env = {**os.environ, "DTQ_DATABASE_URL": sa_url(db), "DTQ_REDIS_URL": redis_url}
+        stack = Stack(env, Path(logs))
+        try:
+            subprocess.run(["dtq", "db", "upgrade"], env=env, check=True, capture_output=True)
+            yield stack, env
+        finally:
+            stack.stop()
 
 
 def up(stack: Stack, queue: str, concurrency: int, prefetch: int, processes: int) -> dict[str, Any]:
