@@ -75,7 +75,12 @@ def test_parse_task_id_accepts_a_uuid_with_spaces() -> None:
     assert parse_task_id(f" {task_id} ") == task_id
 
 
-@pytest.mark.parametrize("text", ["", "nope", "1234", str(uuid7())[:-1], str(uuid7()) + "0"])
+# Fixed values, not fresh uuid7()s: test ids must be the same in every
+# collecting process (pytest-xdist compares them).
+A_UUID7 = "01932b4e-7c1a-7d3e-8f00-1234567890ab"
+
+
+@pytest.mark.parametrize("text", ["", "nope", "1234", A_UUID7[:-1], A_UUID7 + "0"])
 def test_parse_task_id_rejects_what_is_not_a_uuid(text: str) -> None:
     with pytest.raises(DtqError) as caught:
         parse_task_id(text, "requests[3].id")
