@@ -174,12 +174,9 @@ def _family_rows(t: task_pb2.Task) -> Iterable[tuple[str, str]]:
     if t.family.child_count:
         f = t.family
         yield "children", f"{f.child_count} ({_counts(f.children_by_state)})"
-        more = (
-            f" and {f.child_count - len(f.child_ids)} more"
-            if f.child_count > len(f.child_ids)
-            else ""
-        )
-        yield "first children", "\n".join(f.child_ids) + more
+        hidden = f.child_count - len(f.child_ids)
+        more = [f"(and {hidden} more)"] if hidden else []
+        yield "first children", "\n".join([*f.child_ids, *more])
     if t.HasField("group_progress"):
         g = t.group_progress
         yield "group progress", f"{g.done}/{g.total} done ({_counts(g.by_state)})"
