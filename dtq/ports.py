@@ -109,8 +109,9 @@ class TaskStore(Protocol):
         for a lease that is not current. Idempotency keys are honoured."""
         ...
 
-    async def family(self, task: Task) -> Family:
-        """The task's children by state and first ids, and its group's progress."""
+    async def family(self, task: Task, queues: Sequence[str] | None = None) -> Family:
+        """The task's children by state and first ids (those in `queues`; None:
+        any), and its group's progress."""
         ...
 
     async def get(self, task_id: uuid.UUID, with_payload: bool = True) -> Task | None: ...

@@ -107,12 +107,14 @@ async def cancel_tree(tx: Conn, ids: list[uuid.UUID], now: float) -> list[Cancel
     return cancelled
 
 
-async def family(pg: Pg, task: Task) -> Family:
-    """What GetTask's FULL view shows of a task's children and group."""
-    by_state = dict(await pg.fetch(sql.CHILD_COUNTS, {"id": task.id}))
+async def family(pg: Pg, task: Task, queues: Sequence[str] | None = None) -> Family:
+    """What GetTask's FULL view shows of a task's children (in `queues`; None:
+    any) and group."""
+    args = {"id": task.id, "queues": list(queues) if queues else None}
+    by_state = dict(await pg.fetch(sql.CHILD_COUNTS, args))
     ids = []
     if by_state:
-        ids = await pg.fetch(sql.FIRST_CHILDREN, {"id": task.id, "limit": FIRST_CHILDREN})
+        ids = await pg.fetch(sql.FIRST_CHILDREN, {**args, "limit": FIRST_CHILDREN})
     group = task.group_id or task.callback_of
     if group is None:
         return Family(by_state, ids)

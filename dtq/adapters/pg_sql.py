@@ -570,14 +570,19 @@ CANCEL_TREE = Sql(
     RETURNING {_BASIC}, old.state AS old_state, old.lease_token AS old_token""",
     lambda row: (to_task(row), TaskState(row["old_state"]), row["old_token"]),
 )
-# GetTask's family (FULL view only): children by state, the first ids; a
-# group's size and count, and its tasks by state.
+# GetTask's family (FULL view only): children by state, the first ids (only
+# those of the queues a caller limited to `queues` may see); a group's size and
+# count, and its tasks by state.
+_IN_QUEUES = "(%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))"
 CHILD_COUNTS = Sql(
-    "SELECT state, count(*) AS n FROM tasks WHERE parent_id = %(id)s GROUP BY state",
+    f"""SELECT state, count(*) AS n FROM tasks WHERE parent_id = %(id)s AND {_IN_QUEUES}
+    GROUP BY state""",
     lambda row: (TaskState(row["state"]), row["n"]),
 )
 FIRST_CHILDREN = Sql(
-    "SELECT id FROM tasks WHERE parent_id = %(id)s ORDER BY id LIMIT %(limit)s", _one("id")
+    f"""SELECT id FROM tasks WHERE parent_id = %(id)s AND {_IN_QUEUES}
+    ORDER BY id LIMIT %(limit)s""",
+    _one("id"),
 )
 GROUP_SIZE = Sql(
     "SELECT size, remaining FROM task_groups WHERE id = %(id)s",

@@ -63,8 +63,8 @@ class PgTasks:
             await self._explain_refusal(task_id, Event.CANCEL)
         return Cancelled(*found[0], descendants=tuple(tree))
 
-    async def family(self, task: Task) -> Family:
-        return await pg_flows.family(self.pg, task)
+    async def family(self, task: Task, queues: Sequence[str] | None = None) -> Family:
+        return await pg_flows.family(self.pg, task, queues)
 
     async def retry(self, task_id: uuid.UUID, now: float) -> Task:
         """A dead-lettered task gets a fresh retry budget (see pg_sql)."""

@@ -195,7 +195,8 @@ class Tasks:
     async def get_with_family(self, task_id: uuid.UUID) -> tuple[Task, Family]:
         """GetTask's FULL view: the task, its children and its group's progress."""
         task = await self.get(task_id, full=True)
-        return task, await self.store.family(task)
+        queues = sorted(caller.current().queues) or None  # a caller limited to queues
+        return task, await self.store.family(task, queues)
 
     async def _mine(self, task_id: uuid.UUID) -> None:
         """NOT_FOUND unless the caller may see the task (its tenant and queue)."""

@@ -160,6 +160,8 @@ async def test_family_counts_children_by_state_and_a_groups_progress(pg_url: str
         assert family.children_by_state == {S.PENDING: 11, S.COMPLETED: 1}
         assert family.child_ids == [k.id for k in kids[:10]]
         assert family.group_id is None
+        hidden = await store.family(parent, ["another-queue"])  # a caller limited to it
+        assert (hidden.children_by_state, hidden.child_ids) == ({}, [])
         members = [new_task(type="g") for _ in range(3)]
         grouped, callback = flows.group(
             [SubmitSpec("g", PAYLOAD_BYTES) for _ in members],
