@@ -137,7 +137,7 @@ class WorkerServiceServicer:
         submitting the same children again gets the first ones back
         (`deduplicated`); the same key with other content is ALREADY_EXISTS.
         NOT_FOUND for an unknown parent (or another tenant's);
-        FAILED_PRECONDITION, reason LEASE_NOT_HELD, unless the parent is RUNNING
+        FAILED_PRECONDITION, reason STALE_LEASE, unless the parent is RUNNING
         under `lease_token`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

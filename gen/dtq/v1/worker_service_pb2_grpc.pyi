@@ -76,7 +76,7 @@ class WorkerServiceStub:
     submitting the same children again gets the first ones back
     (`deduplicated`); the same key with other content is ALREADY_EXISTS.
     NOT_FOUND for an unknown parent (or another tenant's);
-    FAILED_PRECONDITION, reason LEASE_NOT_HELD, unless the parent is RUNNING
+    FAILED_PRECONDITION, reason STALE_LEASE, unless the parent is RUNNING
     under `lease_token`.
     """
     ExtendLease: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.ExtendLeaseRequest, _worker_service_pb2.ExtendLeaseResponse]
@@ -130,7 +130,7 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     submitting the same children again gets the first ones back
     (`deduplicated`); the same key with other content is ALREADY_EXISTS.
     NOT_FOUND for an unknown parent (or another tenant's);
-    FAILED_PRECONDITION, reason LEASE_NOT_HELD, unless the parent is RUNNING
+    FAILED_PRECONDITION, reason STALE_LEASE, unless the parent is RUNNING
     under `lease_token`.
     """
     ExtendLease: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.ExtendLeaseRequest, _worker_service_pb2.ExtendLeaseResponse]  # type: ignore[assignment]
@@ -211,7 +211,7 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         submitting the same children again gets the first ones back
         (`deduplicated`); the same key with other content is ALREADY_EXISTS.
         NOT_FOUND for an unknown parent (or another tenant's);
-        FAILED_PRECONDITION, reason LEASE_NOT_HELD, unless the parent is RUNNING
+        FAILED_PRECONDITION, reason STALE_LEASE, unless the parent is RUNNING
         under `lease_token`.
         """
 
