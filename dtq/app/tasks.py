@@ -41,6 +41,8 @@ WATCH_RECHECK = 2.0
 FULL_CHUNK = 16
 # Most accepted-but-unindexed tasks a server keeps to retry itself.
 MAX_DEFERRED = 100_000
+# Redis calls in flight at once for the descendants a cancel took along.
+CANCEL_CHUNK = 100
 
 
 @dataclass
@@ -260,14 +262,22 @@ class Tasks:
         )
         every = [cancelled, *cancelled.descendants]
         with contextlib.suppress(DtqError):  # the index heals itself; the cancel is committed
-            for task, was, token, _ in every:
-                if was == TaskState.PENDING:
-                    await self.queue.remove_ready(task)
-                elif was == TaskState.RUNNING and token:
-                    await self.queue.drop_leases(task.tenant_queue, [LeaseRef(task.id, token)])
-                    await self.queue.publish_cancel(task)
+            running = [c for c in every if c.was == TaskState.RUNNING and c.token]
+            for i in range(0, len(running), CANCEL_CHUNK):  # tell their workers first
+                chunk = running[i : i + CANCEL_CHUNK]
+                await asyncio.gather(*(self._stop_running(c.task, c.token) for c in chunk))
+            pending = [c.task for c in every if c.was == TaskState.PENDING]
+            for i in range(0, len(pending), CANCEL_CHUNK):
+                await asyncio.gather(
+                    *(self.queue.remove_ready(t) for t in pending[i : i + CANCEL_CHUNK])
+                )
             await self.queue.publish_changes([c.task for c in every])
         return cancelled.task
+
+    async def _stop_running(self, task: Task, token: str | None) -> None:
+        assert token is not None
+        await self.queue.drop_leases(task.tenant_queue, [LeaseRef(task.id, token)])
+        await self.queue.publish_cancel(task)
 
     async def retry(self, task_id: uuid.UUID) -> Task:
         await self._mine(task_id)
