@@ -161,10 +161,18 @@ def _status(error: DtqClientError) -> bytes:
     from google.rpc import error_details_pb2
 
     status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    details: list[Any] = []
     if error.reason:
-        detail = any_pb2.Any()
-        detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain="dtq"))
-        status.details.append(detail)
+        details.append(error_details_pb2.ErrorInfo(reason=error.reason, domain="dtq"))
+    if error.violations:
+        bad = error_details_pb2.BadRequest()
+        for v in error.violations:
+            bad.field_violations.add(field=v.field, description=v.description)
+        details.append(bad)
+    for found in details:
+        packed = any_pb2.Any()
+        packed.Pack(found)
+        status.details.append(packed)
     return bytes(status.SerializeToString())
 
 

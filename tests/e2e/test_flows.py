@@ -168,6 +168,14 @@ def test_async_handlers_and_process_pools_submit_children(client, start_worker) 
         parent.result(timeout=60)
         children = list(client.list(parent_id=parent.id))
         assert len(children) == 2 and {c.root_id for c in children} == {parent.id}
+    assert client.submit("flow_spawn_bad", {}).result(timeout=60) == REFUSED
+
+
+REFUSED = {"error": "InvalidArgument", "reason": "INVALID_FIELD", "fields": ["children[0].type"]}
+
+
+def test_a_refused_child_raises_a_typed_error_in_the_handler(client, worker) -> None:
+    assert client.submit("flow_spawn_bad", {}).result(timeout=60) == REFUSED
 
 
 def test_cancelling_a_parent_cancels_its_children_running_or_not(client, worker) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtq.client import Submission
+from dtq.client import DtqClientError, Submission
 from dtq.worker.app import App, PermanentError, TaskContext
 
 app = App("flows")
@@ -90,3 +90,14 @@ def flow_spawn_sleepers(payload: dict[str, Any], ctx: TaskContext) -> None:
 def flow_spawn_sleepers_once(payload: dict[str, Any], ctx: TaskContext) -> None:
     ctx.submit("flow_sleep", {})
     ctx.cancelled.wait(60)
+
+
+@app.task("flow_spawn_bad")
+def flow_spawn_bad(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Submits a child the server refuses, and says how it was refused."""
+    try:
+        ctx.submit("9-not-a-type", {})
+    except DtqClientError as error:
+        fields = [v.field for v in error.violations]
+        return {"error": type(error).__name__, "reason": error.reason, "fields": fields}
+    return {"error": ""}
