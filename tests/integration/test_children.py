@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+from dtq.adapters.pg_sql import Sql
 from dtq.adapters.pg_store import PgStore
 from dtq.domain import flows
 from dtq.domain.errors import DtqError
@@ -23,6 +26,7 @@ from tests.integration.test_pg_store import insert_one, lease_one, ref
 
 pytestmark = pytest.mark.usefixtures("clean")
 S = TaskState
+MIGRATION = Path(__file__).parents[2] / "migrations" / "versions" / "0013_children.py"
 
 
 def specs(n: int, **spec: object) -> list[SubmitSpec]:
@@ -181,3 +185,19 @@ async def test_family_counts_children_by_state_and_a_groups_progress(pg_url: str
                 2,
             )
             assert progress.group_by_state == {S.COMPLETED: 1, S.CANCELLED: 1, S.PENDING: 1}
+
+
+@async_test
+async def test_migration_0013_gives_older_chain_steps_their_root(pg_url: str) -> None:
+    spec = importlib.util.spec_from_file_location("m0013", MIGRATION)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    async with pg_store(pg_url) as store:
+        first = await insert_one(store)
+        second = await step_after(store, first.id)
+        third = await step_after(store, second.id)  # type: ignore[attr-defined]
+        await store.pg.fetch(Sql("UPDATE tasks SET root_id = NULL RETURNING id", lambda r: r["id"]))
+        await store.pg.fetch(Sql(migration.BACKFILL + " RETURNING t.id", lambda r: r["id"]))
+        roots = [(await store.get(t.id)).root_id for t in (first, second, third)]  # type: ignore[attr-defined, union-attr]
+        assert roots == [None, first.id, first.id]
