@@ -23,6 +23,8 @@ from dtq.domain.audit import AuditEvent
 from dtq.domain.auth import ApiKey, Principal
 from dtq.domain.limits import DispatchRate, TenantLimits
 from dtq.domain.model import (
+    Cancelled,
+    Family,
     LeaseRef,
     NewTask,
     Priority,
@@ -99,6 +101,19 @@ class TaskStore(Protocol):
         """Store a group (`callback.callback_of` its id) and its WAITING callback."""
         ...
 
+    async def insert_children(
+        self, parent: LeaseRef, tenant: str, new: Sequence[NewTask], now: float
+    ) -> list[Submitted]:
+        """Store children of a task RUNNING under `parent` (its lease), with
+        their parent and root set; NOT_FOUND outside `tenant`, STALE_LEASE
+        for a lease that is not current. Idempotency keys are honoured."""
+        ...
+
+    async def family(self, task: Task, queues: Sequence[str] | None = None) -> Family:
+        """The task's children by state and first ids (those in `queues`; None:
+        any), and its group's progress."""
+        ...
+
     async def get(self, task_id: uuid.UUID, with_payload: bool = True) -> Task | None: ...
 
     async def get_many(self, ids: Sequence[uuid.UUID]) -> list[Task]:
@@ -125,9 +140,10 @@ class TaskStore(Protocol):
         """RUNNING -> decide(task, error) where the token matches."""
         ...
 
-    async def cancel(self, task_id: uuid.UUID, now: float) -> tuple[Task, TaskState, str | None]:
-        """-> CANCELLED; returns the task, the state it left and the lease
-        token it held (a running task)."""
+    async def cancel(self, task_id: uuid.UUID, now: float) -> Cancelled:
+        """-> CANCELLED, with its unfinished descendants, in one transaction;
+        returns the task, the state it left and the lease token it held (a
+        running task), and the same of each descendant cancelled."""
         ...
 
     async def retry(self, task_id: uuid.UUID, now: float) -> Task:

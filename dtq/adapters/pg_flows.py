@@ -1,4 +1,4 @@
-"""Flows on PostgreSQL: chains and groups with a callback.
+"""Flows on PostgreSQL: chains, groups with a callback, child tasks.
 
 A chain step is a task WAITING with `parent_id`; a group's callback is a task
 WAITING with `callback_of`, and its group a `task_groups` row counting the
@@ -14,6 +14,12 @@ the parent's end, or not at all.
 A step submitted after its parent (`after`) takes the parent's row lock
 (FOR SHARE) in its insert's transaction: a completion waits for it and then
 sees the step, or committed first, and then the step is moved on at once.
+A step's `root_id` is its parent's root (or the parent) in that transaction.
+
+A child task (WorkerService.SubmitChildTasks) has `parent_id` = the running
+task that submitted it, locked FOR SHARE the same way (see pg_inserts). A
+cancel takes the task's row FOR UPDATE, then `cancel_tree` cancels its
+unfinished children, a level per statement, in the cancel's transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from dtq.adapters.pg_conn import Conn, Pg, Values
 from dtq.adapters.pg_rows import as_datetime, new_row, new_task
 from dtq.domain import outcomes, states
 from dtq.domain.errors import DtqError
-from dtq.domain.model import NewTask, Task, TaskState
+from dtq.domain.model import Cancelled, Family, NewTask, Task, TaskState
+
+FIRST_CHILDREN = 10  # child ids a GetTask shows
 
 
 async def finished(tx: Conn, done: Sequence[Task], now: float) -> int:
@@ -60,8 +68,8 @@ async def _count_down(tx: Conn, ids: list[uuid.UUID], at: object) -> int:
 
 async def admit(tx: Conn, new: Sequence[NewTask], now: float) -> set[uuid.UUID]:
     """After inserting chain steps `new`: lock their parents, NOT_FOUND for one
-    missing (or another tenant's), and move steps of finished parents on.
-    Returns the ids of steps that are no longer WAITING."""
+    missing (or another tenant's), set the steps' roots, and move steps of
+    finished parents on. Returns the ids of the steps (to read them back)."""
     stepped = [t for t in new if t.after is not None]
     if not stepped:
         return set()
@@ -71,9 +79,10 @@ async def admit(tx: Conn, new: Sequence[NewTask], now: float) -> set[uuid.UUID]:
         found = locked.get(t.after) if t.after else None
         if found is None or found[1] != t.tenant:
             raise DtqError.not_found("task", str(t.after))
+    rooted = set(await tx.fetch(sql.SET_ROOTS, {"ids": [t.id for t in stepped]}))
     done = [pid for pid, (state, _) in locked.items() if state in states.TERMINAL]
     if not done:
-        return set()
+        return rooted
     at = as_datetime(now)
     ok = [pid for pid in done if locked[pid][0] == TaskState.COMPLETED]
     bad = [pid for pid in done if locked[pid][0] != TaskState.COMPLETED]
@@ -82,7 +91,37 @@ async def admit(tx: Conn, new: Sequence[NewTask], now: float) -> set[uuid.UUID]:
         moved += await tx.fetch(sql.RELEASE_CHILDREN, {"ids": ok, "now": at})
         await tx.fetch(sql.WAKE_DUE)
     moved += await _cancel_descendants(tx, bad, at)
-    return set(moved)
+    return rooted | set(moved)
+
+
+async def cancel_tree(tx: Conn, ids: list[uuid.UUID], now: float) -> list[Cancelled]:
+    """Cancel every unfinished descendant of the tasks `ids` (just cancelled
+    by this transaction): children, their children..., and chain steps."""
+    at = as_datetime(now)
+    cancelled: list[Cancelled] = []
+    while ids:
+        found = await tx.fetch(sql.CANCEL_TREE, {"ids": ids, "now": at})
+        level = [Cancelled(*row) for row in found]
+        cancelled += level
+        ids = [c.task.id for c in level]
+    return cancelled
+
+
+async def family(pg: Pg, task: Task, queues: Sequence[str] | None = None) -> Family:
+    """What GetTask's FULL view shows of a task's children (in `queues`; None:
+    any) and group."""
+    args = {"id": task.id, "queues": list(queues) if queues else None}
+    by_state = dict(await pg.fetch(sql.CHILD_COUNTS, args))
+    ids = []
+    if by_state:
+        ids = await pg.fetch(sql.FIRST_CHILDREN, {**args, "limit": FIRST_CHILDREN})
+    group = task.group_id or task.callback_of
+    if group is None:
+        return Family(by_state, ids)
+    sizes = await pg.fetch(sql.GROUP_SIZE, {"id": group})
+    size, remaining = sizes[0] if sizes else (0, 0)
+    counts = dict(await pg.fetch(sql.GROUP_COUNTS, {"id": group}))
+    return Family(by_state, ids, group, size, size - remaining, counts)
 
 
 async def _cancel_descendants(tx: Conn, ids: list[uuid.UUID], at: object) -> list[uuid.UUID]:

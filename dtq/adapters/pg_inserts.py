@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 import psycopg2.errors
 
@@ -13,8 +14,8 @@ from dtq.adapters import pg_sql as sql
 from dtq.adapters.group_commit import GroupCommit
 from dtq.adapters.pg_conn import REFUSED, Conn, Pg, Values, own_error, refused
 from dtq.adapters.pg_rows import as_datetime, new_row, new_task
-from dtq.domain.errors import Code, DtqError
-from dtq.domain.model import NewTask, Submitted, Task
+from dtq.domain.errors import STALE_LEASE, Code, DtqError
+from dtq.domain.model import LeaseRef, NewTask, Submitted, Task, TaskState
 
 InsertCall = tuple[Sequence[NewTask], float]
 Key = tuple[str, str, str | None]  # (tenant, queue, idempotency key)
@@ -26,6 +27,14 @@ def reused() -> DtqError:
         Code.ALREADY_EXISTS,
         "IDEMPOTENCY_KEY_REUSED",
         "idempotency key was already used for a different request in this queue",
+    )
+
+
+def stale(task_id: uuid.UUID) -> DtqError:
+    return DtqError.failed_precondition(
+        STALE_LEASE,
+        f"task {task_id} is not running under this lease: only its current "
+        "attempt may submit children",
     )
 
 
@@ -54,6 +63,28 @@ class PgInserts:
             return await self._insert((new, now))
         except REFUSED as error:
             raise refused(error) from error
+
+    async def insert_children(
+        self, parent: LeaseRef, tenant: str, new: Sequence[NewTask], now: float
+    ) -> list[Submitted]:
+        """Children of a running task, in one transaction that holds the
+        parent's row (FOR SHARE): NOT_FOUND unless it exists in `tenant`,
+        STALE_LEASE unless it is RUNNING under `parent.token`."""
+        try:
+            async with self.pg.transaction() as tx:
+                found = await tx.fetch(sql.LOCK_LEASED_PARENT, {"id": parent.task_id})
+                if not found or found[0][1] != tenant:
+                    raise DtqError.not_found("task", str(parent.task_id))
+                state, _, token, root = found[0]
+                if state != TaskState.RUNNING or token != parent.token:
+                    raise stale(parent.task_id)
+                children = [replace(t, child_of=parent.task_id, root_id=root) for t in new]
+                done = await _try_insert(tx, [(children, now)], [0])
+        except _Conflicted:
+            raise reused() from None
+        except REFUSED as error:
+            raise refused(error) from error
+        return done[0]
 
     async def _flush(self, calls: list[InsertCall]) -> list[list[Submitted] | BaseException]:
         """A flush is one INSERT in autocommit. With idempotency keys, one look
@@ -111,7 +142,7 @@ async def _try_insert(
         inserted = set(await tx.fetch(sql.INSERT_TASKS, {"rows": rows}))
     moved = await pg_flows.admit(tx, [t for t, _ in fresh if t.id in inserted], calls[0][1])
     if moved:
-        changed = {t.id: t for t in await tx.fetch(sql.GET_TASKS, {"ids": list(moved)})}
+        changed = {t.id: t for t in await tx.fetch(sql.GET_TASKS_FULL, {"ids": list(moved)})}
     lost = {_key(t) for t, _ in fresh if t.id not in inserted}
     if lost:  # a key another transaction inserted meanwhile
         existing.update(await _by_keys(tx, lost))

@@ -67,6 +67,7 @@ def to_task(m: Row) -> Task:
         group_id=m.get("group_id"),
         callback_of=m.get("callback_of"),
         parent_result=bytes(m["parent_result"]) if m.get("parent_result") is not None else None,
+        root_id=m.get("root_id"),
     )
 
 
@@ -89,7 +90,8 @@ def new_row(task: NewTask, now: float) -> tuple[Any, ...]:
         task.payload, task.idempotency_key, task.request_hash, at, at,
         as_datetime(task.scheduled_at), trace, task.unique.digest if task.unique else None,
         task.tenant, task.fairness_key,
-        _text(task.after), _text(task.group_id), _text(task.callback_of),
+        _text(task.after or task.child_of), _text(task.group_id), _text(task.callback_of),
+        _text(task.root_id),
     )  # fmt: skip
 
 
@@ -118,7 +120,8 @@ def new_task(task: NewTask, now: float) -> Task:
         trace_context=task.trace_context,
         tenant=task.tenant,
         fairness_key=task.fairness_key,
-        parent_id=task.after,
+        parent_id=task.after or task.child_of,
+        root_id=task.root_id,
         group_id=task.group_id,
         callback_of=task.callback_of,
     )

@@ -90,12 +90,12 @@ NEW_COLUMNS = (
     "id", "queue", "type", "priority", "state", "attempts", "max_retries", "timeout_ms",
     "lease_ms", "payload", "idempotency_key", "request_hash", "created_at", "updated_at",
     "scheduled_at", "trace_context", "unique_digest", "tenant", "fairness_key", "parent_id",
-    "group_id", "callback_of",
+    "group_id", "callback_of", "root_id",
 )  # fmt: skip
 INSERT_ROW = (
     "(%s::uuid, "
-    + ", ".join(["%s"] * (len(NEW_COLUMNS) - 8))
-    + ", %s::jsonb, %s, %s, %s, %s::uuid, %s::uuid, %s::uuid)"
+    + ", ".join(["%s"] * (len(NEW_COLUMNS) - 9))
+    + ", %s::jsonb, %s, %s, %s, %s::uuid, %s::uuid, %s::uuid, %s::uuid)"
 )
 INSERT_TASKS = Sql(
     f"INSERT INTO tasks ({', '.join(NEW_COLUMNS)}) VALUES %(rows)s"
@@ -133,11 +133,14 @@ UNIQUE_MATCH = Sql(
 GET_TASK = Sql(f"SELECT {_FULL} FROM tasks t WHERE t.id = %(id)s", to_task)
 GET_TASK_BASIC = Sql(f"SELECT {_BASIC} FROM tasks t WHERE t.id = %(id)s", to_task)
 GET_TASKS = Sql(f"SELECT {_BASIC} FROM tasks t WHERE t.id = ANY(%(ids)s)", to_task)
+GET_TASKS_FULL = Sql(f"SELECT {_FULL} FROM tasks t WHERE t.id = ANY(%(ids)s)", to_task)
 _LISTED = """ FROM tasks t
     WHERE (%(state)s::text IS NULL OR t.state = %(state)s)
       AND (%(type)s::text IS NULL OR t.type = %(type)s)
       AND (%(queue)s::text IS NULL OR t.queue = %(queue)s)
       AND (%(tenant)s::text IS NULL OR t.tenant = %(tenant)s)
+      AND (%(parent)s::uuid IS NULL OR t.parent_id = %(parent)s)
+      AND (%(root)s::uuid IS NULL OR t.root_id = %(root)s)
       AND (%(before)s::uuid IS NULL OR t.id < %(before)s)
     ORDER BY t.id DESC LIMIT %(limit)s"""
 LIST_TASKS = Sql(f"SELECT {_FULL}{_LISTED}", to_task)
@@ -531,4 +534,61 @@ ADD_GROUP = Sql(
     """INSERT INTO task_groups (id, remaining, size, callback_id, created_at, tenant)
     VALUES (%(id)s, %(size)s, %(size)s, %(callback)s, %(now)s, %(tenant)s) RETURNING id""",
     _one("id"),
+)
+# Child tasks (WorkerService.SubmitChildTasks): the parent's row, locked FOR
+# SHARE for the insert's transaction like a chain step's parent, so a cancel
+# (FOR UPDATE) waits for the children and then sees them.
+LOCK_LEASED_PARENT = Sql(
+    "SELECT id, state, tenant, lease_token, root_id FROM tasks WHERE id = %(id)s FOR SHARE",
+    lambda row: (
+        TaskState(row["state"]),
+        row["tenant"],
+        row["lease_token"],
+        row["root_id"] or row["id"],
+    ),
+)
+# A chain step's root: its parent's root, or the parent itself.
+SET_ROOTS = Sql(
+    """UPDATE tasks c SET root_id = COALESCE(p.root_id, p.id) FROM tasks p
+    WHERE c.id = ANY(%(ids)s) AND p.id = c.parent_id RETURNING c.id""",
+    _one("id"),
+)
+# Cancelling a task cancels its unfinished children, a level per statement (as
+# CANCEL_CHILDREN, for the same reason), returning the state each left and the
+# lease token a running one held (its worker is told as for CancelTask).
+CANCEL_TREE = Sql(
+    f"""WITH old AS (SELECT id, state, lease_token FROM tasks
+        WHERE parent_id = ANY(%(ids)s) AND state IN ({_in(Event.CANCEL)}) FOR UPDATE)
+    UPDATE tasks t SET state = '{S.CANCELLED.value}', lease_token = NULL,
+        finished_at = %(now)s, updated_at = %(now)s, error_permanent = 1, error_traceback = '',
+        error_type = CASE WHEN old.state = '{S.WAITING.value}' THEN 'ParentNotCompleted'
+            ELSE 'ParentCancelled' END,
+        error_message = CASE WHEN old.state = '{S.WAITING.value}'
+            THEN 'cancelled: task ' || t.parent_id || ' of its chain ended cancelled'
+            ELSE 'cancelled: its parent task ' || t.parent_id || ' was cancelled' END
+    FROM old WHERE t.id = old.id
+    RETURNING {_BASIC}, old.state AS old_state, old.lease_token AS old_token""",
+    lambda row: (to_task(row), TaskState(row["old_state"]), row["old_token"]),
+)
+# GetTask's family (FULL view only): children by state, the first ids (only
+# those of the queues a caller limited to `queues` may see); a group's size and
+# count, and its tasks by state.
+_IN_QUEUES = "(%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))"
+CHILD_COUNTS = Sql(
+    f"""SELECT state, count(*) AS n FROM tasks WHERE parent_id = %(id)s AND {_IN_QUEUES}
+    GROUP BY state""",
+    lambda row: (TaskState(row["state"]), row["n"]),
+)
+FIRST_CHILDREN = Sql(
+    f"""SELECT id FROM tasks WHERE parent_id = %(id)s AND {_IN_QUEUES}
+    ORDER BY id LIMIT %(limit)s""",
+    _one("id"),
+)
+GROUP_SIZE = Sql(
+    "SELECT size, remaining FROM task_groups WHERE id = %(id)s",
+    lambda row: (row["size"], row["remaining"]),
+)
+GROUP_COUNTS = Sql(
+    "SELECT state, count(*) AS n FROM tasks WHERE group_id = %(id)s GROUP BY state",
+    lambda row: (TaskState(row["state"]), row["n"]),
 )

@@ -3,7 +3,9 @@ every statement on the event loop; the statements are in pg_sql.py):
 
     PgInserts      insert (group commit, idempotency keys)
     PgFlows        insert_group (chains and groups: see pg_flows)
-    PgTasks        get, get_many, list_tasks, state_counts, cancel, retry
+    PgInserts      insert_children (a running task's children)
+    PgTasks        get, get_many, list_tasks, state_counts, cancel (with its
+                   descendants), retry, family
     PgLeases       lease, complete (group commit), fail, expire, release
     PgDeadLetters  requeue_dead, count_dead, purge_dead, purge_finished
     PgPoll         promote_due, next_due, scan_open (the queue manager's polling)
@@ -35,6 +37,8 @@ class PgStore:
         self.list_tasks = tasks.list_tasks
         self.state_counts = tasks.state_counts
         self.cancel = tasks.cancel
+        self.family = tasks.family
+        self.insert_children = inserts.insert_children
         self.retry = tasks.retry
         self.lease = leases.lease
         self.complete = leases.complete

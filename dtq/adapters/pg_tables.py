@@ -100,6 +100,9 @@ tasks = Table(
     Column("group_id", UUID(as_uuid=True)),
     Column("callback_of", UUID(as_uuid=True)),
     Column("parent_result", LargeBinary),
+    # The first task of its tree (a chain's first step, a child's top-level
+    # ancestor); NULL for a task that is its own root.
+    Column("root_id", UUID(as_uuid=True)),
     CheckConstraint(f"state IN ({_states})", name="tasks_state_check"),
     CheckConstraint("priority BETWEEN 1 AND 3", name="tasks_priority_check"),
     # Idempotency keys are unique per queue of a tenant.
@@ -126,8 +129,9 @@ tasks = Table(
         "scheduled_at",
         postgresql_where=text("state IN ('scheduled', 'failed')"),
     ),
-    # Flows: the tasks waiting for a parent, and a group's tasks.
-    Index("tasks_parent_idx", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+    # Flows: a parent's children and chain steps, a tree, and a group's tasks.
+    Index("tasks_parent_idx", "parent_id", "id", postgresql_where=text("parent_id IS NOT NULL")),
+    Index("tasks_root_idx", "root_id", "id", postgresql_where=text("root_id IS NOT NULL")),
     Index("tasks_group_idx", "group_id", "id", postgresql_where=text("group_id IS NOT NULL")),
     # Listing by state (dead letters, running tasks for the reconciler), newest first.
     Index("tasks_state_idx", "state", "id"),

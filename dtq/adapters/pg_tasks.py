@@ -11,7 +11,7 @@ from dtq.adapters.pg_conn import Pg
 from dtq.adapters.pg_rows import as_datetime
 from dtq.domain import states
 from dtq.domain.errors import DtqError
-from dtq.domain.model import Task, TaskFilter, TaskState
+from dtq.domain.model import Cancelled, Family, Task, TaskFilter, TaskState
 from dtq.domain.states import Event
 
 
@@ -38,6 +38,8 @@ class PgTasks:
             "type": filters.type or None,
             "queue": filters.queue or None,
             "tenant": filters.tenant,
+            "parent": filters.parent_id,
+            "root": filters.root_id,
             "before": before,
             "limit": limit,
         }
@@ -50,14 +52,19 @@ class PgTasks:
         args = {"queue": queue or None, "tenant": tenant}
         return dict(await self.pg.fetch(sql.STATE_COUNTS, args))
 
-    async def cancel(self, task_id: uuid.UUID, now: float) -> tuple[Task, TaskState, str | None]:
+    async def cancel(self, task_id: uuid.UUID, now: float) -> Cancelled:
+        """The task, and its unfinished descendants, in one transaction."""
         async with self.pg.transaction() as tx:
             found = await tx.fetch(sql.CANCEL, {"id": task_id, "now": as_datetime(now)})
             if found:
-                await pg_flows.finished(tx, [found[0][0]], now)
+                tree = await pg_flows.cancel_tree(tx, [task_id], now)
+                await pg_flows.finished(tx, [found[0][0], *(c.task for c in tree)], now)
         if not found:
             await self._explain_refusal(task_id, Event.CANCEL)
-        return found[0]
+        return Cancelled(*found[0], descendants=tuple(tree))
+
+    async def family(self, task: Task, queues: Sequence[str] | None = None) -> Family:
+        return await pg_flows.family(self.pg, task, queues)
 
     async def retry(self, task_id: uuid.UUID, now: float) -> Task:
         """A dead-lettered task gets a fresh retry budget (see pg_sql)."""

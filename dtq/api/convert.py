@@ -168,6 +168,7 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         parent_id=_id(t.parent_id),
         group_id=_id(t.group_id),
         callback_of=_id(t.callback_of),
+        root_id=_id(t.root_id),
     )
     _at(msg.created_at, t.created_at)
     _at(msg.updated_at, t.updated_at)
@@ -212,6 +213,8 @@ def task_filter(req: task_service_pb2.ListTasksRequest) -> TaskFilter:
         state=state,
         type=task_type(req.type) if req.type else None,
         queue=queue_name(req.queue) if req.queue else None,
+        parent_id=task_id(req.parent_id, "parent_id") if req.parent_id else None,
+        root_id=task_id(req.root_id, "root_id") if req.root_id else None,
     )
 
 

@@ -134,7 +134,7 @@ def add_services(
     """TaskService, WorkerService, AdminService, health and reflection."""
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerServicer(admin, leasing, streams, heartbeat_interval), server
+        WorkerServicer(admin, leasing, streams, heartbeat_interval, tasks), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(admin, audit, limits, tenants, schedules), server

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from dtq import tracing
-from dtq.api import convert
+from dtq.api import convert, convert_flows
 from dtq.api.errors import streaming, unary
 from dtq.app.tasks import Tasks
 from dtq.v1 import task_service_pb2 as pb
@@ -58,8 +58,13 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     @unary
     async def GetTask(self, request: pb.GetTaskRequest, context: Ctx) -> pb.GetTaskResponse:
         full = convert.full_view(request.view, default=True)
-        task = await self.tasks.get(convert.task_id(request.id), full)
-        return pb.GetTaskResponse(task=convert.task(task, full))
+        if not full:
+            task = await self.tasks.get(convert.task_id(request.id), full)
+            return pb.GetTaskResponse(task=convert.task(task, full))
+        task, family = await self.tasks.get_with_family(convert.task_id(request.id))
+        msg = convert.task(task)
+        convert_flows.family(msg, family)
+        return pb.GetTaskResponse(task=msg)
 
     @unary
     async def ListTasks(self, request: pb.ListTasksRequest, context: Ctx) -> pb.ListTasksResponse:

@@ -10,16 +10,19 @@ from typing import Any
 
 import grpc
 
-from dtq.api import convert
+from dtq import tracing
+from dtq.api import convert, convert_flows
 from dtq.api.errors import streaming, unary
 from dtq.app.admin import Admin
 from dtq.app.dispatch import Push, Session
 from dtq.app.leasing import Leasing
 from dtq.app.streams import Streams
+from dtq.app.tasks import Tasks
 from dtq.domain import validation
 from dtq.domain.errors import DtqError
 from dtq.domain.ids import lease_ref
 from dtq.domain.model import Outcome
+from dtq.v1 import task_service_pb2 as task_pb
 from dtq.v1 import worker_service_pb2 as pb
 from dtq.v1 import worker_service_pb2_grpc
 
@@ -28,8 +31,11 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
-    def __init__(self, admin: Admin, leasing: Leasing, streams: Streams, heartbeat: float) -> None:
+    def __init__(
+        self, admin: Admin, leasing: Leasing, streams: Streams, heartbeat: float, tasks: Tasks
+    ) -> None:
         self.admin = admin
+        self.tasks = tasks
         self.leasing = leasing
         self.streams = streams
         self.heartbeat_interval = heartbeat
@@ -151,6 +157,18 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         error = convert.reported_error(request.error)
         task = await self.leasing.report_one(Outcome(ref.task_id, ref.token, error=error))
         return pb.FailTaskResponse(task=convert.task(task))
+
+    @unary
+    async def SubmitChildTasks(
+        self, request: pb.SubmitChildTasksRequest, context: Ctx
+    ) -> pb.SubmitChildTasksResponse:
+        parent, specs = convert_flows.children(request, tracing.carrier())
+        submitted = await self.tasks.submit_children(parent, specs)
+        results = [
+            task_pb.SubmitTaskResponse(task=convert.task(s.task), deduplicated=s.deduplicated)
+            for s in submitted
+        ]
+        return pb.SubmitChildTasksResponse(results=results)
 
     @unary
     async def ExtendLease(

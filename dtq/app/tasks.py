@@ -18,7 +18,16 @@ from dtq.app.tenants import TenantBook
 from dtq.domain import flows, paging, validation
 from dtq.domain.auth import queue_required
 from dtq.domain.errors import Code, DtqError, OutcomeUnknown
-from dtq.domain.model import LeaseRef, NewTask, Page, Submitted, Task, TaskFilter, TaskState
+from dtq.domain.model import (
+    Family,
+    LeaseRef,
+    NewTask,
+    Page,
+    Submitted,
+    Task,
+    TaskFilter,
+    TaskState,
+)
 from dtq.domain.states import TERMINAL
 from dtq.domain.validation import Limits, SubmitSpec
 from dtq.ports import Clock, DispatchQueue, Ready, TaskStore, TaskWatches
@@ -32,6 +41,8 @@ WATCH_RECHECK = 2.0
 FULL_CHUNK = 16
 # Most accepted-but-unindexed tasks a server keeps to retry itself.
 MAX_DEFERRED = 100_000
+# Redis calls in flight at once for the descendants a cancel took along.
+CANCEL_CHUNK = 100
 
 
 @dataclass
@@ -114,6 +125,28 @@ class Tasks:
         await self._index(tasks)
         return tasks, waiting
 
+    async def submit_children(
+        self, parent: LeaseRef, specs: Sequence[SubmitSpec]
+    ) -> builtins.list[Submitted]:
+        """Children of a task running under `parent` (its lease), in the
+        caller's tenant (the parent's: another tenant's parent is NOT_FOUND),
+        deduplicated per parent (see `flows.children`)."""
+        now = self.clock.now()
+        tenant = caller.current().home
+        new = flows.children(parent.task_id, specs, self.limits, now, tenant)
+        for i, t in enumerate(new):
+            try:
+                caller.check_queue(t.queue)
+            except DtqError as error:
+                raise error.prefixed(f"children[{i}]") from None
+        await self._admit(tenant, new)
+        submitted = await self.store.insert_children(parent, tenant, new, now)
+        fresh = [s.task for s in submitted if not s.deduplicated]
+        task_metrics.submitted(fresh)
+        dups = [s.task for s in submitted if s.deduplicated]
+        await self._index(fresh + [t for t in dups if t.state == TaskState.PENDING])
+        return submitted
+
     async def _index(self, fresh: Sequence[Task]) -> None:
         ready = [Ready.of(t) for t in fresh if t.state == TaskState.PENDING]
         later = [t.scheduled_at for t in fresh if t.state == TaskState.SCHEDULED and t.scheduled_at]
@@ -161,6 +194,12 @@ class Tasks:
             raise DtqError.not_found("task", str(task_id))
         return task
 
+    async def get_with_family(self, task_id: uuid.UUID) -> tuple[Task, Family]:
+        """GetTask's FULL view: the task, its children and its group's progress."""
+        task = await self.get(task_id, full=True)
+        queues = sorted(caller.current().queues) or None  # a caller limited to queues
+        return task, await self.store.family(task, queues)
+
     async def _mine(self, task_id: uuid.UUID) -> None:
         """NOT_FOUND unless the caller may see the task (its tenant and queue)."""
         if not caller.sees_everything():
@@ -173,7 +212,8 @@ class Tasks:
         if filters.queue:
             caller.check_queue(filters.queue)
         filters = replace(filters, tenant=caller.current().view)
-        fp = paging.fingerprint(filters.state, filters.type, filters.queue)
+        tree = [filters.parent_id, filters.root_id] if filters.parent_id or filters.root_id else []
+        fp = paging.fingerprint(filters.state, filters.type, filters.queue, *tree)
         last = paging.decode(token, fp)
         try:
             before = uuid.UUID(last) if last else None
@@ -211,16 +251,33 @@ class Tasks:
 
     async def cancel(self, task_id: uuid.UUID) -> Task:
         await self._mine(task_id)
-        task, was, token = await self.store.cancel(task_id, self.clock.now())
-        log.info("task_cancelled", extra={"task_id": str(task_id), "was": was.value})
+        cancelled = await self.store.cancel(task_id, self.clock.now())
+        log.info(
+            "task_cancelled",
+            extra={
+                "task_id": str(task_id),
+                "was": cancelled.was.value,
+                "descendants": len(cancelled.descendants),
+            },
+        )
+        every = [cancelled, *cancelled.descendants]
         with contextlib.suppress(DtqError):  # the index heals itself; the cancel is committed
-            if was == TaskState.PENDING:
-                await self.queue.remove_ready(task)
-            elif was == TaskState.RUNNING and token:
-                await self.queue.drop_leases(task.tenant_queue, [LeaseRef(task.id, token)])
-                await self.queue.publish_cancel(task)
-            await self.queue.publish_changes([task])
-        return task
+            running = [c for c in every if c.was == TaskState.RUNNING and c.token]
+            for i in range(0, len(running), CANCEL_CHUNK):  # tell their workers first
+                chunk = running[i : i + CANCEL_CHUNK]
+                await asyncio.gather(*(self._stop_running(c.task, c.token) for c in chunk))
+            pending = [c.task for c in every if c.was == TaskState.PENDING]
+            for i in range(0, len(pending), CANCEL_CHUNK):
+                await asyncio.gather(
+                    *(self.queue.remove_ready(t) for t in pending[i : i + CANCEL_CHUNK])
+                )
+            await self.queue.publish_changes([c.task for c in every])
+        return cancelled.task
+
+    async def _stop_running(self, task: Task, token: str | None) -> None:
+        assert token is not None
+        await self.queue.drop_leases(task.tenant_queue, [LeaseRef(task.id, token)])
+        await self.queue.publish_cancel(task)
 
     async def retry(self, task_id: uuid.UUID) -> Task:
         await self._mine(task_id)

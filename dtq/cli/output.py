@@ -156,10 +156,30 @@ def _optional_rows(t: task_pb2.Task) -> list[tuple[str, str]]:
         ("worker", t.worker_id),
         ("idempotency key", t.idempotency_key),
         ("fairness key", t.fairness_key),
-        ("waits for", t.parent_id),
+        ("parent", t.parent_id),
+        ("root", getattr(t, "root_id", "")),
         ("group", t.group_id),
         ("callback of group", t.callback_of),
     ]
+
+
+def _counts(counts: Iterable[task_pb2.StateCount]) -> str:
+    return ", ".join(f"{c.count} {state_name(c.state)}" for c in counts)
+
+
+def _family_rows(t: task_pb2.Task) -> Iterable[tuple[str, str]]:
+    """Children and the group's progress (GetTask's FULL view)."""
+    if "family" not in t.DESCRIPTOR.fields_by_name:
+        return  # generated code older than child tasks
+    if t.family.child_count:
+        f = t.family
+        yield "children", f"{f.child_count} ({_counts(f.children_by_state)})"
+        hidden = f.child_count - len(f.child_ids)
+        more = [f"(and {hidden} more)"] if hidden else []
+        yield "first children", "\n".join([*f.child_ids, *more])
+    if t.HasField("group_progress"):
+        g = t.group_progress
+        yield "group progress", f"{g.done}/{g.total} done ({_counts(g.by_state)})"
 
 
 def _task_rows(t: task_pb2.Task) -> Iterable[tuple[str, RenderableType]]:
@@ -182,6 +202,7 @@ def _task_rows(t: task_pb2.Task) -> Iterable[tuple[str, RenderableType]]:
     for label, value in _optional_rows(t):
         if value:
             yield label, value
+    yield from _family_rows(t)
     if t.HasField("payload"):
         yield "payload", json_text(t.payload)
     if t.HasField("result"):

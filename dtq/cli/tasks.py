@@ -280,6 +280,10 @@ def list_tasks(
     ] = None,
     task_type: Annotated[str | None, typer.Option("--type", help="Only this task type.")] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    parent: Annotated[
+        str | None, typer.Option(help="Only the children (and chain steps) of this task id.")
+    ] = None,
+    root: Annotated[str | None, typer.Option(help="Only the tree below this task id.")] = None,
     page: Annotated[int, typer.Option(min=1, help="Page number, from 1.")] = 1,
     size: Annotated[int, typer.Option(min=1, max=1000, help="Tasks per page.")] = 20,
     json_out: JsonOpt = False,
@@ -292,6 +296,8 @@ def list_tasks(
         state=parse_state(status) if status else State.STATE_UNSPECIFIED,
         type=task_type or "",
         queue=queue or "",
+        parent_id=parent or "",
+        root_id=root or "",
     )
     with connect(target) as client:
         reply = fetch_page(client, request, page)

@@ -219,11 +219,14 @@ class AsyncClient:
         queue: str | None = None,
         page_size: int = 100,
         full: bool = False,
+        parent_id: str | None = None,
+        root_id: str | None = None,
     ) -> AsyncIterator[TaskInfo]:
         """Tasks, newest first, fetched page by page (see `Client.list`)."""
         token = ""
         while True:
             request = list_request(state, type, queue, page_size, full, token)
+            request.parent_id, request.root_id = parent_id or "", root_id or ""
             reply = await self._call(lambda e: e.tasks.ListTasks, request)
             for t in reply.tasks:
                 yield task_info(t)

@@ -71,10 +71,14 @@ class TaskInfo:
     started_at: datetime | None
     finished_at: datetime | None
     fairness_key: str = ""
-    # Flows: the task this one waits for; the group it belongs to (or, for a
-    # group's callback, the group it waits for).
+    # Flows: the task this one waits for (a chain) or that submitted it (a
+    # child task); the group it belongs to (or, for a group's callback, the
+    # group it waits for).
     parent_id: str = ""
     group_id: str = ""
+    # The first task of its tree ("" for a top-level task): of a chain, its
+    # first step; of a child task (`ctx.submit`), its top-level ancestor.
+    root_id: str = ""
 
 
 def _time(task: task_pb2.Task, name: str) -> datetime | None:
@@ -123,6 +127,7 @@ def task_info(task: task_pb2.Task) -> TaskInfo:
         # getattr: messages of protos older than flows have no such fields.
         parent_id=getattr(task, "parent_id", ""),
         group_id=getattr(task, "group_id", "") or getattr(task, "callback_of", ""),
+        root_id=getattr(task, "root_id", ""),
     )
 
 

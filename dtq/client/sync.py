@@ -244,14 +244,19 @@ class Client:
         queue: str | None = None,
         page_size: int = 100,
         full: bool = False,
+        parent_id: str | None = None,
+        root_id: str | None = None,
     ) -> Iterator[TaskInfo]:
         """Tasks, newest first, fetched page by page as you iterate.
 
         `state` is a TaskState value ("running"); `full` includes payloads and results.
+        `parent_id`: only that task's children (and chain steps); `root_id`: only
+        the tasks of the tree below that task.
         """
         token = ""
         while True:
             request = list_request(state, type, queue, page_size, full, token)
+            request.parent_id, request.root_id = parent_id or "", root_id or ""
             reply = self._call(lambda e: e.tasks.ListTasks, request)
             yield from (task_info(t) for t in reply.tasks)
             if not (token := reply.next_page_token):

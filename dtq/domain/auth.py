@@ -90,6 +90,8 @@ RULES: dict[str, frozenset[Role]] = {
     "WorkerService/CompleteTask": _WORK,
     "WorkerService/FailTask": _WORK,
     "WorkerService/ExtendLease": _WORK,
+    # A worker's handler submitting children of the task it runs (its lease).
+    "WorkerService/SubmitChildTasks": _WORK,
     "AdminService/GetQueueStats": _OBSERVE,
     "AdminService/ListWorkers": _OBSERVE,
     "AdminService/GetSystemHealth": _OBSERVE,

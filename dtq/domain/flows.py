@@ -1,10 +1,12 @@
-"""Validating flows: a group of tasks and its callback (a chord)."""
+"""Validating flows: a group of tasks and its callback (a chord), child tasks."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
+from dtq.domain import validation
 from dtq.domain.errors import DtqError
 from dtq.domain.ids import uuid7
 from dtq.domain.model import NewTask
@@ -47,3 +49,26 @@ def _plain(spec: SubmitSpec, path: str) -> None:
     ):
         if value:
             raise DtqError.invalid(f"{path}.{name}", "cannot be set on a task of a group")
+
+
+def children(
+    parent: uuid.UUID, specs: Sequence[SubmitSpec], limits: Limits, now: float, tenant: str
+) -> list[NewTask]:
+    """A running task's new children. Each needs an idempotency key, stored
+    scoped to the parent (`{parent}/{key}`): a retried parent that submits
+    the same children again gets the first ones back."""
+    validation.batch_size(len(specs), "children")
+    new = []
+    for i, spec in enumerate(specs):
+        path = f"children[{i}]"
+        if spec.after:
+            raise DtqError.invalid(f"{path}.after", "cannot be set on a child task")
+        if not spec.idempotency_key:
+            raise DtqError.invalid(f"{path}.idempotency_key", "is required for a child task")
+        try:
+            task = new_task(spec, limits, now)
+        except DtqError as error:
+            raise error.prefixed(path) from None
+        key = f"{parent}/{spec.idempotency_key}"
+        new.append(replace(task, tenant=tenant, idempotency_key=key))
+    return new

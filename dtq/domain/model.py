@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dtq.domain.tenants import DEFAULT, tenant_queue
 
@@ -77,6 +78,9 @@ class NewTask:
     after: uuid.UUID | None = None
     group_id: uuid.UUID | None = None
     callback_of: uuid.UUID | None = None
+    # A child task: the running task that submitted it, and its tree's root.
+    child_of: uuid.UUID | None = None
+    root_id: uuid.UUID | None = None
 
     @property
     def tenant_queue(self) -> str:
@@ -128,6 +132,7 @@ class Task:
     callback_of: uuid.UUID | None = None
     # The parent's result (a chain step), or the group's outcomes (a callback).
     parent_result: bytes | None = field(default=None, repr=False)
+    root_id: uuid.UUID | None = None  # the first task of its tree; None: its own root
 
     @property
     def tenant_queue(self) -> str:
@@ -141,6 +146,16 @@ class Submitted:
 
     task: Task
     deduplicated: bool
+
+
+class Cancelled(NamedTuple):
+    """A task a cancel made CANCELLED: the state it left, the lease token it
+    held (a running task's), and the descendants cancelled with it."""
+
+    task: Task
+    was: TaskState
+    token: str | None
+    descendants: tuple[Cancelled, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +247,22 @@ class TaskFilter:
     type: str | None = None
     queue: str | None = None
     tenant: str | None = None  # None: every tenant
+    parent_id: uuid.UUID | None = None
+    root_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A task's children (tasks whose parent_id names it): counts by state and
+    the first ids; and, for a task of a group or its callback, the group's
+    progress."""
+
+    children_by_state: dict[TaskState, int] = field(default_factory=dict)
+    child_ids: list[uuid.UUID] = field(default_factory=list)
+    group_id: uuid.UUID | None = None
+    group_total: int = 0
+    group_done: int = 0
+    group_by_state: dict[TaskState, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -328,11 +328,11 @@ def unique(spec: SubmitSpec, kind: str) -> Unique | None:
     return Unique(digest.digest()[:16], spec.unique_for, tuple(sorted(set(spec.unique_states))))
 
 
-def batch_size(count: int) -> None:
+def batch_size(count: int, field_path: str = "requests") -> None:
     if count == 0:
-        raise DtqError.invalid("requests", "must hold at least one request")
+        raise DtqError.invalid(field_path, "must hold at least one request")
     if count > MAX_BATCH:
-        raise DtqError.invalid("requests", f"must hold at most {MAX_BATCH} requests")
+        raise DtqError.invalid(field_path, f"must hold at most {MAX_BATCH} requests")
 
 
 def page_size(value: int, default: int, maximum: int = 1000) -> int:

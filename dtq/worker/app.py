@@ -16,7 +16,9 @@
 A handler takes the task's payload (a dict) and, if it declares a second
 parameter, a `TaskContext`. It returns any JSON value (the task's result) or
 raises: `PermanentError` dead-letters the task at once; any other exception is
-retried with backoff until the task's `max_retries` are spent.
+retried with backoff until the task's `max_retries` are spent. Through the
+context a handler submits child tasks, `ctx.submit("fetch", {...})`,
+deduplicated when a retry submits them again (dtq/worker/children.py).
 
 `@app.periodic` declares a recurring schedule of a handler's task type in
 code; `dtq schedule sync -m myapp.tasks` makes the server's schedules match:
@@ -34,15 +36,18 @@ is killed).
 from __future__ import annotations
 
 import inspect
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack
 
 from dtq.worker.refs import TaskRef
 
 if TYPE_CHECKING:
     from dtq.client import AsyncClient, Client
+    from dtq.client.requests import Submission, SubmitOptions
+    from dtq.worker.children import ChildTask, Spawner
 
 HandlerFn = Callable[..., Any]
 P = ParamSpec("P")
@@ -80,9 +85,57 @@ class TaskContext:
     parent_result: Any = None
     parent_id: str = ""
     group_id: str = ""
+    root_id: str = ""  # the first task of its tree; "" for a top-level task
     # Set when the task is cancelled, its lease is lost or it timed out:
     # long handlers should check it and return early.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # How `submit` reaches the API (dtq/worker/children.py); None: it cannot.
+    spawner: Spawner | None = field(default=None, repr=False, compare=False)
+    _children: Iterator[int] = field(default_factory=itertools.count, repr=False, compare=False)
+
+    def submit(
+        self, type: str, payload: Mapping[str, Any] | None = None, **options: Unpack[SubmitOptions]
+    ) -> ChildTask:
+        """Submit a child of this task (same options as `Client.submit`, but
+        `after`); returns once it is committed. Deduplicated when a retry of
+        this task submits it again: see dtq/worker/children.py."""
+        (child,) = self.submit_many([_submission(type, payload, options)])
+        return child
+
+    def submit_many(self, submissions: Iterable[Submission]) -> list[ChildTask]:
+        """Several children in one call, all or none (at most 1000)."""
+        from dtq.worker import children
+
+        requests = children.requests_for(submissions, self._next_child)
+        return children.children(self._spawner().submit(requests))
+
+    async def asubmit(
+        self, type: str, payload: Mapping[str, Any] | None = None, **options: Unpack[SubmitOptions]
+    ) -> ChildTask:
+        """`submit` from an async handler."""
+        (child,) = await self.asubmit_many([_submission(type, payload, options)])
+        return child
+
+    async def asubmit_many(self, submissions: Iterable[Submission]) -> list[ChildTask]:
+        """`submit_many` from an async handler."""
+        from dtq.worker import children
+
+        requests = children.requests_for(submissions, self._next_child)
+        return children.children(await self._spawner().asubmit(requests))
+
+    def _next_child(self) -> int:
+        return next(self._children)
+
+    def _spawner(self) -> Spawner:
+        if self.spawner is None:
+            raise RuntimeError("this context cannot submit children (it runs outside a worker)")
+        return self.spawner
+
+
+def _submission(type: str, payload: Mapping[str, Any] | None, options: Any) -> Submission:
+    from dtq.client.requests import Submission
+
+    return Submission(type, payload or {}, **options)
 
 
 @dataclass(frozen=True)

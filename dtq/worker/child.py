@@ -22,12 +22,16 @@ from opentelemetry import context, propagate
 
 from dtq import logs, tracing
 from dtq.worker.app import App, PermanentError, TaskContext, TaskInterrupted
+from dtq.worker.children import PipeSpawner, Spawner
 from dtq.worker.loader import load
 
 # To the child: (task type, payload, TaskContext fields but `cancelled`, the
 # propagation fields of the parent's run span, or None when tracing is off).
 Job = tuple[str, dict[str, Any], dict[str, Any], dict[str, str] | None]
-# From the child: ("ok", JSON value) or ("error", type, message, traceback, permanent).
+# From the child: ("ok", JSON value) or ("error", type, message, traceback, permanent);
+# while a job runs, ("submit", [SubmitTaskRequest bytes]) for ctx.submit, which the
+# parent answers ("submitted", [SubmitTaskResponse bytes]) or ("refused", code,
+# message, google.rpc.Status bytes).
 Reply = tuple[Any, ...]
 READY: Reply = ("ready",)
 
@@ -60,7 +64,7 @@ def main(conn: Connection, spec: ChildSpec) -> None:
                 job: Job = conn.recv()
             except EOFError:  # the parent is gone
                 return
-            reply = run(app, loop, job)
+            reply = run(app, loop, job, PipeSpawner(conn))
             if traced:  # before the answer: the parent may stop this child next
                 tracing.flush()
             conn.send(reply)
@@ -71,11 +75,12 @@ def main(conn: Connection, spec: ChildSpec) -> None:
             tracing.flush()
 
 
-def run(app: App, loop: asyncio.AbstractEventLoop, job: Job) -> Reply:
-    """Run one job; the reply is plain data, so it always pickles."""
+def run(app: App, loop: asyncio.AbstractEventLoop, job: Job, spawner: Spawner) -> Reply:
+    """Run one job; the reply is plain data, so it always pickles. The
+    handler's `ctx.submit` asks the parent over the pipe (`spawner`)."""
     task_type, payload, fields, carrier = job
     handler = app.handlers[task_type]
-    ctx = TaskContext(**fields)
+    ctx = TaskContext(**fields, spawner=spawner)
     args: tuple[Any, ...] = (payload, ctx) if handler.wants_context else (payload,)
     # The handler runs in the parent's run span, as in the thread pool.
     token = context.attach(propagate.extract(carrier)) if carrier else None

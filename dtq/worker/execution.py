@@ -23,6 +23,7 @@ from opentelemetry.trace import Span
 from dtq import metrics, tracing
 from dtq.v1 import task_pb2, worker_service_pb2
 from dtq.worker.app import App, PermanentError, TaskContext
+from dtq.worker.children import Children
 from dtq.worker.pools import HandlerFailed, HandlerPool
 
 MAX_TRACEBACK = 32 * 1024
@@ -82,6 +83,7 @@ def _flow(task: task_pb2.Task) -> dict[str, Any]:
         "parent_result": None if result is None else json_format.MessageToDict(result),
         "parent_id": task.parent_id,
         "group_id": task.group_id or task.callback_of,
+        "root_id": getattr(task, "root_id", ""),
     }
 
 
@@ -91,6 +93,7 @@ class Executor:
     def __init__(self, app: App, pool: HandlerPool) -> None:
         self.app = app
         self.pool = pool
+        self.children: Children | None = None  # set once the worker has its channel
 
     def close(self) -> None:
         self.pool.close()
@@ -104,6 +107,7 @@ class Executor:
             attempt=task.attempts,
             max_retries=task.max_retries,
             timeout=task.timeout.seconds + task.timeout.nanos / 1e9,
+            spawner=self.children.bind(task.id, lease.lease_token) if self.children else None,
             **_flow(task),
         )
         return Execution(lease, ctx)

@@ -25,6 +25,7 @@ from typing import Any
 from dtq import tracing
 from dtq.worker.app import Handler, TaskContext
 from dtq.worker.child import READY, ChildSpec, Job, Reply, main
+from dtq.worker.children import LoopSpawner
 from dtq.worker.pools import HandlerFailed, WorkerProcessDied
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,9 @@ class ProcessPool:
             await child.hello()  # a replacement may still be importing
             await child.send((handler.name, payload, _fields(ctx), tracing.carrier()))
             reply = await child.receive()
+            while reply[0] == "submit":  # ctx.submit in the child: the call is ours
+                await child.send(await _relay(ctx, reply[1]))
+                reply = await child.receive()
         except BaseException:  # cancelled, timed out or died: never reuse it
             self._replace(child)
             raise
@@ -187,4 +191,11 @@ def _fields(ctx: TaskContext) -> dict[str, Any]:
         "parent_result": ctx.parent_result,
         "parent_id": ctx.parent_id,
         "group_id": ctx.group_id,
+        "root_id": ctx.root_id,
     }
+
+
+async def _relay(ctx: TaskContext, blobs: list[bytes]) -> Reply:
+    if not isinstance(ctx.spawner, LoopSpawner):
+        return ("refused", "FAILED_PRECONDITION", "this worker cannot submit children", b"")
+    return await ctx.spawner.relay(blobs)

@@ -33,6 +33,7 @@ from dtq.v1 import task_pb2, worker_service_pb2_grpc
 from dtq.v1 import worker_service_pb2 as pb
 from dtq.version import __version__
 from dtq.worker import decoding
+from dtq.worker.children import Children
 from dtq.worker.execution import Execution, Executor
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class Worker:
             interceptors=bearer.async_interceptors(self.config.api_key),
         ) as channel:
             stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+            self.executor.children = Children(stub)  # ctx.submit, on this channel
             if not await self._register(stub):
                 return 0
             # The stub's own deserializer would turn a message that does not

@@ -138,6 +138,15 @@ CALLS: dict[str, Call] = {
         ),
         task_pb.SubmitGroupResponse,
     ),
+    "WorkerService/SubmitChildTasks": unary(
+        W + "SubmitChildTasks",
+        worker_pb.SubmitChildTasksRequest(
+            parent_id=NOBODY,
+            lease_token="t",
+            children=[task_pb.SubmitTaskRequest(type="noop", queue=QUEUE, idempotency_key="#0")],
+        ),
+        worker_pb.SubmitChildTasksResponse,
+    ),
     "TaskService/GetTask": unary(
         T + "GetTask", task_pb.GetTaskRequest(id=NOBODY), task_pb.GetTaskResponse
     ),
@@ -500,6 +509,14 @@ REST: dict[str, tuple[str, str, dict[str, Any] | None]] = {
         "POST",
         f"/api/v1/tasks/{NOBODY}:extendLease",
         {"lease_token": "t"},
+    ),
+    "WorkerService/SubmitChildTasks": (
+        "POST",
+        f"/api/v1/tasks/{NOBODY}:submitChildren",
+        {
+            "lease_token": "t",
+            "children": [{"type": "noop", "queue": QUEUE, "idempotency_key": "k"}],
+        },
     ),
     "AdminService/GetQueueStats": ("GET", "/api/v1/queues", None),
     "AdminService/ListWorkers": ("GET", "/api/v1/workers", None),

@@ -1,16 +1,22 @@
-"""Flows against real processes: chains (`then`) and groups with a callback
-(`Client.group`), with the handlers of tests/support/flow_handlers.py."""
+"""Flows against real processes: chains (`then`), groups with a callback
+(`Client.group`) and child tasks (`ctx.submit`: dedup on retry, trees,
+the cancel cascade, `dtq task get`, REST through Envoy), with the handlers
+of tests/support/flow_handlers.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from dtq import Client
 from dtq.client import NotFound, Submission, TaskCancelled, TaskFailed, TaskState
 from tests.conftest import Server, WorkerFactory
-from tests.support.procs import Proc
+from tests.e2e.test_cli import dtq, dtq_json
+from tests.e2e.test_rest import Rest
+from tests.support.envoy import running_envoy
+from tests.support.procs import Proc, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean", "manager")]
 
@@ -115,3 +121,112 @@ def test_a_group_callback_counts_a_cancelled_task_as_finished(client, worker) ->
     summary = group.callback.result(timeout=30)
     assert summary["states"] == {"completed": 1, "cancelled": 1}
     assert summary["sum"] == 9
+
+
+# -- child tasks (ctx.submit) -----------------------------------------------------------
+
+
+def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
+    wait_until(check, seconds, what)
+
+
+def test_a_retried_parent_gets_its_children_back_not_new_ones(client, worker) -> None:
+    parent = client.submit("flow_spawn", {"n": 3, "fail_first": True}, max_retries=2)
+    result = parent.result(timeout=60)
+    assert parent.refresh().attempts == 2
+    assert result["deduplicated"] == [True, True, True]  # the first attempt's children
+    children = list(client.list(parent_id=parent.id))
+    assert sorted(c.id for c in children) == sorted(result["children"])
+    for child in children:
+        assert (child.parent_id, child.root_id) == (parent.id, parent.id)
+        assert child.idempotency_key == f"{parent.id}/#{result['children'].index(child.id)}"
+    squares = sorted(client.get(c).result for c in result["children"] if _done(client, c))
+    assert squares == [0.0, 1.0, 4.0]
+    assert parent.refresh().root_id == ""
+
+
+def _done(client: Client, task_id: str) -> bool:
+    wait_for(lambda: client.get(task_id).state == TaskState.COMPLETED, 30, "a child")
+    return True
+
+
+def test_a_tree_of_children_has_one_root(client, worker) -> None:
+    top = client.submit("flow_spawn", {"n": 2, "depth": 3})
+    top.result(timeout=60)
+    wait_for(lambda: len(list(client.list(root_id=top.id))) == 2 + 4 + 8, 60, "the tree")
+    tree = list(client.list(root_id=top.id))
+    assert {t.root_id for t in tree} == {top.id}
+    leaves = [t for t in tree if t.type == "flow_square"]
+    assert len(leaves) == 8 and all(t.parent_id not in (top.id, "") for t in leaves)
+    assert len(list(client.list(parent_id=top.id))) == 2
+
+
+def test_async_handlers_and_process_pools_submit_children(client, start_worker) -> None:
+    start_worker("-m", "tests.support.flow_handlers", "--pool", "process", "--concurrency", "2")
+    for kind in ("flow_spawn", "flow_spawn_async"):
+        parent = client.submit(kind, {"n": 2})
+        parent.result(timeout=60)
+        children = list(client.list(parent_id=parent.id))
+        assert len(children) == 2 and {c.root_id for c in children} == {parent.id}
+    assert client.submit("flow_spawn_bad", {}).result(timeout=60) == REFUSED
+
+
+REFUSED = {"error": "InvalidArgument", "reason": "INVALID_FIELD", "fields": ["children[0].type"]}
+
+
+def test_a_refused_child_raises_a_typed_error_in_the_handler(client, worker) -> None:
+    assert client.submit("flow_spawn_bad", {}).result(timeout=60) == REFUSED
+
+
+def test_cancelling_a_parent_cancels_its_children_running_or_not(client, worker) -> None:
+    parent = client.submit("flow_spawn_sleepers", {})
+    wait_for(lambda: _states(client, parent.id).count(TaskState.RUNNING) == 3, 30, "children")
+    (middle,) = [c for c in client.list(parent_id=parent.id) if c.type.endswith("_once")]
+    wait_for(lambda: _states(client, middle.id) == [TaskState.RUNNING], 30, "a grandchild")
+    client.cancel(parent.id)
+    tree = list(client.list(root_id=parent.id))
+    assert len(tree) == 5 and {t.state for t in tree} == {TaskState.CANCELLED}
+    assert {t.error.type for t in tree if t.error} == {"ParentCancelled"}
+    # The running ones were interrupted on the worker: their slots are free again.
+    assert client.submit("flow_square", {"x": 5}).result(timeout=30) == 25
+
+
+def _states(client: Client, parent_id: str) -> list[TaskState]:
+    return [c.state for c in client.list(parent_id=parent_id)]
+
+
+def test_task_get_shows_parent_root_children_and_group_progress(server, client, worker) -> None:
+    parent = client.submit("flow_spawn", {"n": 12})
+    ids = parent.result(timeout=60)["children"]
+    shown = dtq(server, "task", "get", parent.id)
+    assert shown.returncode == 0, shown.stderr
+    assert "12 (" in shown.stdout, shown.stdout
+    assert ids[0] in shown.stdout and "(and 2 more)" in shown.stdout
+    child = dtq(server, "task", "get", ids[0])
+    for label in ("parent", "root", "idempotency key"):
+        assert re.search(rf"{label}\s+{parent.id}", child.stdout), child.stdout
+    group = client.group(
+        [Submission("flow_square", {"x": x}) for x in range(3)], Submission("flow_collect", {})
+    )
+    group.callback.result(timeout=60)
+    shown = dtq(server, "task", "get", group.callback.id)
+    assert "3/3 done (3 completed)" in shown.stdout, shown.stdout
+    data = dtq_json(server, "task", "get", group.tasks[0].id)
+    progress = data["task"]["group_progress"]
+    assert (progress["total"], progress["done"], progress["group_id"]) == (3, 3, group.id)
+
+
+def test_rest_shows_the_family_and_filters_by_parent(server, client, worker) -> None:
+    parent = client.submit("flow_spawn", {"n": 3})
+    ids = parent.result(timeout=60)["children"]
+    with running_envoy(server.address) as envoy:
+        rest = Rest(envoy.port)
+        got = rest.ok("GET", f"/api/v1/tasks/{parent.id}")["task"]
+        assert got["family"]["child_count"] == 3
+        assert got["family"]["child_ids"] == ids
+        listed = rest.ok("GET", "/api/v1/tasks", parent_id=parent.id)["tasks"]
+        assert sorted(t["id"] for t in listed) == sorted(ids)
+        listed = rest.ok("GET", "/api/v1/tasks", rootId=parent.id)["tasks"]
+        assert {t["root_id"] for t in listed} == {parent.id}
+        basic = rest.ok("GET", f"/api/v1/tasks/{parent.id}", view="TASK_VIEW_BASIC")["task"]
+        assert "family" not in basic or not basic["family"].get("child_ids")

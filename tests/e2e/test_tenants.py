@@ -104,6 +104,11 @@ ROUTES: dict[str, Route] = {
         lambda r: f"/api/v1/tasks/{r.task_id}:extendLease",
         lambda r: {"lease_token": r.lease_token},
     ),
+    "SubmitChildTasks": (
+        "POST",
+        lambda r: f"/api/v1/tasks/{r.parent_id}:submitChildren",
+        lambda r: {"lease_token": r.lease_token, "children": [_json(c) for c in r.children]},
+    ),
     "GetQueueStats": ("GET", lambda r: f"/api/v1/queues?queue={r.queue}", None),
     "PauseQueue": ("POST", lambda r: f"/api/v1/queues/{r.queue}:pause", lambda r: {}),
     "ResumeQueue": ("POST", lambda r: f"/api/v1/queues/{r.queue}:resume", lambda r: {}),
@@ -400,6 +405,7 @@ def test_another_tenants_task_is_not_found_by_every_call_on_a_task(via: Via, sce
         "CompleteTask": (worker_pb.CompleteTaskRequest(**ref), b["worker"]),
         "FailTask": (worker_pb.FailTaskRequest(**ref), b["worker"]),
         "ExtendLease": (worker_pb.ExtendLeaseRequest(**ref), b["worker"]),
+        "SubmitChildTasks": (_children(lease, QUEUE), b["worker"]),
     }
     got = {m: via(m, request, key) for m, (request, key) in calls.items()}
     assert {m: (r.code, r.reason) for m, r in got.items()} == {
@@ -608,3 +614,21 @@ def test_quotas_are_the_operators_and_dispatch_rates_are_per_tenant(via: Via, sc
     theirs = via("ListDispatchRates", admin_pb.ListDispatchRatesRequest(), scene.keys[B]["admin"])
     assert rate.queue in {r.queue for r in mine.message.rates}
     assert rate.queue not in {r.queue for r in theirs.message.rates}
+
+
+def _children(lease: worker_pb.Lease, queue: str) -> worker_pb.SubmitChildTasksRequest:
+    child = task_pb.SubmitTaskRequest(type="noop", queue=queue, idempotency_key="#0")
+    return worker_pb.SubmitChildTasksRequest(
+        parent_id=lease.task.id, lease_token=lease.lease_token, children=[child]
+    )
+
+
+def test_a_child_is_in_its_parents_tenant(via: Via, scene: Scene) -> None:
+    """Last in the module: it adds a task to acme (in a queue of its own)."""
+    lease = scene.running[A]
+    got = via("SubmitChildTasks", _children(lease, "kids"), scene.keys[A]["worker"])
+    assert got.code == C.OK, got
+    (result,) = got.message.results
+    assert (result.task.tenant, result.task.parent_id) == (A, lease.task.id)
+    seen = via("GetTask", task_pb.GetTaskRequest(id=result.task.id), scene.keys[B]["admin"])
+    assert (seen.code, seen.reason) == (C.NOT_FOUND, "TASK_NOT_FOUND")

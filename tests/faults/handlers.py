@@ -73,3 +73,17 @@ def fault(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     record(ctx, "effect")
     time.sleep(payload.get("effect_then_sleep", 0))
     return {"attempt": ctx.attempt, "pid": os.getpid()}
+
+
+@app.task("fault_spawn")
+def fault_spawn(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Submits `children` `fault` tasks one at a time, `gap` seconds apart
+    (a kill lands between two of them), then has its effect. A retried
+    attempt submits the same children again: they must come back, not twice."""
+    record(ctx, "started")
+    made = []
+    for i in range(int(payload["children"])):
+        made.append(ctx.submit("fault", {"sleep": payload.get("child_sleep", 0.1), "i": i}).id)
+        time.sleep(payload.get("gap", 0))
+    record(ctx, "effect")
+    return {"attempt": ctx.attempt, "pid": os.getpid(), "children": made}

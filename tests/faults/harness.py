@@ -344,11 +344,13 @@ class Cluster:
 def request(
     payload: dict[str, Any] | None = None, **fields: Any
 ) -> task_service_pb2.SubmitTaskRequest:
-    """A SubmitTaskRequest for the `fault` handler, with a fresh idempotency key."""
+    """A SubmitTaskRequest for the `fault` handler (or `type`), with a fresh
+    idempotency key."""
     body = struct_pb2.Struct()
     body.update(payload or {})
     fields.setdefault("idempotency_key", uuid.uuid4().hex)
-    return task_service_pb2.SubmitTaskRequest(type="fault", payload=body, **fields)
+    fields.setdefault("type", "fault")
+    return task_service_pb2.SubmitTaskRequest(payload=body, **fields)
 
 
 def retry_unavailable(call: Callable[[], T], patience: float) -> T:

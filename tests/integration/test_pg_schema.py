@@ -55,6 +55,7 @@ def test_partial_indexes_and_checks_exist(pg_url: str) -> None:
         "tasks_unique_idx",
         "tasks_parent_idx",
         "tasks_group_idx",
+        "tasks_root_idx",
     }
     assert indexes["tasks_idempotency_idx"]["unique"]
     assert checks == {"tasks_state_check", "tasks_priority_check"}

@@ -365,7 +365,7 @@ async def test_cancel_from_a_live_state(pg_url: str, state: TaskState) -> None:
     async with pg_store(pg_url) as store:
         task = await in_state(store, state)
         now = time.time()
-        cancelled, was, held = await store.cancel(task.id, now)
+        cancelled, was, held, _ = await store.cancel(task.id, now)
         got = await store.get(task.id)
     assert (cancelled.state, got.state, was) == (S.CANCELLED, S.CANCELLED, state)
     assert held == task.lease_token

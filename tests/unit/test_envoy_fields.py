@@ -17,7 +17,9 @@ def test_every_post_with_a_body_is_listed_with_its_request() -> None:
     assert ("POST", "^/api/v1/tasks/[^/]+%:fail$", ".dtq.v1.FailTaskRequest") in routes
     assert ("POST", "^/api/v1/schedules$", ".dtq.v1.Schedule") in routes  # body: "schedule"
     assert ("PATCH", "^/api/v1/schedules/[^/]+$", ".dtq.v1.Schedule") in routes
-    assert len(routes) == 21
+    children = ("POST", "^/api/v1/tasks/[^/]+%:submitChildren$", ".dtq.v1.SubmitChildTasksRequest")
+    assert children in routes
+    assert len(routes) == 22
 
 
 def test_fields_in_both_spellings_nested_messages_and_free_form_ones() -> None:
@@ -34,5 +36,5 @@ def test_fields_in_both_spellings_nested_messages_and_free_form_ones() -> None:
 
 def test_the_filter_source_names_every_route() -> None:
     source = lua_filter(descriptor(), SERVICES)
-    assert source.count('", "^/api/v1/') == 21
+    assert source.count('", "^/api/v1/') == 22
     assert "function envoy_on_request" in source

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64tq/v1/task.proto\x12\x06\x64tq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\t\n\x04Task\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x08priority\x18\x05 \x01(\x0e\x32\x10.dtq.v1.Priority\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x12.dtq.v1.Task.StateB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x13\n\x0bmax_retries\x18\x08 \x01(\x05\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x30\n\x0cscheduled_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12,\n\x06result\x18\x0f \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12+\n\nlast_error\x18\x10 \x01(\x0b\x32\x11.dtq.v1.TaskErrorB\x04\xe2\x41\x01\x03\x12\x17\n\tworker_id\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x0fidempotency_key\x18\x12 \x01(\t\x12\x31\n\x0elease_duration\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12;\n\rtrace_context\x18\x14 \x03(\x0b\x32\x1e.dtq.v1.Task.TraceContextEntryB\x04\xe2\x41\x01\x05\x12\x14\n\x06tenant\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66\x61irness_key\x18\x16 \x01(\tB\x04\xe2\x41\x01\x05\x12\x17\n\tparent_id\x18\x19 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08group_id\x18\x1a \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\rparent_result\x18\x1b \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63\x61llback_of\x18\x1c \x01(\tB\x04\xe2\x41\x01\x03\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc1\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x13\n\x0fSTATE_SCHEDULED\x10\x02\x12\x11\n\rSTATE_RUNNING\x10\x03\x12\x13\n\x0fSTATE_COMPLETED\x10\x04\x12\x10\n\x0cSTATE_FAILED\x10\x05\x12\x13\n\x0fSTATE_CANCELLED\x10\x06\x12\x17\n\x13STATE_DEAD_LETTERED\x10\x07\x12\x11\n\rSTATE_WAITING\x10\x08\"P\n\tTaskError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x11\n\tpermanent\x18\x04 \x01(\x08*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_MEDIUM\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*N\n\x08TaskView\x12\x19\n\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n\x0eTASK_VIEW_FULL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64tq/v1/task.proto\x12\x06\x64tq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\n\n\x04Task\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x08priority\x18\x05 \x01(\x0e\x32\x10.dtq.v1.Priority\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x12.dtq.v1.Task.StateB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x13\n\x0bmax_retries\x18\x08 \x01(\x05\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x30\n\x0cscheduled_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12,\n\x06result\x18\x0f \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12+\n\nlast_error\x18\x10 \x01(\x0b\x32\x11.dtq.v1.TaskErrorB\x04\xe2\x41\x01\x03\x12\x17\n\tworker_id\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x0fidempotency_key\x18\x12 \x01(\t\x12\x31\n\x0elease_duration\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12;\n\rtrace_context\x18\x14 \x03(\x0b\x32\x1e.dtq.v1.Task.TraceContextEntryB\x04\xe2\x41\x01\x05\x12\x14\n\x06tenant\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66\x61irness_key\x18\x16 \x01(\tB\x04\xe2\x41\x01\x05\x12\x17\n\tparent_id\x18\x19 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08group_id\x18\x1a \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\rparent_result\x18\x1b \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63\x61llback_of\x18\x1c \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07root_id\x18\x1d \x01(\tB\x04\xe2\x41\x01\x03\x12(\n\x06\x66\x61mily\x18\x1e \x01(\x0b\x32\x12.dtq.v1.TaskFamilyB\x04\xe2\x41\x01\x03\x12\x33\n\x0egroup_progress\x18\x1f \x01(\x0b\x32\x15.dtq.v1.GroupProgressB\x04\xe2\x41\x01\x03\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc1\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x13\n\x0fSTATE_SCHEDULED\x10\x02\x12\x11\n\rSTATE_RUNNING\x10\x03\x12\x13\n\x0fSTATE_COMPLETED\x10\x04\x12\x10\n\x0cSTATE_FAILED\x10\x05\x12\x13\n\x0fSTATE_CANCELLED\x10\x06\x12\x17\n\x13STATE_DEAD_LETTERED\x10\x07\x12\x11\n\rSTATE_WAITING\x10\x08\">\n\nStateCount\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.dtq.v1.Task.State\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"c\n\nTaskFamily\x12\x13\n\x0b\x63hild_count\x18\x01 \x01(\x05\x12-\n\x11\x63hildren_by_state\x18\x02 \x03(\x0b\x32\x12.dtq.v1.StateCount\x12\x11\n\tchild_ids\x18\x03 \x03(\t\"d\n\rGroupProgress\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x0c\n\x04\x64one\x18\x03 \x01(\x05\x12$\n\x08\x62y_state\x18\x04 \x03(\x0b\x32\x12.dtq.v1.StateCount\"P\n\tTaskError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x11\n\tpermanent\x18\x04 \x01(\x08*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_MEDIUM\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*N\n\x08TaskView\x12\x19\n\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n\x0eTASK_VIEW_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -71,16 +71,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK'].fields_by_name['parent_result']._serialized_options = b'\342A\001\003'
   _globals['_TASK'].fields_by_name['callback_of']._loaded_options = None
   _globals['_TASK'].fields_by_name['callback_of']._serialized_options = b'\342A\001\003'
-  _globals['_PRIORITY']._serialized_start=1451
-  _globals['_PRIORITY']._serialized_end=1545
-  _globals['_TASKVIEW']._serialized_start=1547
-  _globals['_TASKVIEW']._serialized_end=1625
+  _globals['_TASK'].fields_by_name['root_id']._loaded_options = None
+  _globals['_TASK'].fields_by_name['root_id']._serialized_options = b'\342A\001\003'
+  _globals['_TASK'].fields_by_name['family']._loaded_options = None
+  _globals['_TASK'].fields_by_name['family']._serialized_options = b'\342A\001\003'
+  _globals['_TASK'].fields_by_name['group_progress']._loaded_options = None
+  _globals['_TASK'].fields_by_name['group_progress']._serialized_options = b'\342A\001\003'
+  _globals['_PRIORITY']._serialized_start=1836
+  _globals['_PRIORITY']._serialized_end=1930
+  _globals['_TASKVIEW']._serialized_start=1932
+  _globals['_TASKVIEW']._serialized_end=2010
   _globals['_TASK']._serialized_start=158
-  _globals['_TASK']._serialized_end=1367
-  _globals['_TASK_TRACECONTEXTENTRY']._serialized_start=1120
-  _globals['_TASK_TRACECONTEXTENTRY']._serialized_end=1171
-  _globals['_TASK_STATE']._serialized_start=1174
-  _globals['_TASK_STATE']._serialized_end=1367
-  _globals['_TASKERROR']._serialized_start=1369
-  _globals['_TASKERROR']._serialized_end=1449
+  _globals['_TASK']._serialized_end=1485
+  _globals['_TASK_TRACECONTEXTENTRY']._serialized_start=1238
+  _globals['_TASK_TRACECONTEXTENTRY']._serialized_end=1289
+  _globals['_TASK_STATE']._serialized_start=1292
+  _globals['_TASK_STATE']._serialized_end=1485
+  _globals['_STATECOUNT']._serialized_start=1487
+  _globals['_STATECOUNT']._serialized_end=1549
+  _globals['_TASKFAMILY']._serialized_start=1551
+  _globals['_TASKFAMILY']._serialized_end=1650
+  _globals['_GROUPPROGRESS']._serialized_start=1652
+  _globals['_GROUPPROGRESS']._serialized_end=1752
+  _globals['_TASKERROR']._serialized_start=1754
+  _globals['_TASKERROR']._serialized_end=1834
 # @@protoc_insertion_point(module_scope)

@@ -204,6 +204,9 @@ class Task(_message.Message):
     GROUP_ID_FIELD_NUMBER: _builtins.int
     PARENT_RESULT_FIELD_NUMBER: _builtins.int
     CALLBACK_OF_FIELD_NUMBER: _builtins.int
+    ROOT_ID_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    GROUP_PROGRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, a UUID (version 7: time-ordered) in canonical text form."""
     type: _builtins.str
@@ -230,13 +233,20 @@ class Task(_message.Message):
     flood does not hold the others back. Empty: the queue's shared key.
     """
     parent_id: _builtins.str
-    """The task this one waits for (a chain: SubmitTaskRequest.after); empty
-    when none. Its result is `parent_result` once it completed.
+    """The task this one waits for (a chain: SubmitTaskRequest.after; its
+    result is `parent_result` once it completed), or the running task whose
+    handler submitted it (a child task: WorkerService.SubmitChildTasks).
+    Empty when none.
     """
     group_id: _builtins.str
     """The group (SubmitGroup) this task belongs to; empty when none."""
     callback_of: _builtins.str
     """A group's callback: the group whose tasks it waits for; empty otherwise."""
+    root_id: _builtins.str
+    """The first task of this one's tree: of a chain, its first step; of a
+    child task, the root of its parent (the top-level task that started it
+    all). Empty for a task that is its own root (one with no `parent_id`).
+    """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
         """Input of the handler, any JSON object. Absent in the BASIC view."""
@@ -299,6 +309,19 @@ class Task(_message.Message):
         message or empty). Absent in the BASIC view and before release.
         """
 
+    @_builtins.property
+    def family(self) -> Global___TaskFamily:
+        """The tasks whose `parent_id` is this task: its children (submitted by its
+        handler) and the chain steps waiting for it. Only in GetTask's FULL
+        view; absent elsewhere (listings, leases, watches).
+        """
+
+    @_builtins.property
+    def group_progress(self) -> Global___GroupProgress:
+        """A task of a group, or a group's callback: how far the group got. Only in
+        GetTask's FULL view; absent elsewhere and for a task of no group.
+        """
+
     def __init__(
         self,
         *,
@@ -328,14 +351,119 @@ class Task(_message.Message):
         group_id: _builtins.str = ...,
         parent_result: _struct_pb2.Value | None = ...,
         callback_of: _builtins.str = ...,
+        root_id: _builtins.str = ...,
+        family: Global___TaskFamily | None = ...,
+        group_progress: Global___GroupProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "last_error", b"last_error", "lease_duration", b"lease_duration", "parent_result", b"parent_result", "payload", b"payload", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "family", b"family", "finished_at", b"finished_at", "group_progress", b"group_progress", "last_error", b"last_error", "lease_duration", b"lease_duration", "parent_result", b"parent_result", "payload", b"payload", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "callback_of", b"callback_of", "created_at", b"created_at", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "group_id", b"group_id", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "parent_id", b"parent_id", "parent_result", b"parent_result", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "tenant", b"tenant", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "callback_of", b"callback_of", "created_at", b"created_at", "fairness_key", b"fairness_key", "family", b"family", "finished_at", b"finished_at", "group_id", b"group_id", "group_progress", b"group_progress", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "parent_id", b"parent_id", "parent_result", b"parent_result", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "root_id", b"root_id", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "tenant", b"tenant", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class StateCount(_message.Message):
+    """How many tasks are in one state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    state: Global___Task.State.ValueType
+    """The state."""
+    count: _builtins.int
+    """Tasks in it."""
+    def __init__(
+        self,
+        *,
+        state: Global___Task.State.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StateCount: _TypeAlias = StateCount  # noqa: Y015
+
+@_typing.final
+class TaskFamily(_message.Message):
+    """A task's children: the tasks whose `parent_id` names it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHILD_COUNT_FIELD_NUMBER: _builtins.int
+    CHILDREN_BY_STATE_FIELD_NUMBER: _builtins.int
+    CHILD_IDS_FIELD_NUMBER: _builtins.int
+    child_count: _builtins.int
+    """Every child, whatever its state."""
+    @_builtins.property
+    def children_by_state(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateCount]:
+        """Children by state; states with none are left out."""
+
+    @_builtins.property
+    def child_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the first children (at most 10), oldest first. ListTasks with
+        `parent_id` lists them all.
+        """
+
+    def __init__(
+        self,
+        *,
+        child_count: _builtins.int = ...,
+        children_by_state: _abc.Iterable[Global___StateCount] | None = ...,
+        child_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_count", b"child_count", "child_ids", b"child_ids", "children_by_state", b"children_by_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskFamily: _TypeAlias = TaskFamily  # noqa: Y015
+
+@_typing.final
+class GroupProgress(_message.Message):
+    """The progress of a group (SubmitGroup)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    BY_STATE_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """The group's id."""
+    total: _builtins.int
+    """Tasks of the group (its callback not counted)."""
+    done: _builtins.int
+    """Tasks of the group in a terminal state; the callback is released when
+    `done` reaches `total`.
+    """
+    @_builtins.property
+    def by_state(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateCount]:
+        """Tasks of the group by state (completed, dead-lettered, cancelled: the
+        outcomes; the others: still to finish). States with none are left out.
+        """
+
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        total: _builtins.int = ...,
+        done: _builtins.int = ...,
+        by_state: _abc.Iterable[Global___StateCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_state", b"by_state", "done", b"done", "group_id", b"group_id", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupProgress: _TypeAlias = GroupProgress  # noqa: Y015
 
 @_typing.final
 class TaskError(_message.Message):

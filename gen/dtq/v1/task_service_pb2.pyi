@@ -388,6 +388,8 @@ class ListTasksRequest(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    ROOT_ID_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Most tasks to return, 0 to 1000; 0 means 50."""
     page_token: _builtins.str
@@ -402,6 +404,14 @@ class ListTasksRequest(_message.Message):
     """Only tasks in this queue. Default: every queue."""
     view: _task_pb2.TaskView.ValueType
     """How much of each task to return. Default TASK_VIEW_BASIC."""
+    parent_id: _builtins.str
+    """Only the tasks whose `parent_id` is this task id: its children and the
+    chain steps waiting for it. Default: any.
+    """
+    root_id: _builtins.str
+    """Only the tasks of the tree rooted at this task id (every descendant;
+    not the root itself, whose `root_id` is empty). Default: any.
+    """
     def __init__(
         self,
         *,
@@ -411,10 +421,12 @@ class ListTasksRequest(_message.Message):
         type: _builtins.str = ...,
         queue: _builtins.str = ...,
         view: _task_pb2.TaskView.ValueType = ...,
+        parent_id: _builtins.str = ...,
+        root_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state", "type", b"type", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent_id", b"parent_id", "queue", b"queue", "root_id", b"root_id", "state", b"state", "type", b"type", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

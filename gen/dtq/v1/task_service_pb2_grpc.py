@@ -119,7 +119,8 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTasks(self, request, context):
-        """Lists tasks, newest first, optionally filtered by state, type and queue.
+        """Lists tasks, newest first, optionally filtered by state, type, queue,
+        parent and root.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

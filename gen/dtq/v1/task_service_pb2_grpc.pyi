@@ -52,7 +52,9 @@ class TaskServiceStub:
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]
     """Returns one task. NOT_FOUND when no task has that id."""
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
-    """Lists tasks, newest first, optionally filtered by state, type and queue."""
+    """Lists tasks, newest first, optionally filtered by state, type, queue,
+    parent and root.
+    """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]
     """Cancels a task that has not finished. A queued task never runs; a running
     one is interrupted on its worker. FAILED_PRECONDITION when the task is
@@ -92,7 +94,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Returns one task. NOT_FOUND when no task has that id."""
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
-    """Lists tasks, newest first, optionally filtered by state, type and queue."""
+    """Lists tasks, newest first, optionally filtered by state, type, queue,
+    parent and root.
+    """
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """Cancels a task that has not finished. A queued task never runs; a running
     one is interrupted on its worker. FAILED_PRECONDITION when the task is
@@ -159,7 +163,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ListTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListTasksResponse, _abc.Awaitable[_task_service_pb2.ListTasksResponse]]:
-        """Lists tasks, newest first, optionally filtered by state, type and queue."""
+        """Lists tasks, newest first, optionally filtered by state, type, queue,
+        parent and root.
+        """
 
     @_abc_1.abstractmethod
     def CancelTask(

@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from dtq.v1 import task_pb2 as dtq_dot_v1_dot_task__pb2
+from dtq.v1 import task_service_pb2 as dtq_dot_v1_dot_task__service__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
@@ -31,7 +32,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64tq/v1/worker_service.proto\x12\x06\x64tq.v1\x1a\x11\x64tq/v1/task.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x9c\x02\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x18\n\ntask_types\x18\x05 \x03(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\x05\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x39\n\x06labels\x18\x08 \x03(\x0b\x32).dtq.v1.RegisterWorkerRequest.LabelsEntry\x12\x17\n\x0fmetrics_address\x18\t \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x95\x01\n\x16RegisterWorkerResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"0\n\x08LeaseRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\"\x81\x01\n\nStreamOpen\x12\x17\n\tworker_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\x18\n\ntask_types\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x1e\n\x04held\x18\x05 \x03(\x0b\x32\x10.dtq.v1.LeaseRef\"\x8c\x01\n\x0bTaskOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x11.dtq.v1.TaskErrorH\x00\x42\t\n\x07outcome\"\xdb\x01\n\x11LeaseTasksRequest\x12 \n\x04open\x18\x01 \x01(\x0b\x32\x12.dtq.v1.StreamOpen\x12%\n\x08outcomes\x18\x02 \x03(\x0b\x32\x13.dtq.v1.TaskOutcome\x12$\n\nheartbeats\x18\x03 \x03(\x0b\x32\x10.dtq.v1.LeaseRef\x12\x15\n\x08\x63\x61pacity\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\"\n\x08releases\x18\x05 \x03(\x0b\x32\x10.dtq.v1.LeaseRef\x12\x0f\n\x07goodbye\x18\x06 \x01(\x08\x42\x0b\n\t_capacity\"g\n\x05Lease\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12-\n\texpire_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\nOutcomeAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\x97\x01\n\nRevocation\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x19.dtq.v1.Revocation.Reason\"M\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10REASON_CANCELLED\x10\x01\x12\x15\n\x11REASON_LEASE_LOST\x10\x02\"\x90\x01\n\x12LeaseTasksResponse\x12\x1d\n\x06leases\x18\x01 \x03(\x0b\x32\r.dtq.v1.Lease\x12 \n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x12.dtq.v1.OutcomeAck\x12\'\n\x0brevocations\x18\x03 \x03(\x0b\x32\x12.dtq.v1.Revocation\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\"o\n\x13\x43ompleteTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blease_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"2\n\x14\x43ompleteTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"e\n\x0f\x46\x61ilTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blease_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.dtq.v1.TaskError\".\n\x10\x46\x61ilTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"y\n\x12\x45xtendLeaseRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blease_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"D\n\x13\x45xtendLeaseResponse\x12-\n\texpire_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x9d\x04\n\rWorkerService\x12k\n\x0eRegisterWorker\x12\x1d.dtq.v1.RegisterWorkerRequest\x1a\x1e.dtq.v1.RegisterWorkerResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/api/v1/workers:\x01*\x12G\n\nLeaseTasks\x12\x19.dtq.v1.LeaseTasksRequest\x1a\x1a.dtq.v1.LeaseTasksResponse(\x01\x30\x01\x12v\n\x0c\x43ompleteTask\x12\x1b.dtq.v1.CompleteTaskRequest\x1a\x1c.dtq.v1.CompleteTaskResponse\"+\x82\xd3\xe4\x93\x02%\" /api/v1/tasks/{task_id}:complete:\x01*\x12\x66\n\x08\x46\x61ilTask\x12\x17.dtq.v1.FailTaskRequest\x1a\x18.dtq.v1.FailTaskResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/tasks/{task_id}:fail:\x01*\x12v\n\x0b\x45xtendLease\x12\x1a.dtq.v1.ExtendLeaseRequest\x1a\x1b.dtq.v1.ExtendLeaseResponse\".\x82\xd3\xe4\x93\x02(\"#/api/v1/tasks/{task_id}:extendLease:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64tq/v1/worker_service.proto\x12\x06\x64tq.v1\x1a\x11\x64tq/v1/task.proto\x1a\x19\x64tq/v1/task_service.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x9c\x02\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x18\n\ntask_types\x18\x05 \x03(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\x05\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x39\n\x06labels\x18\x08 \x03(\x0b\x32).dtq.v1.RegisterWorkerRequest.LabelsEntry\x12\x17\n\x0fmetrics_address\x18\t \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x95\x01\n\x16RegisterWorkerResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"0\n\x08LeaseRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\"\x81\x01\n\nStreamOpen\x12\x17\n\tworker_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\x18\n\ntask_types\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x1e\n\x04held\x18\x05 \x03(\x0b\x32\x10.dtq.v1.LeaseRef\"\x8c\x01\n\x0bTaskOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x11.dtq.v1.TaskErrorH\x00\x42\t\n\x07outcome\"\xdb\x01\n\x11LeaseTasksRequest\x12 \n\x04open\x18\x01 \x01(\x0b\x32\x12.dtq.v1.StreamOpen\x12%\n\x08outcomes\x18\x02 \x03(\x0b\x32\x13.dtq.v1.TaskOutcome\x12$\n\nheartbeats\x18\x03 \x03(\x0b\x32\x10.dtq.v1.LeaseRef\x12\x15\n\x08\x63\x61pacity\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\"\n\x08releases\x18\x05 \x03(\x0b\x32\x10.dtq.v1.LeaseRef\x12\x0f\n\x07goodbye\x18\x06 \x01(\x08\x42\x0b\n\t_capacity\"g\n\x05Lease\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12-\n\texpire_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\nOutcomeAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\x97\x01\n\nRevocation\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x19.dtq.v1.Revocation.Reason\"M\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10REASON_CANCELLED\x10\x01\x12\x15\n\x11REASON_LEASE_LOST\x10\x02\"\x90\x01\n\x12LeaseTasksResponse\x12\x1d\n\x06leases\x18\x01 \x03(\x0b\x32\r.dtq.v1.Lease\x12 \n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x12.dtq.v1.OutcomeAck\x12\'\n\x0brevocations\x18\x03 \x03(\x0b\x32\x12.dtq.v1.Revocation\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\"o\n\x13\x43ompleteTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blease_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"2\n\x14\x43ompleteTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"e\n\x0f\x46\x61ilTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blease_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.dtq.v1.TaskError\".\n\x10\x46\x61ilTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.dtq.v1.Task\"y\n\x12\x45xtendLeaseRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blease_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"D\n\x13\x45xtendLeaseResponse\x12-\n\texpire_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x17SubmitChildTasksRequest\x12\x17\n\tparent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blease_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x08\x63hildren\x18\x03 \x03(\x0b\x32\x19.dtq.v1.SubmitTaskRequestB\x04\xe2\x41\x01\x02\"G\n\x18SubmitChildTasksResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.dtq.v1.SubmitTaskResponse2\xaa\x05\n\rWorkerService\x12k\n\x0eRegisterWorker\x12\x1d.dtq.v1.RegisterWorkerRequest\x1a\x1e.dtq.v1.RegisterWorkerResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/api/v1/workers:\x01*\x12G\n\nLeaseTasks\x12\x19.dtq.v1.LeaseTasksRequest\x1a\x1a.dtq.v1.LeaseTasksResponse(\x01\x30\x01\x12v\n\x0c\x43ompleteTask\x12\x1b.dtq.v1.CompleteTaskRequest\x1a\x1c.dtq.v1.CompleteTaskResponse\"+\x82\xd3\xe4\x93\x02%\" /api/v1/tasks/{task_id}:complete:\x01*\x12\x66\n\x08\x46\x61ilTask\x12\x17.dtq.v1.FailTaskRequest\x1a\x18.dtq.v1.FailTaskResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/tasks/{task_id}:fail:\x01*\x12\x8a\x01\n\x10SubmitChildTasks\x12\x1f.dtq.v1.SubmitChildTasksRequest\x1a .dtq.v1.SubmitChildTasksResponse\"3\x82\xd3\xe4\x93\x02-\"(/api/v1/tasks/{parent_id}:submitChildren:\x01*\x12v\n\x0b\x45xtendLease\x12\x1a.dtq.v1.ExtendLeaseRequest\x1a\x1b.dtq.v1.ExtendLeaseResponse\".\x82\xd3\xe4\x93\x02(\"#/api/v1/tasks/{task_id}:extendLease:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,50 +59,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXTENDLEASEREQUEST'].fields_by_name['task_id']._serialized_options = b'\342A\001\002'
   _globals['_EXTENDLEASEREQUEST'].fields_by_name['lease_token']._loaded_options = None
   _globals['_EXTENDLEASEREQUEST'].fields_by_name['lease_token']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITCHILDTASKSREQUEST'].fields_by_name['parent_id']._loaded_options = None
+  _globals['_SUBMITCHILDTASKSREQUEST'].fields_by_name['parent_id']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITCHILDTASKSREQUEST'].fields_by_name['lease_token']._loaded_options = None
+  _globals['_SUBMITCHILDTASKSREQUEST'].fields_by_name['lease_token']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITCHILDTASKSREQUEST'].fields_by_name['children']._loaded_options = None
+  _globals['_SUBMITCHILDTASKSREQUEST'].fields_by_name['children']._serialized_options = b'\342A\001\002'
   _globals['_WORKERSERVICE'].methods_by_name['RegisterWorker']._loaded_options = None
   _globals['_WORKERSERVICE'].methods_by_name['RegisterWorker']._serialized_options = b'\202\323\344\223\002\024\"\017/api/v1/workers:\001*'
   _globals['_WORKERSERVICE'].methods_by_name['CompleteTask']._loaded_options = None
   _globals['_WORKERSERVICE'].methods_by_name['CompleteTask']._serialized_options = b'\202\323\344\223\002%\" /api/v1/tasks/{task_id}:complete:\001*'
   _globals['_WORKERSERVICE'].methods_by_name['FailTask']._loaded_options = None
   _globals['_WORKERSERVICE'].methods_by_name['FailTask']._serialized_options = b'\202\323\344\223\002!\"\034/api/v1/tasks/{task_id}:fail:\001*'
+  _globals['_WORKERSERVICE'].methods_by_name['SubmitChildTasks']._loaded_options = None
+  _globals['_WORKERSERVICE'].methods_by_name['SubmitChildTasks']._serialized_options = b'\202\323\344\223\002-\"(/api/v1/tasks/{parent_id}:submitChildren:\001*'
   _globals['_WORKERSERVICE'].methods_by_name['ExtendLease']._loaded_options = None
   _globals['_WORKERSERVICE'].methods_by_name['ExtendLease']._serialized_options = b'\202\323\344\223\002(\"#/api/v1/tasks/{task_id}:extendLease:\001*'
-  _globals['_REGISTERWORKERREQUEST']._serialized_start=242
-  _globals['_REGISTERWORKERREQUEST']._serialized_end=526
-  _globals['_REGISTERWORKERREQUEST_LABELSENTRY']._serialized_start=481
-  _globals['_REGISTERWORKERREQUEST_LABELSENTRY']._serialized_end=526
-  _globals['_REGISTERWORKERRESPONSE']._serialized_start=529
-  _globals['_REGISTERWORKERRESPONSE']._serialized_end=678
-  _globals['_LEASEREF']._serialized_start=680
-  _globals['_LEASEREF']._serialized_end=728
-  _globals['_STREAMOPEN']._serialized_start=731
-  _globals['_STREAMOPEN']._serialized_end=860
-  _globals['_TASKOUTCOME']._serialized_start=863
-  _globals['_TASKOUTCOME']._serialized_end=1003
-  _globals['_LEASETASKSREQUEST']._serialized_start=1006
-  _globals['_LEASETASKSREQUEST']._serialized_end=1225
-  _globals['_LEASE']._serialized_start=1227
-  _globals['_LEASE']._serialized_end=1330
-  _globals['_OUTCOMEACK']._serialized_start=1332
-  _globals['_OUTCOMEACK']._serialized_end=1397
-  _globals['_REVOCATION']._serialized_start=1400
-  _globals['_REVOCATION']._serialized_end=1551
-  _globals['_REVOCATION_REASON']._serialized_start=1474
-  _globals['_REVOCATION_REASON']._serialized_end=1551
-  _globals['_LEASETASKSRESPONSE']._serialized_start=1554
-  _globals['_LEASETASKSRESPONSE']._serialized_end=1698
-  _globals['_COMPLETETASKREQUEST']._serialized_start=1700
-  _globals['_COMPLETETASKREQUEST']._serialized_end=1811
-  _globals['_COMPLETETASKRESPONSE']._serialized_start=1813
-  _globals['_COMPLETETASKRESPONSE']._serialized_end=1863
-  _globals['_FAILTASKREQUEST']._serialized_start=1865
-  _globals['_FAILTASKREQUEST']._serialized_end=1966
-  _globals['_FAILTASKRESPONSE']._serialized_start=1968
-  _globals['_FAILTASKRESPONSE']._serialized_end=2014
-  _globals['_EXTENDLEASEREQUEST']._serialized_start=2016
-  _globals['_EXTENDLEASEREQUEST']._serialized_end=2137
-  _globals['_EXTENDLEASERESPONSE']._serialized_start=2139
-  _globals['_EXTENDLEASERESPONSE']._serialized_end=2207
-  _globals['_WORKERSERVICE']._serialized_start=2210
-  _globals['_WORKERSERVICE']._serialized_end=2751
+  _globals['_REGISTERWORKERREQUEST']._serialized_start=269
+  _globals['_REGISTERWORKERREQUEST']._serialized_end=553
+  _globals['_REGISTERWORKERREQUEST_LABELSENTRY']._serialized_start=508
+  _globals['_REGISTERWORKERREQUEST_LABELSENTRY']._serialized_end=553
+  _globals['_REGISTERWORKERRESPONSE']._serialized_start=556
+  _globals['_REGISTERWORKERRESPONSE']._serialized_end=705
+  _globals['_LEASEREF']._serialized_start=707
+  _globals['_LEASEREF']._serialized_end=755
+  _globals['_STREAMOPEN']._serialized_start=758
+  _globals['_STREAMOPEN']._serialized_end=887
+  _globals['_TASKOUTCOME']._serialized_start=890
+  _globals['_TASKOUTCOME']._serialized_end=1030
+  _globals['_LEASETASKSREQUEST']._serialized_start=1033
+  _globals['_LEASETASKSREQUEST']._serialized_end=1252
+  _globals['_LEASE']._serialized_start=1254
+  _globals['_LEASE']._serialized_end=1357
+  _globals['_OUTCOMEACK']._serialized_start=1359
+  _globals['_OUTCOMEACK']._serialized_end=1424
+  _globals['_REVOCATION']._serialized_start=1427
+  _globals['_REVOCATION']._serialized_end=1578
+  _globals['_REVOCATION_REASON']._serialized_start=1501
+  _globals['_REVOCATION_REASON']._serialized_end=1578
+  _globals['_LEASETASKSRESPONSE']._serialized_start=1581
+  _globals['_LEASETASKSRESPONSE']._serialized_end=1725
+  _globals['_COMPLETETASKREQUEST']._serialized_start=1727
+  _globals['_COMPLETETASKREQUEST']._serialized_end=1838
+  _globals['_COMPLETETASKRESPONSE']._serialized_start=1840
+  _globals['_COMPLETETASKRESPONSE']._serialized_end=1890
+  _globals['_FAILTASKREQUEST']._serialized_start=1892
+  _globals['_FAILTASKREQUEST']._serialized_end=1993
+  _globals['_FAILTASKRESPONSE']._serialized_start=1995
+  _globals['_FAILTASKRESPONSE']._serialized_end=2041
+  _globals['_EXTENDLEASEREQUEST']._serialized_start=2043
+  _globals['_EXTENDLEASEREQUEST']._serialized_end=2164
+  _globals['_EXTENDLEASERESPONSE']._serialized_start=2166
+  _globals['_EXTENDLEASERESPONSE']._serialized_end=2234
+  _globals['_SUBMITCHILDTASKSREQUEST']._serialized_start=2237
+  _globals['_SUBMITCHILDTASKSREQUEST']._serialized_end=2365
+  _globals['_SUBMITCHILDTASKSRESPONSE']._serialized_start=2367
+  _globals['_SUBMITCHILDTASKSRESPONSE']._serialized_end=2438
+  _globals['_WORKERSERVICE']._serialized_start=2441
+  _globals['_WORKERSERVICE']._serialized_end=3123
 # @@protoc_insertion_point(module_scope)

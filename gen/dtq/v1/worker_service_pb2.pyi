@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from dtq.v1 import task_pb2 as _task_pb2
+from dtq.v1 import task_service_pb2 as _task_service_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -639,3 +640,64 @@ class ExtendLeaseResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExtendLeaseResponse: _TypeAlias = ExtendLeaseResponse  # noqa: Y015
+
+@_typing.final
+class SubmitChildTasksRequest(_message.Message):
+    """Children of a running task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    LEASE_TOKEN_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    parent_id: _builtins.str
+    """The running task (UUID) whose handler submits them."""
+    lease_token: _builtins.str
+    """Lease token of the parent's current attempt."""
+    @_builtins.property
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[_task_service_pb2.SubmitTaskRequest]:
+        """1 to 1000 children, as SubmitTask takes them, but without `after`.
+        `idempotency_key` is required (1 to 256 characters): the worker's SDK
+        sends the caller's key, or `#N` for the N-th child (from 0) the attempt
+        submits, the same in every attempt of a handler that submits the same
+        children in the same order.
+        """
+
+    def __init__(
+        self,
+        *,
+        parent_id: _builtins.str = ...,
+        lease_token: _builtins.str = ...,
+        children: _abc.Iterable[_task_service_pb2.SubmitTaskRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "lease_token", b"lease_token", "parent_id", b"parent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitChildTasksRequest: _TypeAlias = SubmitChildTasksRequest  # noqa: Y015
+
+@_typing.final
+class SubmitChildTasksResponse(_message.Message):
+    """The accepted children."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_task_service_pb2.SubmitTaskResponse]:
+        """One result per child, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[_task_service_pb2.SubmitTaskResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitChildTasksResponse: _TypeAlias = SubmitChildTasksResponse  # noqa: Y015

@@ -62,6 +62,11 @@ class WorkerServiceStub:
                 request_serializer=dtq_dot_v1_dot_worker__service__pb2.FailTaskRequest.SerializeToString,
                 response_deserializer=dtq_dot_v1_dot_worker__service__pb2.FailTaskResponse.FromString,
                 _registered_method=True)
+        self.SubmitChildTasks = channel.unary_unary(
+                '/dtq.v1.WorkerService/SubmitChildTasks',
+                request_serializer=dtq_dot_v1_dot_worker__service__pb2.SubmitChildTasksRequest.SerializeToString,
+                response_deserializer=dtq_dot_v1_dot_worker__service__pb2.SubmitChildTasksResponse.FromString,
+                _registered_method=True)
         self.ExtendLease = channel.unary_unary(
                 '/dtq.v1.WorkerService/ExtendLease',
                 request_serializer=dtq_dot_v1_dot_worker__service__pb2.ExtendLeaseRequest.SerializeToString,
@@ -123,6 +128,22 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitChildTasks(self, request, context):
+        """Submits child tasks of a running task (`ctx.submit` in a handler): each
+        child gets `parent_id` (the running task) and `root_id` (the root of
+        its tree), in the parent's tenant, and is cancelled when the parent is.
+        All or nothing, committed before the answer. A child's idempotency key is
+        scoped to its parent: `{parent_id}/{key}` is stored, so a retried parent
+        submitting the same children again gets the first ones back
+        (`deduplicated`); the same key with other content is ALREADY_EXISTS.
+        NOT_FOUND for an unknown parent (or another tenant's);
+        FAILED_PRECONDITION, reason STALE_LEASE, unless the parent is RUNNING
+        under `lease_token`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExtendLease(self, request, context):
         """Extends a lease. FAILED_PRECONDITION for a stale lease token.
         """
@@ -152,6 +173,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.FailTask,
                     request_deserializer=dtq_dot_v1_dot_worker__service__pb2.FailTaskRequest.FromString,
                     response_serializer=dtq_dot_v1_dot_worker__service__pb2.FailTaskResponse.SerializeToString,
+            ),
+            'SubmitChildTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitChildTasks,
+                    request_deserializer=dtq_dot_v1_dot_worker__service__pb2.SubmitChildTasksRequest.FromString,
+                    response_serializer=dtq_dot_v1_dot_worker__service__pb2.SubmitChildTasksResponse.SerializeToString,
             ),
             'ExtendLease': grpc.unary_unary_rpc_method_handler(
                     servicer.ExtendLease,
@@ -275,6 +301,33 @@ class WorkerService:
             '/dtq.v1.WorkerService/FailTask',
             dtq_dot_v1_dot_worker__service__pb2.FailTaskRequest.SerializeToString,
             dtq_dot_v1_dot_worker__service__pb2.FailTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitChildTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtq.v1.WorkerService/SubmitChildTasks',
+            dtq_dot_v1_dot_worker__service__pb2.SubmitChildTasksRequest.SerializeToString,
+            dtq_dot_v1_dot_worker__service__pb2.SubmitChildTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

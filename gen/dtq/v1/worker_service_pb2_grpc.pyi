@@ -67,6 +67,18 @@ class WorkerServiceStub:
     dead-lettered when its retries are spent or the error is permanent.
     FAILED_PRECONDITION for a stale lease token.
     """
+    SubmitChildTasks: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.SubmitChildTasksRequest, _worker_service_pb2.SubmitChildTasksResponse]
+    """Submits child tasks of a running task (`ctx.submit` in a handler): each
+    child gets `parent_id` (the running task) and `root_id` (the root of
+    its tree), in the parent's tenant, and is cancelled when the parent is.
+    All or nothing, committed before the answer. A child's idempotency key is
+    scoped to its parent: `{parent_id}/{key}` is stored, so a retried parent
+    submitting the same children again gets the first ones back
+    (`deduplicated`); the same key with other content is ALREADY_EXISTS.
+    NOT_FOUND for an unknown parent (or another tenant's);
+    FAILED_PRECONDITION, reason STALE_LEASE, unless the parent is RUNNING
+    under `lease_token`.
+    """
     ExtendLease: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.ExtendLeaseRequest, _worker_service_pb2.ExtendLeaseResponse]
     """Extends a lease. FAILED_PRECONDITION for a stale lease token."""
 
@@ -108,6 +120,18 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """Records a failed attempt: the task is retried after a backoff, or
     dead-lettered when its retries are spent or the error is permanent.
     FAILED_PRECONDITION for a stale lease token.
+    """
+    SubmitChildTasks: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.SubmitChildTasksRequest, _worker_service_pb2.SubmitChildTasksResponse]  # type: ignore[assignment]
+    """Submits child tasks of a running task (`ctx.submit` in a handler): each
+    child gets `parent_id` (the running task) and `root_id` (the root of
+    its tree), in the parent's tenant, and is cancelled when the parent is.
+    All or nothing, committed before the answer. A child's idempotency key is
+    scoped to its parent: `{parent_id}/{key}` is stored, so a retried parent
+    submitting the same children again gets the first ones back
+    (`deduplicated`); the same key with other content is ALREADY_EXISTS.
+    NOT_FOUND for an unknown parent (or another tenant's);
+    FAILED_PRECONDITION, reason STALE_LEASE, unless the parent is RUNNING
+    under `lease_token`.
     """
     ExtendLease: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.ExtendLeaseRequest, _worker_service_pb2.ExtendLeaseResponse]  # type: ignore[assignment]
     """Extends a lease. FAILED_PRECONDITION for a stale lease token."""
@@ -171,6 +195,24 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Records a failed attempt: the task is retried after a backoff, or
         dead-lettered when its retries are spent or the error is permanent.
         FAILED_PRECONDITION for a stale lease token.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitChildTasks(
+        self,
+        request: _worker_service_pb2.SubmitChildTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_service_pb2.SubmitChildTasksResponse, _abc.Awaitable[_worker_service_pb2.SubmitChildTasksResponse]]:
+        """Submits child tasks of a running task (`ctx.submit` in a handler): each
+        child gets `parent_id` (the running task) and `root_id` (the root of
+        its tree), in the parent's tenant, and is cancelled when the parent is.
+        All or nothing, committed before the answer. A child's idempotency key is
+        scoped to its parent: `{parent_id}/{key}` is stored, so a retried parent
+        submitting the same children again gets the first ones back
+        (`deduplicated`); the same key with other content is ALREADY_EXISTS.
+        NOT_FOUND for an unknown parent (or another tenant's);
+        FAILED_PRECONDITION, reason STALE_LEASE, unless the parent is RUNNING
+        under `lease_token`.
         """
 
     @_abc_1.abstractmethod
