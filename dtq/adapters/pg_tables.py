@@ -131,6 +131,18 @@ tasks = Table(
     Index("tasks_group_idx", "group_id", "id", postgresql_where=text("group_id IS NOT NULL")),
     # Listing by state (dead letters, running tasks for the reconciler), newest first.
     Index("tasks_state_idx", "state", "id"),
+    # Listing by queue or by type, newest first.
+    Index("tasks_queue_idx", "queue", "id"),
+    Index("tasks_type_idx", "type", "id"),
+    # Counting queued tasks and dead letters by tenant and queue (queue stats,
+    # quotas) with an index-only scan.
+    Index(
+        "tasks_counts_idx",
+        "state",
+        "tenant",
+        "queue",
+        postgresql_where=text("state IN ('pending', 'scheduled', 'failed', 'dead_lettered')"),
+    ),
     # Retention: finished tasks by age.
     Index(
         "tasks_finished_idx",
