@@ -574,7 +574,7 @@ def report_retention(url: str, now: float, days: float, max_batches: int) -> dic
     sampler, writer = LockSampler(url), Writer(url, now)
     sampler.start()
     writer.start()
-    time.sleep(0.5)
+    time.sleep(5)  # the writer alone first: its latency without retention
     quiet_inserts = list(writer.inserts)
     began = time.perf_counter()
     took = asyncio.run(retention_tick(url, now - days * DAY, max_batches))
@@ -592,6 +592,10 @@ def report_retention(url: str, now: float, days: float, max_batches: int) -> dic
         f" max {max(took):.1f} ms"
     )
     print(
+        f"A writer alone, before: submit median {statistics.median(quiet_inserts):.2f} ms,"
+        f" p99 {p99(quiet_inserts):.2f} ms, max {max(quiet_inserts):.2f} ms"
+    )
+    print(
         f"A writer meanwhile: submit median {statistics.median(during):.2f} ms,"
         f" p99 {p99(during):.2f} ms, max {max(during):.2f} ms ({len(during)} submits);"
         f" list page median {statistics.median(writer.lists):.2f} ms,"
@@ -605,6 +609,7 @@ def report_retention(url: str, now: float, days: float, max_batches: int) -> dic
         "batches": took,
         "elapsed": elapsed,
         "writer_inserts": during,
+        "writer_alone": quiet_inserts,
         "writer_lists": writer.lists,
         "locks": {" ".join(k): v for k, v in sampler.seen.items()},
         "waits": sampler.waiting,

@@ -134,15 +134,18 @@ tasks = Table(
     # Listing by queue or by type, newest first.
     Index("tasks_queue_idx", "queue", "id"),
     Index("tasks_type_idx", "type", "id"),
-    # Counting queued tasks and dead letters by tenant and queue (queue stats,
-    # quotas) with an index-only scan.
+    # Counting waiting tasks and dead letters by queue (queue stats, quotas) with an
+    # index-only scan; one queue's dead letters in id order.
     Index(
         "tasks_counts_idx",
         "state",
-        "tenant",
         "queue",
+        "tenant",
+        "id",
         postgresql_where=text("state IN ('pending', 'scheduled', 'failed', 'dead_lettered')"),
     ),
+    # The reconciler's scan of open tasks in id order.
+    Index("tasks_open_idx", "id", postgresql_where=text("state IN ('pending', 'running')")),
     # Retention: finished tasks by age.
     Index(
         "tasks_finished_idx",
