@@ -135,6 +135,21 @@ tasks = Table(
     Index("tasks_group_idx", "group_id", "id", postgresql_where=text("group_id IS NOT NULL")),
     # Listing by state (dead letters, running tasks for the reconciler), newest first.
     Index("tasks_state_idx", "state", "id"),
+    # Listing by queue or by type, newest first.
+    Index("tasks_queue_idx", "queue", "id"),
+    Index("tasks_type_idx", "type", "id"),
+    # Counting waiting tasks and dead letters by queue (queue stats, quotas) with an
+    # index-only scan; one queue's dead letters in id order.
+    Index(
+        "tasks_counts_idx",
+        "state",
+        "queue",
+        "tenant",
+        "id",
+        postgresql_where=text("state IN ('pending', 'scheduled', 'failed', 'dead_lettered')"),
+    ),
+    # The reconciler's scan of open tasks in id order.
+    Index("tasks_open_idx", "id", postgresql_where=text("state IN ('pending', 'running')")),
     # Retention: finished tasks by age.
     Index(
         "tasks_finished_idx",

@@ -56,6 +56,10 @@ def test_partial_indexes_and_checks_exist(pg_url: str) -> None:
         "tasks_parent_idx",
         "tasks_group_idx",
         "tasks_root_idx",
+        "tasks_queue_idx",
+        "tasks_type_idx",
+        "tasks_counts_idx",
+        "tasks_open_idx",
     }
     assert indexes["tasks_idempotency_idx"]["unique"]
     assert checks == {"tasks_state_check", "tasks_priority_check"}

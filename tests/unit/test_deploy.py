@@ -37,6 +37,7 @@ import dtq.metrics
 from dtq.cli.main import app
 from dtq.settings import Settings
 from dtq.v1 import admin_service_pb2, task_service_pb2, worker_service_pb2
+from tests.support.k8s_schemas import manifest_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -1272,7 +1273,7 @@ def test_k8s_scrape_annotations_name_a_metrics_port() -> None:
 
 def test_k8s_api_pods_run_the_server_with_an_envoy_sidecar() -> None:
     deployment = k8s_named("Deployment", "dtq-api")
-    assert deployment["spec"]["replicas"] == 2
+    assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the count"
     containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
     commands = {name: cli_parse(c["args"]) for name, c in containers.items()}
     assert sorted(command for command, _ in commands.values()) == ["envoy", "server"]
@@ -1308,12 +1309,10 @@ def test_k8s_deployment_selectors_match_their_pods() -> None:
         assert doc["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_k8s_workers_autoscale_and_drain_before_sigkill() -> None:
+def test_k8s_workers_autoscale_on_cpu_by_default() -> None:
     worker = k8s_named("Deployment", "dtq-worker")
-    grace = settings_from_env(k8s_env()).worker_shutdown_grace
-    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
     assert "replicas" not in worker["spec"], "the HorizontalPodAutoscaler owns the count"
-    (hpa,) = k8s_kind("HorizontalPodAutoscaler")
+    hpa = k8s_named("HorizontalPodAutoscaler", "dtq-worker")
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", "dtq-worker")
@@ -1333,6 +1332,242 @@ def test_k8s_migration_job_and_manager() -> None:
     assert stored["valueFrom"]["secretKeyRef"] == {"name": "dtq-worker-key", "key": "DTQ_API_KEY"}
     assert job["spec"]["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}
     assert k8s_named("Deployment", "dtq-manager")["spec"]["replicas"] == 2
+
+
+# -- Kubernetes: schemas, autoscaling, disruptions, drain --------------------------
+
+K8S_KEDA_OVERLAY = DEPLOY / "k8s-keda"
+KEDA_COMPONENT = K8S / "components" / "keda"
+
+
+def k8s_yaml_files() -> list[Path]:
+    """Every YAML file of the base, its components and the overlays."""
+    return sorted([*K8S.rglob("*.yaml"), *K8S_KEDA_OVERLAY.rglob("*.yaml")])
+
+
+def yaml_docs(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+
+
+def test_k8s_manifests_pass_the_kubernetes_schemas() -> None:
+    kinds = set()
+    for path in k8s_yaml_files():
+        for doc in yaml_docs(path.read_text()):
+            kinds.add(doc["kind"])
+            problems = manifest_problems(doc)
+            assert problems == [], f"{path.relative_to(ROOT)} {doc['kind']}: {problems}"
+    assert {"ScaledObject", "Kustomization", "Component", "PodDisruptionBudget"} <= kinds
+
+
+def test_schema_checks_catch_mistakes() -> None:
+    """What the schema test relies on: each mistake is reported, none skipped."""
+    pdb = k8s_named("PodDisruptionBudget", "dtq-api")
+    assert manifest_problems(pdb) == []
+    typo = {**pdb, "spec": {**pdb["spec"], "minAvailabe": 1}}
+    assert manifest_problems(typo), "strict: unknown fields are errors"
+    wrong_type = {**pdb, "spec": {**pdb["spec"], "selector": "app=dtq"}}
+    assert manifest_problems(wrong_type)
+    assert manifest_problems({**pdb, "apiVersion": "policy/v9"}), "no schema is an error"
+    (scaled,) = yaml_docs((KEDA_COMPONENT / "scaledobject.yaml").read_text())
+    assert manifest_problems(scaled) == []
+    spec = scaled["spec"]
+    bad_specs: list[dict[str, Any]] = [
+        {**spec, "minReplicas": 0},
+        {**spec, "maxReplicaCount": "50"},
+        {**spec, "triggers": [{**spec["triggers"][0], "metricType": "Average"}]},
+        {**spec, "triggers": [{**spec["triggers"][0], "metadata": {"query": "up"}}]},
+        {**spec, "triggers": [{**spec["triggers"][0], "metadata": {"threshold": 4}}]},
+        {**spec, "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"up": {}}}}},
+    ]
+    for bad in bad_specs:
+        assert manifest_problems({**scaled, "spec": bad}), bad
+
+
+def kustomize_build(path: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl
+    out = subprocess.run(
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=True
+    )
+    return yaml_docs(out.stdout)
+
+
+def names_of(docs: list[dict[str, Any]], kind: str) -> set[str]:
+    return {doc["metadata"]["name"] for doc in docs if doc["kind"] == kind}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
+def test_kustomize_builds_pass_the_schemas_with_one_worker_autoscaler() -> None:
+    base = kustomize_build(K8S)
+    keda = kustomize_build(K8S_KEDA_OVERLAY)
+    for doc in [*base, *keda]:
+        assert manifest_problems(doc) == [], (doc["kind"], doc["metadata"]["name"])
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "dtq", doc["metadata"]["name"]
+    assert names_of(base, "HorizontalPodAutoscaler") == {"dtq-api", "dtq-worker"}
+    assert names_of(base, "ScaledObject") == set()
+    # KEDA makes its own HPA from the ScaledObject: the CPU one must be gone.
+    assert names_of(keda, "HorizontalPodAutoscaler") == {"dtq-api"}
+    assert names_of(keda, "ScaledObject") == {"dtq-worker"}
+    rest = {(d["kind"], d["metadata"]["name"]) for d in keda if d["kind"] != "ScaledObject"}
+    assert rest == {(d["kind"], d["metadata"]["name"]) for d in base} - {
+        ("HorizontalPodAutoscaler", "dtq-worker")
+    }
+
+
+def test_keda_component_replaces_the_worker_hpa() -> None:
+    component = load_yaml(KEDA_COMPONENT / "kustomization.yaml")
+    assert component["kind"] == "Component"
+    assert component["resources"] == ["scaledobject.yaml"]
+    (patch,) = component["patches"]
+    deleted = yaml.safe_load(patch["patch"])
+    assert deleted["$patch"] == "delete"
+    hpa = k8s_named("HorizontalPodAutoscaler", "dtq-worker")
+    assert (deleted["kind"], deleted["metadata"]["name"]) == (hpa["kind"], hpa["metadata"]["name"])
+    assert deleted["apiVersion"] == hpa["apiVersion"]
+    overlay = load_yaml(K8S_KEDA_OVERLAY / "kustomization.yaml")
+    assert [(K8S_KEDA_OVERLAY / r).resolve() for r in overlay["resources"]] == [K8S]
+    assert [(K8S_KEDA_OVERLAY / c).resolve() for c in overlay["components"]] == [KEDA_COMPONENT]
+    assert overlay["namespace"] == kustomization()["namespace"]
+
+
+def keda_triggers() -> dict[str, dict[str, Any]]:
+    (scaled,) = yaml_docs((KEDA_COMPONENT / "scaledobject.yaml").read_text())
+    return {t["name"]: t for t in scaled["spec"]["triggers"]}
+
+
+def queues_selected(expr: str) -> set[str]:
+    return set(re.findall(r'queue="([^"]*)"', expr))
+
+
+def test_keda_scales_workers_on_backlog_plus_running_and_oldest_age() -> None:
+    (scaled,) = yaml_docs((KEDA_COMPONENT / "scaledobject.yaml").read_text())
+    target = scaled["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "dtq-worker")
+    k8s_named("Deployment", "dtq-worker")
+    cpu_hpa = k8s_named("HorizontalPodAutoscaler", "dtq-worker")
+    assert scaled["spec"]["maxReplicaCount"] == cpu_hpa["spec"]["maxReplicas"]
+    assert scaled["spec"]["minReplicaCount"] == 0
+    settings = settings_from_env(k8s_env())
+    triggers = keda_triggers()
+    assert set(triggers) == {"busy", "oldest_age"}
+    for trigger in triggers.values():
+        assert trigger["type"] == "prometheus"
+        query = trigger["metadata"]["query"]
+        assert unknown_metrics(query) == set(), query
+        assert promql_problems(query) == [], query
+        assert queues_selected(query) == set(settings.worker_queues), query
+        # No metrics (no manager scraped) must not read as "nothing to do".
+        assert trigger["metadata"]["ignoreNullValues"] == "false"
+    busy = triggers["busy"]
+    assert promql_metric_names(busy["metadata"]["query"]) == {"dtq_queue_depth", "dtq_queue_tasks"}
+    assert 'state="running"' in busy["metadata"]["query"], "backlog alone scales running work away"
+    assert busy["metricType"] == "AverageValue"
+    assert float(busy["metadata"]["threshold"]) == settings.worker_concurrency
+    assert float(busy["metadata"]["activationThreshold"]) == 0
+    age = triggers["oldest_age"]
+    assert promql_metric_names(age["metadata"]["query"]) == {"dtq_queue_oldest_pending_age_seconds"}
+    assert age["metricType"] == "Value"
+    # Two managers export the same gauges: every query takes max over them first.
+    for trigger in triggers.values():
+        assert "max by (queue" in trigger["metadata"]["query"]
+
+
+def hpa_for(deployment: str) -> dict[str, Any]:
+    (hpa,) = (
+        h
+        for h in k8s_kind("HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == deployment
+    )
+    return hpa
+
+
+def test_k8s_api_autoscales_on_the_server_containers_cpu() -> None:
+    hpa = hpa_for("dtq-api")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    assert hpa["spec"]["minReplicas"] >= 2
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "ContainerResource"
+    assert metric["containerResource"]["name"] == "cpu"
+    containers = k8s_named("Deployment", "dtq-api")["spec"]["template"]["spec"]["containers"]
+    (api,) = (c for c in containers if c["name"] == metric["containerResource"]["container"])
+    assert cli_parse(api["args"])[0] == "server"
+    assert "cpu" in api["resources"]["requests"], "utilization is a share of the request"
+
+
+def fewest_replicas(deployment: dict[str, Any]) -> int:
+    name = deployment["metadata"]["name"]
+    if "replicas" in deployment["spec"]:
+        return int(deployment["spec"]["replicas"])
+    return int(hpa_for(name)["spec"]["minReplicas"])
+
+
+def test_k8s_every_deployment_has_a_disruption_budget_that_allows_a_drain() -> None:
+    budgets = k8s_kind("PodDisruptionBudget")
+    for deployment in k8s_kind("Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (pdb,) = (
+            b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        )
+        spec = pdb["spec"]
+        if "minAvailable" in spec:
+            # Below the fewest replicas, or no node could ever be drained.
+            assert spec["minAvailable"] < fewest_replicas(deployment), pdb["metadata"]["name"]
+        else:
+            assert spec["maxUnavailable"] not in (0, "0%"), pdb["metadata"]["name"]
+    assert len(budgets) == len(k8s_kind("Deployment"))
+
+
+def pre_stop_seconds(container: dict[str, Any]) -> float:
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+    if not command:
+        return 0.0
+    assert command[0] == "sleep", command
+    return float(command[1])
+
+
+def sigterm_drain(process: str, container: dict[str, Any], settings: Settings) -> float:
+    """Seconds from SIGTERM (after the preStop hook) until the process exits at worst."""
+    from dtq.worker.runtime import FLUSH_SECONDS
+
+    drains = {
+        # Streams and calls get DTQ_SERVER_GRACE (dtq/processes/server.py).
+        "server": settings.server_grace,
+        # Running tasks get DTQ_WORKER_SHUTDOWN_GRACE, then outcomes are sent.
+        "worker": settings.worker_shutdown_grace + FLUSH_SECONDS,
+        # Loops are cancelled; a statement in flight ends by statement_timeout.
+        "manager": settings.database_timeout,
+    }
+    return pre_stop_seconds(container) + drains[process]
+
+
+def test_k8s_termination_grace_outlasts_the_sigterm_drain() -> None:
+    """Against the deployed settings and the defaults (a ConfigMap line removed)."""
+    for settings in (settings_from_env(k8s_env()), ExactSettings()):
+        seen = set()
+        for workload, template, container in dtq_containers():
+            command, _ = cli_parse([str(a) for a in container["args"]])
+            if command not in PROCESSES:
+                continue
+            grace = template["spec"]["terminationGracePeriodSeconds"]
+            drain = sigterm_drain(command, container, settings)
+            assert grace > drain, f"{workload}: SIGKILL at {grace} s, drain takes {drain} s"
+            seen.add(command)
+        assert seen == set(PROCESSES)
+    # The Envoy sidecar keeps proxying until the server has drained.
+    containers = k8s_named("Deployment", "dtq-api")["spec"]["template"]["spec"]["containers"]
+    by_args = {cli_parse(c["args"])[0]: c for c in containers}
+    server = sigterm_drain("server", by_args["server"], settings_from_env(k8s_env()))
+    assert server <= pre_stop_seconds(by_args["envoy"]) < 30
+
+
+def test_every_probed_process_serves_its_ops_endpoint() -> None:
+    """The probes' /health and /ready exist in each process (dtq/ops_http.py)."""
+    for process in PROCESSES:
+        source = (ROOT / "dtq" / "processes" / f"{process}.py").read_text()
+        assert "serve_ops(" in source, process
+        assert f'HealthBoard("{process}")' in source, process
 
 
 # -- tracing ----------------------------------------------------------------------
