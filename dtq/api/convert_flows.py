@@ -19,9 +19,12 @@ def _counts(by_state: dict[TaskState, int]) -> list[task_pb2.StateCount]:
 
 def family(msg: task_pb2.Task, found: Family) -> None:
     """Fill `msg.family` and, for a task of a group, `msg.group_progress`."""
-    msg.family.child_count = sum(found.children_by_state.values())
-    msg.family.children_by_state.extend(_counts(found.children_by_state))
-    msg.family.child_ids.extend(str(i) for i in found.child_ids)
+    # Left unset for a task without children, so a leaf reads as before (REST omits it).
+    count = sum(found.children_by_state.values())
+    if count:
+        msg.family.child_count = count
+        msg.family.children_by_state.extend(_counts(found.children_by_state))
+        msg.family.child_ids.extend(str(i) for i in found.child_ids)
     if found.group_id is not None:
         progress = msg.group_progress
         progress.group_id = str(found.group_id)
