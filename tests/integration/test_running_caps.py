@@ -15,10 +15,14 @@ from dtq.adapters import redis_keys as keys
 from dtq.adapters.pg_queues import PgQueues
 from dtq.adapters.redis_index import RedisIndex
 from dtq.adapters.redis_queue import RedisQueue
+from dtq.app.leasing import Leasing
+from dtq.app.tasks import Tasks
 from dtq.domain.limits import Share
-from dtq.domain.model import LeaseRef, Priority
+from dtq.domain.model import LeaseRef, Priority, Subscription
+from dtq.domain.retry import RetryPolicy
+from dtq.domain.validation import Limits, SubmitSpec
 from dtq.manager.reconciler import Reconciler
-from dtq.ports import Grant, Ready
+from dtq.ports import Grant, Ready, SystemClock
 from tests.integration.helpers import async_test, new_task, pg_store, redis_queue, token
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -143,3 +147,35 @@ async def test_counts_survive_a_flush_and_the_rebuild(pg_url: str, redis_url: st
         await q.drop_leases("default", [LeaseRef(r.id, t)])
         await asyncio.sleep(0)
         assert len(await lease(q, 5, cap, "default", "email.send")) == 1
+
+
+@async_test
+async def test_children_take_slots_under_the_cap_and_a_cancel_frees_them(
+    pg_url: str, redis_url: str
+) -> None:
+    """SubmitChildTasks indexes children like any submit, so they wait for room
+    under their key's cap; cancelling the parent ends its running descendants'
+    leases through end_leases.lua, giving their slots back."""
+    async with pg_store(pg_url) as store, redis_queue(redis_url) as q:
+        cap = Share(key_max_running=2)
+        leasing = Leasing(store, q, SystemClock(), RetryPolicy(), share_of=lambda queue: cap)
+        tasks = Tasks(store, q, SystemClock(), Limits())
+        sub = Subscription(("q",), ("t",))
+        spec = {"type": "t", "payload": b"", "queue": "q", "fairness_key": "a"}
+        (parent,) = await tasks.submit([SubmitSpec(**spec)])  # type: ignore[arg-type]
+        ((lease_,),) = await leasing.grant_many(sub, "q", [("w-1", 5)])
+        parent_ref = LeaseRef(lease_.task.id, lease_.token)
+        kids = [SubmitSpec(**spec, idempotency_key=f"#{i}") for i in range(3)]  # type: ignore[arg-type]
+        await tasks.submit_children(parent_ref, kids)
+        (got,) = await leasing.grant_many(sub, "q", [("w-1", 5)])
+        assert len(got) == 1  # the parent holds the other slot
+        assert await running(q) == {"all": 2, "#a": 2}
+        (nothing,) = await leasing.grant_many(sub, "q", [("w-1", 5)])
+        assert nothing == []
+        await tasks.cancel(parent.task.id)
+        assert await running(q) == {}
+        # The cap still holds for the key's next tasks, and they get both slots.
+        await tasks.submit([SubmitSpec(**spec) for _ in range(3)])  # type: ignore[arg-type]
+        (after,) = await leasing.grant_many(sub, "q", [("w-1", 5)])
+        assert len(after) == 2
+        assert await running(q) == {"all": 2, "#a": 2}
