@@ -11,6 +11,11 @@ task's started_at minus its created_at (both the server's clock). The rest of
 A's backlog is dropped with the database at the end.
 
     python benchmarks/fairness.py [--backlog 100000] [--rate 20] [--seconds 15]
+    python benchmarks/fairness.py --key-max-running 6   # each key runs 6 at most
+
+`--key-max-running N` sets the default tenant's per-key running cap before
+the phases (dtq tenant set-limits --key-max-running N): A's flood then holds
+at most N of the worker's slots, and B finds one free.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from __future__ import annotations
 import argparse
 import time
 
+import grpc
 from auth_cost import server
 from run_dtq import migrated_stack, wait_until
 
 from dtq import Client
 from dtq.client import Submission
+from dtq.v1 import admin_service_pb2 as apb
+from dtq.v1 import admin_service_pb2_grpc
 
 QUEUE = "fair-bench"
 
@@ -57,6 +65,14 @@ def flood(client: Client, n: int, sleep: float) -> float:
     return time.monotonic() - began
 
 
+def cap_keys(address: str, cap: int) -> None:
+    """The default tenant's per-key running cap (the server applies it at once)."""
+    limits = apb.TenantLimits(tenant="default", key_max_running=cap)
+    with grpc.insecure_channel(address) as channel:
+        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        admin.SetTenantLimits(apb.SetTenantLimitsRequest(limits=limits), timeout=30)
+
+
 def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
 
@@ -68,6 +84,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each B phase")
     parser.add_argument("--concurrency", type=int, default=8, help="the worker's slots")
     parser.add_argument("--a-sleep", type=float, default=0.01, help="each A task's run (s)")
+    parser.add_argument("--key-max-running", type=int, help="running cap per fairness key")
     args = parser.parse_args()
     with migrated_stack() as (stack, _env):
         address, _ = server(stack, "server", "off")
@@ -78,6 +95,8 @@ def main() -> None:
             "--concurrency", str(args.concurrency), "--metrics-port", "0",
         )  # fmt: skip
         wait_until(lambda: log.exists() and "worker_connected" in log.read_text(), 60, "worker")
+        if args.key_max_running:
+            cap_keys(address, args.key_max_running)
         with Client(address, timeout=60) as client:
             b_latencies(client, args.rate, 2.0)  # warm up
             idle = b_latencies(client, args.rate, args.seconds)
@@ -86,7 +105,9 @@ def main() -> None:
             busy = b_latencies(client, args.rate, args.seconds)
             (stats,) = client.queue_stats(QUEUE)
     print(
-        f"fair dispatch: worker --concurrency {args.concurrency}; B at {args.rate:g}/s for "
+        f"fair dispatch: worker --concurrency {args.concurrency}"
+        + (f", --key-max-running {args.key_max_running}" if args.key_max_running else "")
+        + f"; B at {args.rate:g}/s for "
         f"{args.seconds:g} s ({len(idle)} tasks a phase)"
     )
     print(f"  A idle: B submit->start p50 {pct(idle, 0.5):.1f} ms, p99 {pct(idle, 0.99):.1f} ms")

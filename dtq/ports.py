@@ -21,7 +21,7 @@ from typing import Protocol
 
 from dtq.domain.audit import AuditEvent
 from dtq.domain.auth import ApiKey, Principal
-from dtq.domain.limits import DispatchRate, TenantLimits
+from dtq.domain.limits import DispatchRate, Share, TenantLimits
 from dtq.domain.model import (
     Cancelled,
     Family,
@@ -238,11 +238,13 @@ class DispatchQueue(Protocol):
         tokens: Sequence[str],
         lease_seconds: float,
         rates: Mapping[str, tuple[float, int]],
+        share: Share = ...,
     ) -> tuple[list[Ready], float, float]:
         """`lease`, taking no more tasks of a type in `rates` (type -> (leases
         per second, burst)) than its token bucket holds, and skipping it when
         empty; also returns the seconds until a skipped type with ready tasks
-        gets its next token (0: none is waiting)."""
+        gets its next token (0: none is waiting). `share`: the running caps and
+        fairness key weights of the queue's tenant."""
         ...
 
     async def set_deadlines(self, queue: str, refs: Sequence[tuple[LeaseRef, float]]) -> None:
@@ -282,8 +284,9 @@ class DispatchQueue(Protocol):
 
     async def ping(self) -> None: ...
 
-    async def restore_leases(self, items: Sequence[tuple[str, LeaseRef, float]]) -> int:
-        """Re-create leases (queue, lease, deadline) missing from Redis."""
+    async def restore_leases(self, items: Sequence[tuple[str, LeaseRef, float, str]]) -> int:
+        """Re-create leases (queue, lease, deadline, fairness key) missing from
+        Redis, and count them as running."""
         ...
 
     async def now(self) -> float:

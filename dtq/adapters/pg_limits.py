@@ -3,6 +3,7 @@ and the queued count the cap is checked against."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from dtq.adapters import pg_sql as sql
@@ -26,6 +27,9 @@ class PgLimits:
             "submit_rate": limits.submit_rate,
             "submit_burst": limits.submit_burst,
             "max_queued": limits.max_queued,
+            "max_running": limits.max_running,
+            "key_max_running": limits.key_max_running,
+            "key_weights": json.dumps(dict(limits.key_weights)),
             "now": as_datetime(time.time()),
         }
         (stored,) = await self.pg.fetch(sql.SET_TENANT_LIMITS, args)

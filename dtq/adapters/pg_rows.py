@@ -175,6 +175,9 @@ def tenant_limits(m: Row) -> TenantLimits:
         m["submit_burst"],
         m["max_queued"],
         m["updated_at"].timestamp(),
+        m["max_running"],
+        m["key_max_running"],
+        json.loads(weights) if isinstance(weights := m["key_weights"], str) else dict(weights),
     )
 
 

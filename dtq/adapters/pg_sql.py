@@ -363,14 +363,19 @@ EARLIER_BY_KEY = (
 )
 
 # -- quotas and rate limits --------------------------------------------------------------
-_TENANT_LIMITS = "tenant, submit_rate, submit_burst, max_queued, updated_at"
+_TENANT_LIMITS = (
+    "tenant, submit_rate, submit_burst, max_queued, updated_at, max_running, key_max_running,"
+    " key_weights"
+)
 TENANT_LIMITS = Sql(f"SELECT {_TENANT_LIMITS} FROM tenant_limits ORDER BY tenant", tenant_limits)
 SET_TENANT_LIMITS = Sql(
     f"""INSERT INTO tenant_limits ({_TENANT_LIMITS})
-    VALUES (%(tenant)s, %(submit_rate)s, %(submit_burst)s, %(max_queued)s, %(now)s)
+    VALUES (%(tenant)s, %(submit_rate)s, %(submit_burst)s, %(max_queued)s, %(now)s,
+        %(max_running)s, %(key_max_running)s, %(key_weights)s::jsonb)
     ON CONFLICT (tenant) DO UPDATE SET submit_rate = excluded.submit_rate,
         submit_burst = excluded.submit_burst, max_queued = excluded.max_queued,
-        updated_at = excluded.updated_at
+        updated_at = excluded.updated_at, max_running = excluded.max_running,
+        key_max_running = excluded.key_max_running, key_weights = excluded.key_weights
     RETURNING {_TENANT_LIMITS}""",
     tenant_limits,
 )

@@ -213,9 +213,14 @@ tenant_limits = Table(
     Column("submit_burst", Integer),
     Column("max_queued", BigInteger),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("max_running", Integer),  # in each of the tenant's queues (0015)
+    Column("key_max_running", Integer),  # per fairness key in a queue
+    Column("key_weights", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     CheckConstraint("submit_rate > 0", name="tenant_limits_rate_check"),
     CheckConstraint("submit_burst >= 1", name="tenant_limits_burst_check"),
     CheckConstraint("max_queued >= 0", name="tenant_limits_queued_check"),
+    CheckConstraint("max_running >= 1", name="tenant_limits_running_check"),
+    CheckConstraint("key_max_running >= 1", name="tenant_limits_key_running_check"),
 )
 
 # Per (queue, task type) dispatch rates: leases granted per second, across

@@ -19,7 +19,16 @@ from dtq.domain.errors import DtqError
 
 T = TypeVar("T")
 MAX_CONNECTIONS = 100
-SCRIPTS = ("enqueue", "join_turns", "lease", "extend", "claim_expired", "take_tokens")
+SCRIPTS = (
+    "enqueue",
+    "join_turns",
+    "lease",
+    "extend",
+    "claim_expired",
+    "end_leases",
+    "restore_leases",
+    "take_tokens",
+)
 
 
 def connect(dsn: str, timeout: float) -> aioredis.Redis:

@@ -17,6 +17,10 @@ tenant's must not overwrite another's.
 |                              |        | without #), score = pass: the lowest goes next     |
 | dtq:{q}:types                | SET    | task types ever made ready in the queue            |
 | dtq:{q}:leases               | ZSET   | id (16 B) + token (16 B), score = deadline (ms)    |
+| dtq:{q}:holders              | HASH   | lease member -> its task's fairness key            |
+| dtq:{q}:running              | HASH   | 'all' -> leases held, '#'+key -> those of the key  |
+|                              |        | (what max_running caps are checked against)        |
+| dtq:{q}:capped               | SET    | '#'+key / 'all' passed over at their cap           |
 | dtq:{q}:paused               | STRING | present while the queue is paused                  |
 | dtq:{q}:rate:{type}          | HASH   | dispatch rate bucket: t tokens, ts (ms); TTL: full |
 | dtq:tenant:{t}:submit        | HASH   | a tenant's submit rate bucket (as above)           |
@@ -103,6 +107,23 @@ def types(queue: str) -> str:
 
 def leases(queue: str) -> str:
     return f"dtq:{{{queue}}}:leases"
+
+
+def holders(queue: str) -> str:
+    return f"dtq:{{{queue}}}:holders"
+
+
+def running(queue: str) -> str:
+    return f"dtq:{{{queue}}}:running"
+
+
+def capped(queue: str) -> str:
+    return f"dtq:{{{queue}}}:capped"
+
+
+def lease_counts(queue: str) -> list[str]:
+    """The keys that end_leases.lua and claim_expired.lua take after the leases."""
+    return [holders(queue), running(queue), capped(queue)]
 
 
 def paused(queue: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from dtq.adapters import redis_keys as keys
 from dtq.adapters.group_commit import GroupCommit
 from dtq.adapters.redis_conn import RedisCalls
+from dtq.domain.limits import NO_SHARE, Share
 from dtq.domain.model import LeaseRef, Task
 from dtq.ports import Ready
 
@@ -85,6 +86,13 @@ class RedisQueue:
         popped, now, _ = await self.lease_rated(queue, task_types, tokens, lease_seconds, {})
         return popped, now
 
+    @staticmethod
+    def _share_args(share: Share) -> list[Any]:
+        args: list[Any] = [share.max_running, share.key_max_running, len(share.weights)]
+        for key, weight in share.weights:
+            args += [key, weight]
+        return args
+
     async def lease_rated(
         self,
         queue: str,
@@ -92,18 +100,26 @@ class RedisQueue:
         tokens: Sequence[str],
         lease_seconds: float,
         rates: Mapping[str, tuple[float, int]],
+        share: Share = NO_SHARE,
     ) -> tuple[list[Ready], float, float]:
         steps = keys.steps(queue, task_types)
         rated = [(i, t) for i, t in enumerate(task_types) if t in rates]
         args: list[Any] = [len(tokens), int(lease_seconds * 1000), self.aging_us]
-        args += [len(task_types), len(rated)]
+        args += [len(task_types), *self._share_args(share), len(rated)]
         for i, t in rated:
             args += [i + 1, repr(float(rates[t][0])), int(rates[t][1])]
         args += [bytes.fromhex(t) for t in tokens]
         buckets = [keys.dispatch_bucket(queue, t) for _, t in rated]
         out = await self._call(
             lambda: self._scripts["lease"](
-                keys=[keys.leases(queue), keys.paused(queue), *steps, *buckets], args=args
+                keys=[
+                    keys.leases(queue),
+                    keys.paused(queue),
+                    *keys.lease_counts(queue),
+                    *steps,
+                    *buckets,
+                ],
+                args=args,
             )
         )
         popped = [
@@ -132,29 +148,45 @@ class RedisQueue:
 
     async def drop_leases(self, queue: str, refs: Sequence[LeaseRef]) -> None:
         if refs:
-            members = [keys.lease_member(r.task_id, r.token) for r in refs]
-            await self._call(lambda: self.redis.zrem(keys.leases(queue), *members))
+            await self._call(lambda: self._end_leases(queue, refs, self.redis))
+
+    def _end_leases(self, queue: str, refs: Sequence[LeaseRef], client: Any) -> Any:
+        """end_leases.lua on `client` (the connection, or a pipeline)."""
+        members = [keys.lease_member(r.task_id, r.token) for r in refs]
+        return self._scripts["end_leases"](
+            keys=[keys.leases(queue), *keys.lease_counts(queue)],
+            args=[keys.notify_channel(queue), *members],
+            client=client,
+        )
 
     async def claim_expired(self, queue: str, limit: int) -> list[LeaseRef]:
         out = await self._call(
-            lambda: self._scripts["claim_expired"](keys=[keys.leases(queue)], args=[limit])
+            lambda: self._scripts["claim_expired"](
+                keys=[keys.leases(queue), *keys.lease_counts(queue)],
+                args=[limit, keys.notify_channel(queue)],
+            )
         )
         return [LeaseRef(*keys.split_member(m)) for m in out]
 
     # -- leases recovered --------------------------------------------------------
 
-    async def restore_leases(self, items: Sequence[tuple[str, LeaseRef, float]]) -> int:
-        """Re-create leases of RUNNING tasks (queue, lease, deadline in Unix s)."""
+    async def restore_leases(self, items: Sequence[tuple[str, LeaseRef, float, str]]) -> int:
+        """Re-create leases of RUNNING tasks (queue, lease, deadline in Unix s,
+        fairness key), counting them in the running counts."""
         if not items:
             return 0
-        by_queue: dict[str, dict[bytes, int]] = defaultdict(dict)
-        for queue, ref, deadline in items:
-            by_queue[queue][keys.lease_member(ref.task_id, ref.token)] = int(deadline * 1000)
+        by_queue: dict[str, list[Any]] = defaultdict(list)
+        for queue, ref, deadline, key in items:
+            member = keys.lease_member(ref.task_id, ref.token)
+            by_queue[queue] += [member, int(deadline * 1000), key]
 
         async def run() -> int:
             pipe = self.redis.pipeline(transaction=False)
-            for queue, mapping in by_queue.items():
-                pipe.zadd(keys.leases(queue), mapping, nx=True)
+            for queue, args in by_queue.items():
+                counts = [keys.holders(queue), keys.running(queue)]
+                await self._scripts["restore_leases"](
+                    keys=[keys.leases(queue), *counts], args=args, client=pipe
+                )
                 pipe.sadd(keys.QUEUES, queue)
             out = await pipe.execute()
             return sum(out[0::2])
@@ -181,8 +213,7 @@ class RedisQueue:
             pipe = self.redis.pipeline(transaction=False)
             for queue, (refs, completed, failed) in finished.items():
                 if refs:
-                    members = [keys.lease_member(r.task_id, r.token) for r in refs]
-                    pipe.zrem(keys.leases(queue), *members)
+                    await self._end_leases(queue, refs, pipe)
                 for kind, n in (("completed", completed), ("failed", failed)):
                     if n:
                         key = keys.counter(queue, kind, bucket)

@@ -378,6 +378,11 @@ def tenant_limits(t: TenantLimits) -> admin_service_pb2.TenantLimits:
         msg.submit_burst = t.submit_burst
     if t.max_queued is not None:
         msg.max_queued = t.max_queued
+    if t.max_running is not None:
+        msg.max_running = t.max_running
+    if t.key_max_running is not None:
+        msg.key_max_running = t.key_max_running
+    msg.key_weights.update(t.key_weights)
     if t.updated_at:
         _at(msg.update_time, t.updated_at)
     return msg
@@ -389,6 +394,9 @@ def tenant_limits_of(msg: admin_service_pb2.TenantLimits) -> TenantLimits:
         msg.submit_rate if msg.HasField("submit_rate") else None,
         msg.submit_burst if msg.HasField("submit_burst") else None,
         msg.max_queued if msg.HasField("max_queued") else None,
+        max_running=msg.max_running if msg.HasField("max_running") else None,
+        key_max_running=msg.key_max_running if msg.HasField("key_max_running") else None,
+        key_weights=dict(msg.key_weights),
     )
 
 

@@ -81,6 +81,10 @@ class Session:
     sub: Subscription
     capacity: int
     held: dict[uuid.UUID, Held] = field(default_factory=dict)
+    # Leases whose outcome is being recorded: the worker's slot is free already
+    # (it sent the outcome), so they take no capacity, but they are still
+    # the worker's (a heartbeat that names one is not told it is lost).
+    finishing: dict[uuid.UUID, Held] = field(default_factory=dict)
     outbox: asyncio.Queue[Push | None] = field(default_factory=asyncio.Queue)
     draining: bool = False
     closed: bool = False
@@ -121,6 +125,28 @@ class Session:
         self.closed = True
         self.goodbye = goodbye
         self.outbox.put_nowait(None)
+
+    def finish(self, task_ids: Sequence[uuid.UUID]) -> None:
+        """Outcomes of these leases arrived: their slots are free while they are
+        recorded (`finished` once they are, `unfinish` if they are not)."""
+        for task_id in task_ids:
+            held = self.drop(task_id)
+            if held is not None:
+                self.finishing[task_id] = held
+
+    def finished(self, task_ids: Sequence[uuid.UUID]) -> None:
+        for task_id in task_ids:
+            self.finishing.pop(task_id, None)
+
+    def unfinish(self, task_ids: Sequence[uuid.UUID]) -> None:
+        """Not recorded: the worker sends the outcomes again; the leases are held."""
+        for task_id in task_ids:
+            held = self.finishing.pop(task_id, None)
+            if held is not None:
+                self.held[task_id] = held
+
+    def holds(self, task_id: uuid.UUID) -> Held | None:
+        return self.held.get(task_id) or self.finishing.get(task_id)
 
     def drop(self, task_id: uuid.UUID) -> Held | None:
         """The lease of `task_id` ended (outcome, release, loss)."""

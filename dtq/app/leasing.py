@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from dtq import metrics, tracing
 from dtq.app import caller, task_metrics
 from dtq.domain.errors import STALE_LEASE, DtqError, OutcomeUnknown
+from dtq.domain.limits import NO_SHARE, Share
 from dtq.domain.model import Lease, LeaseRef, Outcome, Subscription, Task, TaskError, TaskState
 from dtq.domain.retry import RetryPolicy, exhausted
 from dtq.ports import Clock, DispatchQueue, Grant, Ready, Resolution, TaskStore
@@ -62,6 +63,8 @@ class Leasing:
     default_lease: float = 30.0
     # The dispatch rates of a queue's task types: type -> (per second, burst).
     rates_of: Callable[[str], Mapping[str, tuple[float, int]]] = lambda queue: {}
+    # The running caps and key weights of a queue's tenant (`tenant_queue` name).
+    share_of: Callable[[str], Share] = lambda queue: NO_SHARE
     # Called with (queue, rated types, seconds) when ready tasks of a rated
     # type wait for a token: when to try again.
     on_throttled: list[Callable[[str, Sequence[str], float], None]] = field(default_factory=list)
@@ -118,10 +121,11 @@ class Leasing:
     ) -> tuple[list[Ready], float]:
         rates = self.rates_of(queue)
         rated = {t: rates[t] for t in sub.task_types if t in rates}
-        if not rated:
+        share = self.share_of(queue)
+        if not rated and share == NO_SHARE:
             return await self.queue.lease(queue, sub.task_types, tokens, self.default_lease)
         popped, redis_now, wait = await self.queue.lease_rated(
-            queue, sub.task_types, tokens, self.default_lease, rated
+            queue, sub.task_types, tokens, self.default_lease, rated, share
         )
         if wait > 0:
             metrics.dispatch_throttled.labels(metrics.queue_label(queue)).inc()
@@ -216,17 +220,17 @@ class Leasing:
         current = {t.id: t for t in await self.store.get_many([r.task_id for r, _ in missing])}
         now = await self.queue.now()
         revived = {
-            ref: now + seconds
+            ref: (now + seconds, t.fairness_key)
             for ref, seconds in missing
             if (t := current.get(ref.task_id))
             and t.state == TaskState.RUNNING
             and t.lease_token == ref.token
         }
         if revived:
-            await self.queue.restore_leases([(queue, r, d) for r, d in revived.items()])
+            await self.queue.restore_leases([(queue, r, d, k) for r, (d, k) in revived.items()])
             log.warning("leases_restored", extra={"queue": queue, "count": len(revived)})
         return [
-            d if d is not None else revived.get(ref)
+            d if d is not None else (revived[ref][0] if ref in revived else None)
             for (ref, _), d in zip(refs, deadlines, strict=True)
         ]
 

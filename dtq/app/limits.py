@@ -49,10 +49,12 @@ from dtq.domain.errors import DtqError
 from dtq.domain.limits import (
     QUEUED_CAP,
     RATE_LIMITED,
+    Share,
     TenantLimits,
     queued_cap,
     rate_limited,
 )
+from dtq.domain.tenants import split_tenant_queue
 from dtq.ports import LimitStore, RateBuckets
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,10 @@ class LimitsCache:
 
     def rates_of(self, queue: str) -> Mapping[str, tuple[float, int]]:
         return self.rates.get(queue, {})
+
+    def share_of(self, queue: str) -> Share:
+        """The running caps and key weights of a `tenant_queue` name's tenant."""
+        return Share.of(self.tenants.get(split_tenant_queue(queue)[0]))
 
     async def run(self) -> None:
         """Re-read forever; a failed read keeps what was known."""

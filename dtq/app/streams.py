@@ -82,20 +82,29 @@ class Streams:
         await self.heartbeat(session, session.refs())
 
     async def on_outcomes(self, session: Session, outcomes: Sequence[Outcome]) -> None:
-        results = await self.leasing.report(outcomes)
-        for outcome in outcomes:
-            session.drop(outcome.task_id)
+        """The worker's slots are free once it sends the outcomes, so the
+        session's are freed before the commit: the next lease is granted while
+        they are recorded, and a task waiting for a slot (another fairness
+        key's, say) does not also wait for a commit it has no part in."""
+        ids = [o.task_id for o in outcomes]
+        session.finish(ids)
+        self.dispatcher.freed(session)
+        try:
+            results = await self.leasing.report(outcomes)
+        except BaseException:
+            session.unfinish(ids)
+            raise
+        session.finished(ids)
         session.outbox.put_nowait(
             Push(acks=[(o.task_id, r) for o, r in zip(outcomes, results, strict=True)])
         )
-        self.dispatcher.freed(session)
 
     async def heartbeat(self, session: Session, refs: Sequence[LeaseRef]) -> None:
         """Extend each lease the session holds; revoke the ones that are lost."""
         lost: list[uuid.UUID] = []
         by_queue: dict[str, list[tuple[LeaseRef, float]]] = defaultdict(list)
         for ref in refs:
-            held = session.held.get(ref.task_id)
+            held = session.holds(ref.task_id)
             if held is None or held.token != ref.token:
                 lost.append(ref.task_id)
             else:

@@ -38,6 +38,17 @@ def rate_of(text: str) -> float:
         bad_input(str(error))
 
 
+def _weights(items: list[str]) -> dict[str, int]:
+    """`KEY=W` options as a map; a bad one ends the command (exit 2)."""
+    out: dict[str, int] = {}
+    for item in items:
+        key, sep, weight = item.rpartition("=")
+        if not sep or not weight.isdigit():
+            bad_input(f"--key-weight {item!r}: write KEY=W, e.g. cust-42=5")
+        out[key] = int(weight)
+    return out
+
+
 def per_second(rate: float) -> str:
     return f"{rate:g}/s" if rate >= 1 else f"{rate * 60:g}/m"
 
@@ -52,13 +63,19 @@ def _limits_rows(items: list[pb.TenantLimits]) -> list[list[str]]:
             or_none(t, "submit_rate", per_second(t.submit_rate)),
             or_none(t, "submit_burst", str(t.submit_burst)) if t.HasField("submit_rate") else "-",
             or_none(t, "max_queued", str(t.max_queued)),
+            or_none(t, "max_running", str(t.max_running)),
+            or_none(t, "key_max_running", str(t.key_max_running)),
+            ",".join(f"{k}={w}" for k, w in sorted(t.key_weights.items())) or "-",
         ]
         for t in items
     ]
 
 
 def show_limits(items: list[pb.TenantLimits]) -> None:
-    headers = ["TENANT", "SUBMIT RATE", "BURST", "MAX QUEUED"]
+    headers = [
+        "TENANT", "SUBMIT RATE", "BURST", "MAX QUEUED", "MAX RUNNING", "KEY MAX RUNNING",
+        "KEY WEIGHTS",
+    ]  # fmt: skip
     output.rows_table(headers, _limits_rows(items), "tenants with limits")
 
 
@@ -74,6 +91,20 @@ def set_limits(
     max_queued: Annotated[
         int | None,
         typer.Option(metavar="N", min=0, help="Most queued tasks (pending, scheduled, retrying)."),
+    ] = None,
+    max_running: Annotated[
+        int | None,
+        typer.Option(metavar="N", min=1, help="Most running tasks of the tenant in one queue."),
+    ] = None,
+    key_max_running: Annotated[
+        int | None,
+        typer.Option(metavar="N", min=1, help="Most running tasks per fairness key in a queue."),
+    ] = None,
+    key_weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=W", help="Weight of a fairness key in fair dispatch (repeatable)."
+        ),
     ] = None,
     json_out: JsonOpt = False,
     *,
@@ -92,6 +123,11 @@ def set_limits(
         limits.submit_burst = burst
     if max_queued is not None:
         limits.max_queued = max_queued
+    if max_running is not None:
+        limits.max_running = max_running
+    if key_max_running is not None:
+        limits.key_max_running = key_max_running
+    limits.key_weights.update(_weights(key_weight or []))
     with connect(target) as client:
         reply = client.call(
             lambda s: s.admin.SetTenantLimits, pb.SetTenantLimitsRequest(limits=limits)

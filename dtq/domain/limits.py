@@ -2,25 +2,30 @@
 errors a caller over a limit gets.
 
 Per tenant: a submit rate (a token bucket: `rate` tasks per second refill,
-`burst` at most in the bucket) and a cap on queued tasks (PENDING, SCHEDULED
-and FAILED-awaiting-retry). Per (queue, task type): a dispatch rate, leases
-granted per second across every server and worker. Over a limit:
-RESOURCE_EXHAUSTED with a RetryInfo of when to try again.
+`burst` at most in the bucket), a cap on queued tasks (PENDING, SCHEDULED
+and FAILED-awaiting-retry), caps on running tasks (in each of its queues, and
+per fairness key there) and the weights of its fairness keys in fair dispatch.
+Per (queue, task type): a dispatch rate, leases granted per second across
+every server and worker. Over a limit: RESOURCE_EXHAUSTED with a RetryInfo of when to try again.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from dtq.domain.errors import Code, DtqError
+from dtq.domain.tenants import MAX_WEIGHT
 
 RATE_LIMITED = "RATE_LIMITED"
 QUEUED_CAP = "QUEUED_CAP"
 MAX_RATE = 1_000_000.0  # per second
 MAX_BURST = 1_000_000
 MAX_QUEUED = 10**12
+MAX_RUNNING = 1_000_000
+MAX_KEY_WEIGHTS = 100  # weighted fairness keys per tenant: each is an argument of every lease
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*([a-z]+))?\s*")
 
@@ -34,6 +39,12 @@ class TenantLimits:
     submit_burst: int | None = None  # None: one second's worth (at least 1)
     max_queued: int | None = None
     updated_at: float = 0.0
+    # Most RUNNING tasks of the tenant in one queue, and of one fairness key
+    # there (a queue lives in one Redis slot, which the lease script counts in).
+    max_running: int | None = None
+    key_max_running: int | None = None
+    # Fairness key -> weight (1..MAX_WEIGHT; a key not named weighs 1).
+    key_weights: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def burst(self) -> int:
@@ -49,6 +60,25 @@ class DispatchRate:
     rate: float
     burst: int
     updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What the lease script enforces in one of a tenant's queues; 0: no cap."""
+
+    max_running: int = 0
+    key_max_running: int = 0
+    weights: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, limits: TenantLimits | None) -> Share:
+        if limits is None:
+            return NO_SHARE
+        weights = tuple(sorted((k, w) for k, w in limits.key_weights.items() if w != 1))
+        return cls(limits.max_running or 0, limits.key_max_running or 0, weights)
+
+
+NO_SHARE = Share()
 
 
 def default_burst(rate: float) -> int:
@@ -86,6 +116,15 @@ def check_tenant_limits(limits: TenantLimits) -> None:
             raise DtqError.invalid("submit_burst", f"must be 1 to {MAX_BURST}")
     if limits.max_queued is not None and not (0 <= limits.max_queued <= MAX_QUEUED):
         raise DtqError.invalid("max_queued", f"must be 0 to {MAX_QUEUED}")
+    for name in ("max_running", "key_max_running"):
+        cap = getattr(limits, name)
+        if cap is not None and not (1 <= cap <= MAX_RUNNING):
+            raise DtqError.invalid(name, f"must be 1 to {MAX_RUNNING}")
+    if len(limits.key_weights) > MAX_KEY_WEIGHTS:
+        raise DtqError.invalid("key_weights", f"at most {MAX_KEY_WEIGHTS} keys")
+    for key, weight in limits.key_weights.items():
+        if not 1 <= weight <= MAX_WEIGHT:
+            raise DtqError.invalid(f"key_weights[{key!r}]", f"must be 1 to {MAX_WEIGHT}")
 
 
 def rate_limited(tenant: str, rate: float, wait: float) -> DtqError:

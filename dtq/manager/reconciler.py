@@ -86,7 +86,7 @@ class Reconciler:
             return 0
         now = await self.queue.now()
         items = [
-            (t.tenant_queue, LeaseRef(t.id, t.lease_token), now + t.lease_duration)
+            (t.tenant_queue, LeaseRef(t.id, t.lease_token), now + t.lease_duration, t.fairness_key)
             for t in running
             if t.lease_token
         ]

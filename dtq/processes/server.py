@@ -75,6 +75,7 @@ async def rate_limits(
     with contextlib.suppress(DtqError):  # else at the next refresh
         await limits.load()
     core.leasing.rates_of = limits.rates_of
+    core.leasing.share_of = limits.share_of
     core.leasing.on_throttled.append(dispatcher.throttled)
     quotas = Quotas(
         limits,

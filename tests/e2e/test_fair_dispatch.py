@@ -8,12 +8,14 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from dtq import Client
 from dtq.client import Submission, TaskState
 from tests.conftest import Server, WorkerFactory
+from tests.e2e.test_cli import dtq
 from tests.e2e.test_rest import Rest
 from tests.support.envoy import running_envoy
 from tests.support.procs import dtq_args
@@ -75,3 +77,41 @@ def test_a_too_long_fairness_key_is_refused(client: Client) -> None:
 
     with pytest.raises(InvalidArgument, match="fairness_key"):
         client.submit("noop", {}, fairness_key="k" * 129)
+
+
+def most_at_once(lines: list[str]) -> dict[str, int]:
+    """Per fairness key (and '*': all), the most tasks between start and end at once."""
+    now: dict[str, int] = {}
+    most: dict[str, int] = {}
+    for line in lines:
+        event, key, _ = line.split()
+        for k in (key, "*"):
+            now[k] = now.get(k, 0) + (1 if event == "start" else -1)
+            most[k] = max(most.get(k, 0), now[k])
+    return most
+
+
+def test_a_key_capped_at_two_never_runs_more_than_two(
+    server: Server, client: Client, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "handlers.log"
+    set_limits = ("tenant", "set-limits", "default", "--key-max-running", "2")
+    assert dtq(server, *set_limits).returncode == 0
+    try:
+        payload = {"log": str(log), "sleep": 0.05}
+        tasks = [
+            Submission("logged_sleep", {**payload, "key": k}, queue="cap", fairness_key=k)
+            for k in ("a", "b", "c")
+            for _ in range(30)
+        ]
+        handles = client.submit_many(tasks)
+        start_worker("-m", "tests.support.cap_handlers", "--queue", "cap", "--concurrency", "8")
+        for handle in handles:
+            handle.result(timeout=60)
+    finally:
+        assert dtq(server, "tenant", "set-limits", "default").returncode == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 * len(tasks)
+    most = most_at_once(lines)
+    assert most["a"] == most["b"] == most["c"] == 2, most
+    assert most["*"] > 2, most  # the other keys ran beside a capped one

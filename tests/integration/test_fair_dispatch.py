@@ -44,7 +44,8 @@ async def test_keys_take_turns(redis_url: str) -> None:
         await q.enqueue(a)
         await q.enqueue(b)
         order = await lease_keys(q, 8, index(a, b))
-    assert order == ["a", "b", "a", "b", "a", "b", "a", "a"]
+    # b joins just ahead of a's backlog (a tie on the pass would favour "a").
+    assert order == ["b", "a", "b", "a", "b", "a", "a", "a"]
 
 
 @async_test
@@ -82,7 +83,7 @@ async def test_priorities_come_before_turns(redis_url: str) -> None:
         low = [keyed("b", L)]
         await q.enqueue(urgent + low)
         popped, _ = await q.lease("q", ("t",), [token() for _ in range(23)], 30.0)
-    assert [r.id for r in popped[:2]] == [r.id for r in urgent]
+    assert {r.id for r in popped[:2]} == {r.id for r in urgent}
     assert popped[-1].id == low[0].id
 
 
@@ -94,7 +95,7 @@ async def test_tasks_without_a_key_take_turns_with_keyed_ones(redis_url: str) ->
         await q.enqueue(plain)
         await q.enqueue(b)
         order = await lease_keys(q, 7, index(plain, b))
-    assert order == ["", "b", "", "b", "", "", ""]
+    assert order == ["b", "", "b", "", "", "", ""]
 
 
 @async_test

@@ -9,8 +9,10 @@ from google.rpc import error_details_pb2, status_pb2
 from dtq.api.errors import grpc_status
 from dtq.domain.errors import Code, DtqError
 from dtq.domain.limits import (
+    NO_SHARE,
     QUEUED_CAP,
     RATE_LIMITED,
+    Share,
     TenantLimits,
     check_tenant_limits,
     default_burst,
@@ -48,6 +50,10 @@ def test_the_default_burst_is_one_seconds_worth() -> None:
         (TenantLimits("t", submit_burst=5), "submit_burst"),
         (TenantLimits("t", submit_rate=1, submit_burst=0), "submit_burst"),
         (TenantLimits("t", max_queued=-1), "max_queued"),
+        (TenantLimits("t", max_running=0), "max_running"),
+        (TenantLimits("t", key_max_running=1_000_001), "key_max_running"),
+        (TenantLimits("t", key_weights={"a": 0}), "key_weights['a']"),
+        (TenantLimits("t", key_weights={str(i): 2 for i in range(101)}), "key_weights"),
     ],
 )
 def test_bad_limits_name_their_field(limits: TenantLimits, field: str) -> None:
@@ -55,6 +61,12 @@ def test_bad_limits_name_their_field(limits: TenantLimits, field: str) -> None:
         check_tenant_limits(limits)
     assert caught.value.code == Code.INVALID_ARGUMENT
     assert caught.value.violations[0].field == field
+
+
+def test_the_share_names_only_keys_that_weigh_more_than_one() -> None:
+    limits = TenantLimits("t", max_running=4, key_weights={"b": 2, "a": 1, "c": 5})
+    assert Share.of(limits) == Share(4, 0, (("b", 2), ("c", 5)))
+    assert Share.of(None) == NO_SHARE == Share.of(TenantLimits("t"))
 
 
 def test_no_limits_at_all_is_fine() -> None:

@@ -4,6 +4,7 @@ open and adopt, outcomes, heartbeats, releases, capacity, stalls."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
@@ -70,6 +71,40 @@ def test_outcomes_are_acked_settle_the_tasks_and_free_the_slots() -> None:
     assert all(not isinstance(result, DtqError) for _, result in acks[0].acks)
     assert states == {TaskState.COMPLETED: 1, TaskState.DEAD_LETTERED: 1}
     assert (held, again) == (0, 2)
+
+
+def test_a_slot_is_free_while_its_outcome_is_recorded_and_held_again_if_not() -> None:
+    async def go() -> tuple[int, set[Any], list[Push], int]:
+        w = World()
+        session = await w.open(slots=1)
+        (ref,) = await w.lease(session)
+        recording = asyncio.Event()
+        report = w.leasing.report
+
+        async def slow_report(outcomes: Any) -> Any:
+            recording.set()
+            await asyncio.sleep(0.01)
+            return await report(outcomes)
+
+        w.leasing.report = slow_report  # type: ignore[method-assign]
+        done = asyncio.create_task(
+            w.streams.on_outcomes(session, [Outcome(ref.task_id, ref.token, result=b"1")])
+        )
+        await recording.wait()
+        free_meanwhile = session.free
+        await w.streams.heartbeat(session, [ref])  # the worker still names it
+        revoked = {t for p in drain(session) for t, _ in p.revoked}
+        await done
+        w.leasing.report = report  # type: ignore[method-assign]
+        (other,) = await w.lease(session)
+        w.leasing.down = True
+        with contextlib.suppress(DtqError):
+            await w.streams.on_outcomes(session, [Outcome(other.task_id, other.token, b"1")])
+        return free_meanwhile, revoked, drain(session), len(session.held)
+
+    free_meanwhile, revoked, _, held = run(go())
+    assert free_meanwhile == 1 and revoked == set()
+    assert held == 1  # not recorded: the worker sends it again, the lease is its own
 
 
 def test_an_outcome_for_a_lease_not_held_is_acked_with_its_error() -> None:

@@ -9,7 +9,11 @@
 -- Score = Redis time in microseconds (+ position in the call, for FIFO), so
 -- one clock orders every server's submissions. NX keeps an already indexed
 -- task where it is (re-indexing after a rebuild is harmless). A fairness key
--- that had no turn joins the turns at the lowest pass there: it goes next.
+-- that had no turn joins the turns just below the lowest pass there, so it goes
+-- next (at the lowest pass, a tie with a backlogged key of a smaller name would
+-- make it wait one more turn); AHEAD is half the smallest stride (1 / 1000, the
+-- highest weight), so its next pass is behind the key it jumped.
+local AHEAD = 0.0005
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local k = (#KEYS - 1) / 2
@@ -23,7 +27,7 @@ for j = 1, k do
   local turns, key = KEYS[2 * j + 1], ARGV[2 * j + 1]
   if not redis.call('ZSCORE', turns, key) then
     local low = redis.call('ZRANGE', turns, 0, 0, 'WITHSCORES')
-    redis.call('ZADD', turns, tonumber(low[2]) or 0, key)
+    redis.call('ZADD', turns, low[2] and tonumber(low[2]) - AHEAD or 0, key)
   end
 end
 local n = 0

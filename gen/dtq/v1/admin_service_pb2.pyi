@@ -1112,11 +1112,34 @@ class TenantLimits(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class KeyWeightsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TENANT_FIELD_NUMBER: _builtins.int
     SUBMIT_RATE_FIELD_NUMBER: _builtins.int
     SUBMIT_BURST_FIELD_NUMBER: _builtins.int
     MAX_QUEUED_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    MAX_RUNNING_FIELD_NUMBER: _builtins.int
+    KEY_MAX_RUNNING_FIELD_NUMBER: _builtins.int
+    KEY_WEIGHTS_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant name (every caller is in `default` until tenants are configured)."""
     submit_rate: _builtins.float
@@ -1134,9 +1157,26 @@ class TenantLimits(_message.Message):
     DTQ_QUEUED_COUNT_REFRESH seconds (1), so the cluster may overshoot it by
     what the other servers accept in that time.
     """
+    max_running: _builtins.int
+    """Most tasks of the tenant running at once in one queue (each queue is
+    counted on its own: it lives in one Redis slot); 1 to 1,000,000. Ready
+    tasks past the cap wait, in order, until a running one ends.
+    """
+    key_max_running: _builtins.int
+    """Most tasks of one fairness key running at once in a queue; 1 to
+    1,000,000. A key at its cap is passed over (it keeps its turn) and the
+    other keys keep flowing; it is served again when one of its tasks ends.
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the limits were last set; unset when never."""
+
+    @_builtins.property
+    def key_weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Weights of fairness keys in fair dispatch: while keys have ready tasks, a
+        key of weight 3 is leased three tasks to one of a key of weight 1. 1 to
+        1,000 each; a key not named weighs 1; at most 100 keys.
+        """
 
     def __init__(
         self,
@@ -1146,19 +1186,30 @@ class TenantLimits(_message.Message):
         submit_burst: _builtins.int | None = ...,
         max_queued: _builtins.int | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        max_running: _builtins.int | None = ...,
+        key_max_running: _builtins.int | None = ...,
+        key_weights: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_queued", b"_max_queued", "_submit_burst", b"_submit_burst", "_submit_rate", b"_submit_rate", "max_queued", b"max_queued", "submit_burst", b"submit_burst", "submit_rate", b"submit_rate", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_key_max_running", b"_key_max_running", "_max_queued", b"_max_queued", "_max_running", b"_max_running", "_submit_burst", b"_submit_burst", "_submit_rate", b"_submit_rate", "key_max_running", b"key_max_running", "max_queued", b"max_queued", "max_running", b"max_running", "submit_burst", b"submit_burst", "submit_rate", b"submit_rate", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_queued", b"_max_queued", "_submit_burst", b"_submit_burst", "_submit_rate", b"_submit_rate", "max_queued", b"max_queued", "submit_burst", b"submit_burst", "submit_rate", b"submit_rate", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_key_max_running", b"_key_max_running", "_max_queued", b"_max_queued", "_max_running", b"_max_running", "_submit_burst", b"_submit_burst", "_submit_rate", b"_submit_rate", "key_max_running", b"key_max_running", "key_weights", b"key_weights", "max_queued", b"max_queued", "max_running", b"max_running", "submit_burst", b"submit_burst", "submit_rate", b"submit_rate", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__key_max_running: _TypeAlias = _typing.Literal["key_max_running"]  # noqa: Y015
+    _WhichOneofArgType__key_max_running: _TypeAlias = _typing.Literal["_key_max_running", b"_key_max_running"]  # noqa: Y015
     _WhichOneofReturnType__max_queued: _TypeAlias = _typing.Literal["max_queued"]  # noqa: Y015
     _WhichOneofArgType__max_queued: _TypeAlias = _typing.Literal["_max_queued", b"_max_queued"]  # noqa: Y015
+    _WhichOneofReturnType__max_running: _TypeAlias = _typing.Literal["max_running"]  # noqa: Y015
+    _WhichOneofArgType__max_running: _TypeAlias = _typing.Literal["_max_running", b"_max_running"]  # noqa: Y015
     _WhichOneofReturnType__submit_burst: _TypeAlias = _typing.Literal["submit_burst"]  # noqa: Y015
     _WhichOneofArgType__submit_burst: _TypeAlias = _typing.Literal["_submit_burst", b"_submit_burst"]  # noqa: Y015
     _WhichOneofReturnType__submit_rate: _TypeAlias = _typing.Literal["submit_rate"]  # noqa: Y015
     _WhichOneofArgType__submit_rate: _TypeAlias = _typing.Literal["_submit_rate", b"_submit_rate"]  # noqa: Y015
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_max_running) -> _WhichOneofReturnType__key_max_running | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_queued) -> _WhichOneofReturnType__max_queued | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_running) -> _WhichOneofReturnType__max_running | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__submit_burst) -> _WhichOneofReturnType__submit_burst | None: ...
     @_typing.overload
