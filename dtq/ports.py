@@ -195,9 +195,13 @@ class TaskStore(Protocol):
         were never marked running and need re-indexing)."""
         ...
 
-    async def release(self, refs: Sequence[LeaseRef], now: float) -> list[Task]:
-        """Leases a worker gave back unfinished: RUNNING -> PENDING where the
-        token matches, the attempt uncounted (attempts - 1), the worker id kept.
+    async def release(
+        self, refs: Sequence[LeaseRef], now: float, revoked: bool = False
+    ) -> list[Task]:
+        """Leases given back unfinished: RUNNING -> PENDING where the token
+        matches, the attempt uncounted, the worker id kept. `revoked`: the
+        server took them back (the worker never named them); the task's last
+        error says so, since the worker may still run that attempt.
         Returns the tasks that moved."""
         ...
 

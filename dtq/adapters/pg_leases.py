@@ -17,6 +17,11 @@ from dtq.domain.model import LeaseRef, Task, TaskError
 from dtq.ports import Decide, Grant
 
 LeaseCall = tuple[Sequence[Grant], float]
+REVOKED = TaskError(
+    "lease revoked: the worker did not name it in time (a stream that did not read, or"
+    " closed); handed back without using up a retry, so that attempt may still have run",
+    "LeaseRevoked",
+)
 CompleteCall = tuple[Sequence[tuple[LeaseRef, bytes | None]], float]
 
 
@@ -95,12 +100,16 @@ class PgLeases:
             return moved, []
         return moved, await self.pg.fetch(sql.PENDING_OF, {"ids": rest})
 
-    async def release(self, refs: Sequence[LeaseRef], now: float) -> list[Task]:
-        """The worker gave the leases back unfinished (see the retry budget in pg_sql)."""
+    async def release(
+        self, refs: Sequence[LeaseRef], now: float, revoked: bool = False
+    ) -> list[Task]:
+        """The leases go back unfinished (see the retry budget in pg_sql)."""
         if not refs:
             return []
         rows = [(str(r.task_id), r.token) for r in refs]
-        return await self.pg.fetch(sql.RELEASE, {"rows": Values(rows), "now": as_datetime(now)})
+        etype, msg = (REVOKED.type, REVOKED.message) if revoked else (None, None)
+        params = {"rows": Values(rows), "now": as_datetime(now), "etype": etype, "msg": msg}
+        return await self.pg.fetch(sql.RELEASE, params)
 
 
 def _resolutions(

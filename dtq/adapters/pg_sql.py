@@ -233,9 +233,13 @@ PENDING_OF = Sql(
     f"SELECT {_BASIC} FROM tasks t WHERE t.id = ANY(%(ids)s) AND t.state = '{S.PENDING.value}'",
     to_task,
 )
+# A server's take-back (revoked) leaves its mark as the task's last error; a
+# worker's own hand-back (etype NULL) does not.
 RELEASE = Sql(
     f"""UPDATE tasks t SET state = '{states.target(Event.EXPIRE).value}',
-        max_retries = {RELEASED_BUDGET}, lease_token = NULL, updated_at = %(now)s
+        max_retries = {RELEASED_BUDGET}, lease_token = NULL, updated_at = %(now)s,
+        error_type = COALESCE(%(etype)s, t.error_type),
+        error_message = COALESCE(%(msg)s, t.error_message)
     FROM (VALUES %(rows)s) AS v(id, token)
     WHERE t.id = v.id::uuid AND t.lease_token = v.token AND t.state IN ({_in(Event.EXPIRE)})
     RETURNING {_BASIC}""",

@@ -381,7 +381,7 @@ class Dispatcher:
                 continue
             log.warning("leases_unread", extra={"worker_id": session.worker_id, "tasks": len(refs)})
             with contextlib.suppress(DtqError):  # else they expire, as before
-                await self.leasing.release(refs)
+                await self.leasing.release(refs, revoked=True)
         await self._take_back_closed(now)
 
     async def _take_back_closed(self, now: float) -> None:
@@ -408,7 +408,7 @@ class Dispatcher:
             return
         log.warning("leases_of_closed_stream", extra={"tasks": len(refs)})
         with contextlib.suppress(DtqError):  # else they expire
-            await self.leasing.release(refs)
+            await self.leasing.release(refs, revoked=True)
 
     async def _deliver(self, session: Session, leases: list[Lease]) -> None:
         if not session.closed:

@@ -247,14 +247,15 @@ class Leasing:
             raise stale(ref.task_id)
         return deadline
 
-    async def release(self, refs: Sequence[LeaseRef]) -> list[Task]:
-        """Take back leases a worker gives up unfinished (it is shutting down):
+    async def release(self, refs: Sequence[LeaseRef], revoked: bool = False) -> list[Task]:
+        """Take back leases a worker gives up unfinished (it is shutting down),
+        or, `revoked`, leases the server takes back (never named by the worker):
         the tasks are PENDING again at once and the attempt does not count.
 
         PostgreSQL first (compare-and-set on the token), then Redis: re-index,
         then drop the lease. A crash in between leaves a lease that expires;
         the reaper then finds the task PENDING and re-indexes it."""
-        released = await self.store.release(refs, self.clock.now())
+        released = await self.store.release(refs, self.clock.now(), revoked)
         if not released:
             return []
         moved = {t.id for t in released}

@@ -88,3 +88,8 @@ def test_unread_streams_do_not_dead_letter_work(
     assert states == {State.Value("STATE_COMPLETED"): TASKS}, {
         State.Name(s): n for s, n in states.items()
     }
+    # A task handed back from a stream that never read says so: were that
+    # stream only paused, its worker could still run the attempt (a duplicate).
+    errors = {tasks.GetTask(tpb.GetTaskRequest(id=i), timeout=10).task.last_error.type for i in ids}
+    assert "LeaseRevoked" in errors, errors
+    assert "LeaseExpired" not in errors, errors

@@ -83,7 +83,7 @@ class MemoryLeasing:
             out[owner].append(Lease(running, token, self.now + task.lease_duration))
         return out
 
-    async def release(self, refs: Sequence[LeaseRef]) -> list[Task]:
+    async def release(self, refs: Sequence[LeaseRef], revoked: bool = False) -> list[Task]:
         self._check()
         back = []
         for ref in refs:
