@@ -220,12 +220,19 @@ def test_overview_draws_a_throughput_line_per_queue(
     rest.ok("POST", "/api/v1/tasks", {"type": "noop", "queue": "default"})
     page.goto(f"{ui}#/overview")
     row = page.locator("main tbody tr", has_text="default").first
-    line = row.locator("svg.spark polyline")
-    expect(line).to_have_count(1)
-    first = len((line.get_attribute("points") or "").split())
-    expect(row.locator("svg.spark")).to_have_attribute("aria-label", re.compile("done per minute"))
-    page.wait_for_timeout(2500)  # one refresh
-    assert len((line.get_attribute("points") or "").split()) > first
+    spark = row.locator("svg.spark")
+    expect(spark.locator("polyline")).to_have_count(1)
+    span = re.compile(r"done per minute over the last (\d+) s")
+
+    def seconds() -> int:
+        found = span.search(spark.get_attribute("aria-label") or "")
+        assert found, spark.get_attribute("aria-label")
+        return int(found.group(1))
+
+    first = seconds()
+    page.wait_for_timeout(2500)  # one refresh: one more sample
+    assert seconds() > first
+    assert len((spark.locator("polyline").get_attribute("points") or "").split()) >= 2
     assert errors == []
 
 
