@@ -4,7 +4,8 @@ PY ?= python
 IMAGE ?= dtq:dev
 
 .PHONY: help setup dashboards dev-up compose-up compose-down gen gen-check lint fmt typecheck \
-	test test-unit test-integration test-e2e test-faults test-load test-coverage check build
+	test test-unit test-integration test-e2e test-faults test-load test-coverage check build \
+	console-screenshots
 
 help:             ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -73,6 +74,9 @@ test-coverage:    ## line coverage (README has the figure), processes included
 		--deselect tests/e2e/test_lifecycle.py::test_timeout_interrupts_a_slow_handler
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
+
+console-screenshots: ## the README's console screenshots (docs/console/*.png), from a real stack
+	$(PY) scripts/console_screenshots.py
 
 check: test       ## lint, types, buf, stale gen/ and tests: the gates run inside pytest (tests/unit/test_quality.py)
 

@@ -14,7 +14,7 @@ from psycopg2.extras import Json
 from dtq.domain.audit import AuditEvent
 from dtq.domain.auth import ApiKey, Role
 from dtq.domain.limits import DispatchRate, TenantLimits
-from dtq.domain.model import NewTask, Priority, Task, TaskError, TaskState
+from dtq.domain.model import Attempt, NewTask, Priority, Task, TaskError, TaskState
 from dtq.domain.schedule import CatchUp, Origin, Overlap, Schedule, Template, Timing
 from dtq.domain.tenants import Tenant
 
@@ -68,7 +68,31 @@ def to_task(m: Row) -> Task:
         callback_of=m.get("callback_of"),
         parent_result=bytes(m["parent_result"]) if m.get("parent_result") is not None else None,
         root_id=m.get("root_id"),
+        attempt_log=_attempt_log(m["attempt_log"]) if "attempt_log" in m else None,
     )
+
+
+def _attempt_log(entries: list[dict[str, Any]] | None) -> tuple[Attempt, ...]:
+    """attempt_log as written by `pg_sql._logged` (timestamps in ISO 8601)."""
+    return tuple(
+        Attempt(
+            attempt=e["attempt"],
+            worker_id=e.get("worker_id") or "",
+            started_at=_iso_seconds(e.get("started_at")),
+            ended_at=_iso_seconds(e.get("ended_at")),
+            error=TaskError(
+                e.get("error_message") or "",
+                e.get("error_type") or "",
+                e.get("error_traceback") or "",
+                bool(e.get("error_permanent")),
+            ),
+        )
+        for e in entries or ()
+    )
+
+
+def _iso_seconds(stamp: str | None) -> float | None:
+    return None if stamp is None else datetime.fromisoformat(stamp).timestamp()
 
 
 def first_state(task: NewTask) -> TaskState:

@@ -31,7 +31,7 @@ from dtq.adapters.pg_rows import (
     to_task,
 )
 from dtq.adapters.pg_tables import tasks
-from dtq.domain import states
+from dtq.domain import attempts, states
 from dtq.domain.model import TaskState
 from dtq.domain.states import Event
 from dtq.domain.tenants import tenant_queue
@@ -65,10 +65,10 @@ def _one(name: str) -> Callable[[Row], Any]:
     return lambda row: row[name]
 
 
-BASIC = [
-    c.name for c in tasks.c if c.name not in ("payload", "result", "request_hash", "parent_result")
-]
-FULL = [c.name for c in tasks.c if c.name != "request_hash"]
+_BIG = ("payload", "result", "request_hash", "parent_result", "attempt_log")
+BASIC = [c.name for c in tasks.c if c.name not in _BIG]
+# Every column a worker or a listing may need; attempt_log only in GET_TASK.
+FULL = [c.name for c in tasks.c if c.name not in ("request_hash", "attempt_log")]
 _FULL = ", ".join(f"t.{c}" for c in FULL)
 _BASIC = ", ".join(f"t.{c}" for c in BASIC)
 # The basic columns, but the lease token that matched (v.token) instead of the row's.
@@ -130,21 +130,43 @@ UNIQUE_MATCH = Sql(
 )
 
 # -- reading -------------------------------------------------------------------------
-GET_TASK = Sql(f"SELECT {_FULL} FROM tasks t WHERE t.id = %(id)s", to_task)
+GET_TASK = Sql(f"SELECT {_FULL}, t.attempt_log FROM tasks t WHERE t.id = %(id)s", to_task)
 GET_TASK_BASIC = Sql(f"SELECT {_BASIC} FROM tasks t WHERE t.id = %(id)s", to_task)
 GET_TASKS = Sql(f"SELECT {_BASIC} FROM tasks t WHERE t.id = ANY(%(ids)s)", to_task)
 GET_TASKS_FULL = Sql(f"SELECT {_FULL} FROM tasks t WHERE t.id = ANY(%(ids)s)", to_task)
-_LISTED = """ FROM tasks t
+_WHERE = """
     WHERE (%(state)s::text IS NULL OR t.state = %(state)s)
       AND (%(type)s::text IS NULL OR t.type = %(type)s)
       AND (%(queue)s::text IS NULL OR t.queue = %(queue)s)
       AND (%(tenant)s::text IS NULL OR t.tenant = %(tenant)s)
       AND (%(parent)s::uuid IS NULL OR t.parent_id = %(parent)s)
       AND (%(root)s::uuid IS NULL OR t.root_id = %(root)s)
+      AND (%(key)s::text IS NULL OR t.idempotency_key = %(key)s)
+      AND (%(since)s::timestamptz IS NULL OR (t.created_at >= %(since)s AND t.id >= %(since_id)s))
+      AND (%(until)s::timestamptz IS NULL OR (t.created_at < %(until)s AND t.id < %(until_id)s))
       AND (%(before)s::uuid IS NULL OR t.id < %(before)s)
     ORDER BY t.id DESC LIMIT %(limit)s"""
+_LISTED = f" FROM tasks t{_WHERE}"
 LIST_TASKS = Sql(f"SELECT {_FULL}{_LISTED}", to_task)
 LIST_TASKS_BASIC = Sql(f"SELECT {_BASIC}{_LISTED}", to_task)
+# By idempotency key: tasks_idempotency_idx leads with (tenant, queue), which a
+# key search may not name. PostgreSQL 15 has no skip scan, so walk the index's
+# distinct (tenant, queue) pairs (one probe each, a loose index scan), then look
+# the key up under each (LIMIT 1: a key is unique there, and it keeps the planner
+# from a join that scans every task): two probes per queue.
+_PAIR_OF = """SELECT tenant, queue FROM tasks WHERE idempotency_key IS NOT NULL
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s)"""
+_BY_KEY = f"""WITH RECURSIVE pairs(tenant, queue) AS (
+    ({_PAIR_OF} ORDER BY tenant, queue LIMIT 1)
+    UNION ALL
+    SELECT n.tenant, n.queue FROM pairs p, LATERAL ({_PAIR_OF}
+      AND (tenant, queue) > (p.tenant, p.queue) ORDER BY tenant, queue LIMIT 1) n),
+    keyed AS (SELECT k.* FROM pairs p, LATERAL (SELECT * FROM tasks
+      WHERE tenant = p.tenant AND queue = p.queue AND idempotency_key = %(key)s LIMIT 1) k)
+    SELECT {{}} FROM keyed t{_WHERE}"""
+LIST_BY_KEY = Sql(_BY_KEY.format(_FULL), to_task)
+LIST_BY_KEY_BASIC = Sql(_BY_KEY.format(_BASIC), to_task)
 STATE_COUNTS = Sql(
     f"""SELECT tenant, queue, state, count(*) AS n FROM tasks
     WHERE state IN ({_listed([S.SCHEDULED, S.FAILED, S.DEAD_LETTERED])})
@@ -193,6 +215,21 @@ SCAN_OPEN = Sql(
     to_task,
 )
 
+
+# -- the attempt log (dtq/domain/attempts.py) -------------------------------------------
+def _logged(kind: str, message: str, traceback: str, permanent: str) -> str:
+    """SET clause appending the attempt that ends now (the row's attempt,
+    worker and start) to attempt_log, dropping the oldest past the cap."""
+    entry = f"""jsonb_build_object('attempt', t.attempts, 'worker_id', t.worker_id,
+        'started_at', t.started_at, 'ended_at', %(now)s::timestamptz,
+        'error_type', {kind}, 'error_message', {message},
+        'error_traceback', left({traceback}, {attempts.LOGGED_TRACEBACK_LIMIT}),
+        'error_permanent', {permanent})"""
+    return f"""attempt_log = CASE
+        WHEN jsonb_array_length(t.attempt_log) >= {attempts.ATTEMPT_LOG_SIZE} THEN t.attempt_log - 0
+        ELSE COALESCE(t.attempt_log, '[]') END || jsonb_build_array({entry})"""
+
+
 # -- leases --------------------------------------------------------------------------
 LEASE = Sql(
     f"""UPDATE tasks t SET state = '{states.target(Event.LEASE).value}',
@@ -222,7 +259,8 @@ RESOLVE = Sql(
     f"""UPDATE tasks t SET state = v.state, scheduled_at = v.scheduled_at::timestamptz,
         finished_at = v.finished_at::timestamptz, lease_token = NULL,
         error_message = v.msg, error_type = v.etype, error_traceback = v.tb,
-        error_permanent = v.perm::smallint, updated_at = %(now)s
+        error_permanent = v.perm::smallint, updated_at = %(now)s,
+        {_logged("v.etype", "v.msg", "v.tb", "v.perm::int = 1")}
     FROM (VALUES %(rows)s)
         AS v(id, token, state, scheduled_at, finished_at, msg, etype, tb, perm)
     WHERE t.id = v.id::uuid AND t.lease_token = v.token AND t.state = '{S.RUNNING.value}'
@@ -239,7 +277,9 @@ RELEASE = Sql(
     f"""UPDATE tasks t SET state = '{states.target(Event.EXPIRE).value}',
         max_retries = {RELEASED_BUDGET}, lease_token = NULL, updated_at = %(now)s,
         error_type = COALESCE(%(etype)s, t.error_type),
-        error_message = COALESCE(%(msg)s, t.error_message)
+        error_message = COALESCE(%(msg)s, t.error_message),
+        {_logged(f"COALESCE(%(etype)s, '{attempts.RELEASED}')",
+                 f"COALESCE(%(msg)s, '{attempts.RELEASED_MESSAGE}')", "''", "false")}
     FROM (VALUES %(rows)s) AS v(id, token)
     WHERE t.id = v.id::uuid AND t.lease_token = v.token AND t.state IN ({_in(Event.EXPIRE)})
     RETURNING {_BASIC}""",

@@ -14,6 +14,10 @@ limits (the buckets themselves live in Redis, see dtq/app/limits.py).
   is a compare-and-set on (id, state, lease_token).
 - request_hash: digest of the submission, to tell an idempotent retry from a
   different request reusing its idempotency key.
+- attempt_log: a JSON array, one object per attempt that failed, expired or
+  was handed back ({attempt, worker_id, started_at, ended_at, error_type,
+  error_message, error_traceback, error_permanent}), appended by the UPDATE
+  that records it; NULL until the first. Read only by a single task's full read.
 - trace_context: the submitter's trace propagation fields (W3C `traceparent`,
   `tracestate`), NULL when the submission was not traced.
 """
@@ -103,6 +107,8 @@ tasks = Table(
     # The first task of its tree (a chain's first step, a child's top-level
     # ancestor); NULL for a task that is its own root.
     Column("root_id", UUID(as_uuid=True)),
+    # The attempts that ended without a result, oldest first (dtq/domain/attempts.py).
+    Column("attempt_log", JSONB(none_as_null=True)),
     CheckConstraint(f"state IN ({_states})", name="tasks_state_check"),
     CheckConstraint("priority BETWEEN 1 AND 3", name="tasks_priority_check"),
     # Idempotency keys are unique per queue of a tenant.

@@ -9,7 +9,7 @@ from dtq.adapters import pg_flows
 from dtq.adapters import pg_sql as sql
 from dtq.adapters.pg_conn import Pg
 from dtq.adapters.pg_rows import as_datetime
-from dtq.domain import states
+from dtq.domain import ids, states
 from dtq.domain.errors import DtqError
 from dtq.domain.model import Cancelled, Family, Task, TaskFilter, TaskState
 from dtq.domain.states import Event
@@ -42,7 +42,13 @@ class PgTasks:
             "root": filters.root_id,
             "before": before,
             "limit": limit,
+            "key": filters.idempotency_key,
+            **_created(filters.created_after, filters.created_before),
         }
+        if filters.idempotency_key:
+            return await self.pg.fetch(
+                sql.LIST_BY_KEY if with_payload else sql.LIST_BY_KEY_BASIC, args
+            )
         return await self.pg.fetch(sql.LIST_TASKS if with_payload else sql.LIST_TASKS_BASIC, args)
 
     async def state_counts(
@@ -79,3 +85,17 @@ class PgTasks:
             raise DtqError.not_found("task", str(task_id))
         states.apply(task.state, event)  # raises FAILED_PRECONDITION
         raise DtqError.failed_precondition("CONCURRENT_UPDATE", "the task changed; try again")
+
+
+def _created(since: float | None, until: float | None) -> dict[str, object]:
+    """The time range, and the id range it implies: ids are UUIDv7s of the
+    submission's clock, so the primary key (the listing's order) range-scans
+    instead of filtering every newer row. An id is never older than its
+    created_at (`ids.uuid7` only counts forward); it may be newer after the
+    clock stepped back, which the slack on the upper bound allows for."""
+    return {
+        "since": as_datetime(since),
+        "since_id": ids.floor(since - 0.001) if since is not None else None,
+        "until": as_datetime(until),
+        "until_id": ids.floor(until + ids.CLOCK_SLACK) if until is not None else None,
+    }

@@ -10,12 +10,13 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from dtq.api.errors import status_of
 from dtq.app.admin import SystemHealth, WorkerStatus
 from dtq.app.dispatch import Push
-from dtq.domain import validation
+from dtq.domain import attempts, validation
 from dtq.domain.audit import AuditEvent
 from dtq.domain.errors import DtqError
 from dtq.domain.ids import lease_ref, parse_task_id
 from dtq.domain.limits import DispatchRate, TenantLimits
 from dtq.domain.model import (
+    Attempt,
     Lease,
     LeaseRef,
     Outcome,
@@ -188,6 +189,19 @@ def task(t: Task, full: bool = True) -> task_pb2.Task:
         msg.result.MergeFromString(t.result)
     if full and t.parent_result is not None:
         msg.parent_result.MergeFromString(t.parent_result)
+    if full and t.attempt_log is not None:
+        msg.attempt_history.extend(task_attempt(a) for a in attempts.history(t))
+    return msg
+
+
+def task_attempt(a: Attempt) -> task_pb2.TaskAttempt:
+    msg = task_pb2.TaskAttempt(attempt=a.attempt, worker_id=a.worker_id)
+    if a.started_at is not None:
+        _at(msg.started_at, a.started_at)
+    if a.ended_at is not None:
+        _at(msg.ended_at, a.ended_at)
+    if a.error is not None:
+        msg.error.CopyFrom(task_error(a.error))
     return msg
 
 
@@ -215,6 +229,9 @@ def task_filter(req: task_service_pb2.ListTasksRequest) -> TaskFilter:
         queue=queue_name(req.queue) if req.queue else None,
         parent_id=task_id(req.parent_id, "parent_id") if req.parent_id else None,
         root_id=task_id(req.root_id, "root_id") if req.root_id else None,
+        created_after=seconds_of(req.created_after) if req.HasField("created_after") else None,
+        created_before=seconds_of(req.created_before) if req.HasField("created_before") else None,
+        idempotency_key=validation.idempotency_key(req.idempotency_key) or None,
     )
 
 

@@ -213,7 +213,11 @@ class Tasks:
             caller.check_queue(filters.queue)
         filters = replace(filters, tenant=caller.current().view)
         tree = [filters.parent_id, filters.root_id] if filters.parent_id or filters.root_id else []
-        fp = paging.fingerprint(filters.state, filters.type, filters.queue, *tree)
+        # The newer filters count only when set: tokens issued before them stay valid.
+        newer = [filters.created_after, filters.created_before, filters.idempotency_key]
+        if all(f is None for f in newer):
+            newer = []
+        fp = paging.fingerprint(filters.state, filters.type, filters.queue, *tree, *newer)
         last = paging.decode(token, fp)
         try:
             before = uuid.UUID(last) if last else None

@@ -41,6 +41,14 @@ def uuid7(now: float | None = None) -> uuid.UUID:
     return uuid.UUID(int=(ms_part << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b)
 
 
+CLOCK_SLACK = 600.0  # seconds an id's time may run ahead of its created_at
+
+
+def floor(seconds: float) -> uuid.UUID:
+    """The smallest UUIDv7 of the millisecond `seconds` falls in (0 before 1970)."""
+    return uuid.UUID(int=max(int(seconds * 1000), 0) << 80)
+
+
 def parse_task_id(text: str, field_path: str = "id") -> uuid.UUID:
     """The UUID in `text`, or INVALID_ARGUMENT."""
     try:

@@ -52,6 +52,18 @@ class TaskError:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """One run of a task: which worker, when, and why it ended without a result
+    (`error`; None for an attempt that is running, completed or was cancelled)."""
+
+    attempt: int
+    worker_id: str
+    started_at: float | None
+    ended_at: float | None
+    error: TaskError | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NewTask:
     """A validated submission, ready to store."""
 
@@ -133,6 +145,10 @@ class Task:
     # The parent's result (a chain step), or the group's outcomes (a callback).
     parent_result: bytes | None = field(default=None, repr=False)
     root_id: uuid.UUID | None = None  # the first task of its tree; None: its own root
+    # Attempts that ended without a result (failed, expired, handed back), oldest
+    # first, at most the last ATTEMPT_LOG_SIZE; None when not read (only a
+    # single task's full read reads it, see `attempts.history`; not compared).
+    attempt_log: tuple[Attempt, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def tenant_queue(self) -> str:
@@ -249,6 +265,9 @@ class TaskFilter:
     tenant: str | None = None  # None: every tenant
     parent_id: uuid.UUID | None = None
     root_id: uuid.UUID | None = None
+    created_after: float | None = None  # created at or after (Unix seconds)
+    created_before: float | None = None  # created before
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

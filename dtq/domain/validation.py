@@ -163,6 +163,13 @@ def trace_context(
     return value
 
 
+def idempotency_key(value: str, field_path: str = "idempotency_key") -> str:
+    """A client's idempotency key: plain text, at most MAX_IDEMPOTENCY_KEY characters."""
+    if len(value) > MAX_IDEMPOTENCY_KEY:
+        raise DtqError.invalid(field_path, f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
+    return plain_text(value, field_path)
+
+
 def plain_text(value: str, field_path: str) -> str:
     """A string stored as text: no control characters (NUL, newline, ...)."""
     if found := CONTROL_RE.search(value):
@@ -269,11 +276,7 @@ def new_task(spec: SubmitSpec, limits: Limits, now: float) -> NewTask:
     max_retries = limits.default_max_retries if spec.max_retries is None else spec.max_retries
     if not 0 <= max_retries <= MAX_RETRIES:
         raise DtqError.invalid("max_retries", f"must be between 0 and {MAX_RETRIES}")
-    if len(spec.idempotency_key) > MAX_IDEMPOTENCY_KEY:
-        raise DtqError.invalid(
-            "idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
-        )
-    plain_text(spec.idempotency_key, "idempotency_key")
+    idempotency_key(spec.idempotency_key)
     if len(spec.fairness_key) > MAX_FAIRNESS_KEY:
         raise DtqError.invalid("fairness_key", f"must be at most {MAX_FAIRNESS_KEY} characters")
     plain_text(spec.fairness_key, "fairness_key")

@@ -1,5 +1,6 @@
-"""The web console's stack: one real server, worker and Envoy per module, and
-Debian's Chromium (not a downloaded browser) driven by Playwright."""
+"""The web console's stack: one real server, manager (it promotes retries when
+due), worker and Envoy per module, and Debian's Chromium (not a downloaded
+browser) driven by Playwright."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 @pytest.fixture(scope="module")
+def server_env() -> dict[str, str]:
+    """Fast retries: a task failing twice is done within a second or so."""
+    return {"DTQ_WORKER_RETRY_BACKOFF_BASE": "2", "DTQ_WORKER_MAX_RETRY_BACKOFF": "0.2"}
+
+
+@pytest.fixture(scope="module")
 def envoy(server: Server) -> Iterator[Envoy]:
     with running_envoy(
         server.address, console_trace_url="http://jaeger.test/trace/{trace_id}"
@@ -61,6 +68,6 @@ def worker(server: Server, pg_url: str, redis_url: str) -> Iterator[Proc]:
 
 
 @pytest.fixture(scope="module")
-def ui(envoy: Envoy, worker: Proc) -> str:
+def ui(envoy: Envoy, worker: Proc, manager: Proc) -> str:
     """The console's address."""
     return f"http://127.0.0.1:{envoy.port}/ui/"

@@ -5,6 +5,7 @@ confirmation, and a table of 1,000 tasks pages quickly."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from tests.support.stub_worker import dead_letter
 pytestmark = [pytest.mark.e2e, pytest.mark.console]
 
 PAGES = ("overview", "tasks", "dead", "workers")
+FOCUSED = "document.activeElement.id || document.activeElement.textContent"
 
 
 @pytest.fixture
@@ -160,4 +162,108 @@ def test_a_thousand_tasks_page_quickly(page: Page, ui: str, rest: Rest, errors: 
     page.goto(f"{ui}#/tasks?queue=bulk")
     expect(page.locator("#page-no")).to_have_text("Page 1")
     assert page.locator("main tbody tr").first.inner_text() == first  # newest first, stable
+    assert errors == []
+
+
+def test_task_page_shows_every_attempt(page: Page, ui: str, rest: Rest, errors: list[str]) -> None:
+    body = {"type": "test_task", "payload": {"fail_times": 2}, "idempotency_key": "order-77"}
+    task = rest.ok("POST", "/api/v1/tasks", body)["task"]
+    page.goto(f"{ui}#/task/{task['id']}")
+    expect(page.locator("#task-state")).to_have_text("completed", timeout=15_000)
+    rows = page.locator("#attempts tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0)).to_contain_text("completed")  # newest first
+    for n in (1, 2):
+        expect(rows.nth(n)).to_contain_text("RuntimeError")
+        expect(rows.nth(n).locator("td").first).to_have_text(str(3 - n))
+    rows.nth(1).locator("summary").click()
+    expect(rows.nth(1).locator("pre")).to_contain_text("Traceback")
+    worker = rest.ok("GET", f"/api/v1/tasks/{task['id']}")["task"]["worker_id"]
+    expect(rows.nth(2)).to_contain_text(worker)
+    assert errors == []
+
+
+def test_tasks_are_found_by_key_id_and_time(
+    page: Page, ui: str, rest: Rest, errors: list[str]
+) -> None:
+    body = {"type": "noop", "queue": "search", "idempotency_key": "invoice-9"}
+    task = rest.ok("POST", "/api/v1/tasks", body)["task"]
+    rest.ok("POST", "/api/v1/tasks", {"type": "noop", "queue": "search"})
+    page.goto(f"{ui}#/tasks?queue=search")
+    expect(page.locator("main tbody tr")).to_have_count(2)
+    page.fill("#filter-key", "invoice-9")
+    page.keyboard.press("Enter")
+    expect(page.locator("main tbody tr")).to_have_count(1)
+    expect(page.locator("main tbody")).to_contain_text(task["id"])
+    # Created after a minute from now (the browser's local time): none.
+    later = page.evaluate(
+        "() => { const d = new Date(Date.now() + 60000 - new Date().getTimezoneOffset() * 60000);"
+        " return d.toISOString().slice(0, 19); }"
+    )
+    page.fill("#filter-key", "")
+    page.fill("#filter-after", later)
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("main")).to_contain_text("No tasks match.")
+    page.fill("#filter-after", "")
+    page.fill("#filter-before", later)
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("main tbody tr")).to_have_count(2)
+    page.fill("#filter-key", task["id"].upper())  # an id opens the task's page
+    page.keyboard.press("Enter")
+    expect(page.locator("main h1")).to_contain_text(task["id"])
+    assert errors == []
+
+
+def test_overview_draws_a_throughput_line_per_queue(
+    page: Page, ui: str, rest: Rest, errors: list[str]
+) -> None:
+    rest.ok("POST", "/api/v1/tasks", {"type": "noop", "queue": "default"})
+    page.goto(f"{ui}#/overview")
+    row = page.locator("main tbody tr", has_text="default").first
+    spark = row.locator("svg.spark")
+    expect(spark.locator("polyline")).to_have_count(1)
+    span = re.compile(r"done per minute over the last (\d+) s")
+
+    def seconds() -> int:
+        found = span.search(spark.get_attribute("aria-label") or "")
+        assert found, spark.get_attribute("aria-label")
+        return int(found.group(1))
+
+    first = seconds()
+    page.wait_for_timeout(2500)  # one refresh: one more sample
+    assert seconds() > first
+    assert len((spark.locator("polyline").get_attribute("points") or "").split()) >= 2
+    assert errors == []
+
+
+@pytest.mark.parametrize("name", [*PAGES, "task"])
+def test_phone_width_does_not_scroll_sideways(
+    page: Page, ui: str, rest: Rest, name: str, errors: list[str]
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 800})
+    if name == "task":
+        task = rest.ok("POST", "/api/v1/tasks", {"type": "noop", "queue": "phone"})["task"]
+        name = f"task/{task['id']}"
+    page.goto(f"{ui}#/{name}")
+    expect(page.locator("main h1")).to_be_visible()
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 390, f"{name} is {wide} px wide"
+    assert errors == []
+
+
+def test_every_control_is_reachable_by_keyboard(page: Page, ui: str, errors: list[str]) -> None:
+    page.goto(f"{ui}#/tasks")
+    expect(page.locator("main h1")).to_have_text("Tasks")
+    wanted = {"filter-state", "filter-queue", "filter-type", "filter-after", "filter-key"}
+    reached: set[str] = set()
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate(FOCUSED))
+    assert wanted <= reached, wanted - reached
+    assert {"Submit a task", "Filter"} <= reached
+    page.locator("main").focus()
+    for _ in range(5):  # the navigation is before the page
+        page.keyboard.press("Shift+Tab")
+        reached.add(page.evaluate(FOCUSED))
+    assert {"Overview", "Tasks", "Dead letters", "Workers"} <= reached
     assert errors == []

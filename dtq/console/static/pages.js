@@ -1,6 +1,7 @@
 // The pages: each takes the route context and returns the page's element.
 import { get, post, seg } from "./api.js";
 import { ago, copyButton, h, pretty, stateName, table, when } from "./dom.js";
+import { remember, sparkline } from "./spark.js";
 
 const PAGE_SIZE = 50;
 const STATES = ["PENDING", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "DEAD_LETTERED"];
@@ -14,6 +15,7 @@ const stateTag = (state) => h("span", { class: "state", "data-state": state }, s
 async function overview(ctx) {
   ctx.refreshEvery(2000);
   const { queues = [] } = await get("/api/v1/queues");
+  remember(queues);
   const toggle = (q) => {
     const verb = q.paused ? "resume" : "pause";
     return h("button", {
@@ -37,6 +39,7 @@ async function overview(ctx) {
       ["Retrying", (q) => num(q.retrying), true],
       ["Dead", (q) => h("a", { href: `#/dead?queue=${seg(q.queue)}` }, String(num(q.dead_lettered))), true],
       ["Done/min", (q) => num(q.completed_last_minute), true],
+      ["Throughput", (q) => sparkline(q.queue)],
       ["Failed/min", (q) => num(q.failed_last_minute), true],
       ["Oldest", (q) => q.oldest_pending_age || "", true],
       ["State", (q) => (q.paused ? "paused" : "active")],
@@ -73,9 +76,14 @@ function submitForm(ctx) {
     h("button", { type: "submit" }, "Submit")));
 }
 
+const FILTERS = ["state", "queue", "type", "after", "before", "key"];
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// A datetime-local value (the browser's time zone) as RFC 3339 for the API.
+const instant = (local) => (local ? new Date(local).toISOString() : "");
+
 async function tasks(ctx) {
   const q = ctx.query;
-  const filters = { state: q.get("state") || "", queue: q.get("queue") || "", type: q.get("type") || "" };
+  const filters = Object.fromEntries(FILTERS.map((name) => [name, q.get(name) || ""]));
   const key = new URLSearchParams(filters).toString();
   const seen = tokens.get(key) || [""];
   tokens.set(key, seen);
@@ -86,6 +94,9 @@ async function tasks(ctx) {
     state: filters.state ? `STATE_${filters.state}` : "",
     queue: filters.queue,
     type: filters.type,
+    created_after: instant(filters.after),
+    created_before: instant(filters.before),
+    idempotency_key: filters.key,
   });
   const list = reply.tasks || [];
   if (reply.next_page_token) seen[pageNo + 1] = reply.next_page_token;
@@ -93,20 +104,40 @@ async function tasks(ctx) {
   const state = h("select", { id: "filter-state" },
     h("option", { value: "" }, "any"),
     STATES.map((s) => h("option", { value: s, selected: s === filters.state }, stateName(s))));
-  const queue = h("input", { id: "filter-queue", value: filters.queue });
-  const type = h("input", { id: "filter-type", value: filters.type });
+  const input = (name, attrs) => h("input", { id: `filter-${name}`, value: filters[name], ...attrs });
+  const queue = input("queue");
+  const type = input("type");
+  const after = input("after", { type: "datetime-local", step: 1 });
+  const before = input("before", { type: "datetime-local", step: 1 });
+  const search = input("key", { type: "search", placeholder: "task id or idempotency key", size: 28 });
   const form = h("form", {
     class: "bar",
     role: "search",
     onsubmit: (event) => {
       event.preventDefault();
-      const chosen = { state: state.value, queue: queue.value.trim(), type: type.value.trim() };
-      ctx.navigate(`#/tasks?${new URLSearchParams(chosen)}`);
+      const text = search.value.trim();
+      if (UUID_RE.test(text)) {
+        ctx.navigate(`#/task/${seg(text.toLowerCase())}`); // an id: straight to its page
+        return;
+      }
+      const chosen = {
+        state: state.value,
+        queue: queue.value.trim(),
+        type: type.value.trim(),
+        after: after.value,
+        before: before.value,
+        key: text,
+      };
+      const set = Object.fromEntries(Object.entries(chosen).filter(([, value]) => value));
+      ctx.navigate(`#/tasks?${new URLSearchParams(set)}`);
     },
   },
   h("label", { for: "filter-state" }, "State", state),
   h("label", { for: "filter-queue" }, "Queue", queue),
   h("label", { for: "filter-type" }, "Type", type),
+  h("label", { for: "filter-after" }, "Created after", after),
+  h("label", { for: "filter-before" }, "Created before", before),
+  h("label", { for: "filter-key" }, "Id or idempotency key", search),
   h("button", { type: "submit" }, "Filter"));
   const pager = h("nav", { class: "bar", "aria-label": "Pages of tasks" },
     pageNo > 0 ? h("a", { href: go(pageNo - 1), id: "prev" }, "← Previous") : null,
@@ -180,7 +211,31 @@ async function task(ctx) {
       ? h("div", { id: "task-error" },
         h("p", {}, h("strong", {}, err.type || "Error"), ": ", err.message, err.permanent ? " (permanent)" : ""),
         err.traceback ? h("pre", {}, err.traceback) : null)
-      : h("p", { class: "muted" }, "None."));
+      : h("p", { class: "muted" }, "None."),
+    h("h2", {}, "Attempts"),
+    attemptTable(t));
+}
+
+// Every attempt of the task (newest first), its error and traceback.
+function attemptTable(t) {
+  const history = [...(t.attempt_history || [])].reverse();
+  const outcome = (a) => {
+    if (a.error && (a.error.type || a.error.message)) return h("strong", {}, a.error.type || "Error");
+    if (!a.ended_at) return "running";
+    return stateName(t.state);
+  };
+  const traceback = (a) => (a.error && a.error.traceback
+    ? h("details", {}, h("summary", {}, "Traceback"), h("pre", {}, a.error.traceback))
+    : "");
+  return h("div", { id: "attempts" }, table([
+    ["#", (a) => num(a.attempt), true],
+    ["Worker", (a) => (a.worker_id ? h("code", {}, a.worker_id) : "—")],
+    ["Started", (a) => when(a.started_at)],
+    ["Ended", (a) => when(a.ended_at)],
+    ["Outcome", outcome],
+    ["Message", (a) => (a.error && a.error.message) || ""],
+    ["", traceback],
+  ], history, "Not run yet."));
 }
 
 async function dead(ctx) {

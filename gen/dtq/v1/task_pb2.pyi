@@ -207,6 +207,7 @@ class Task(_message.Message):
     ROOT_ID_FIELD_NUMBER: _builtins.int
     FAMILY_FIELD_NUMBER: _builtins.int
     GROUP_PROGRESS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_HISTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, a UUID (version 7: time-ordered) in canonical text form."""
     type: _builtins.str
@@ -322,6 +323,14 @@ class Task(_message.Message):
         GetTask's FULL view; absent elsewhere and for a task of no group.
         """
 
+    @_builtins.property
+    def attempt_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskAttempt]:
+        """Every attempt, oldest first: each one that failed, timed out, lost its
+        lease or was handed back unfinished (at most the last 50 of those), then
+        the latest one when it is running, completed or was cancelled. Filled by
+        GetTask and WatchTask in the FULL view only; empty elsewhere.
+        """
+
     def __init__(
         self,
         *,
@@ -354,10 +363,11 @@ class Task(_message.Message):
         root_id: _builtins.str = ...,
         family: Global___TaskFamily | None = ...,
         group_progress: Global___GroupProgress | None = ...,
+        attempt_history: _abc.Iterable[Global___TaskAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "family", b"family", "finished_at", b"finished_at", "group_progress", b"group_progress", "last_error", b"last_error", "lease_duration", b"lease_duration", "parent_result", b"parent_result", "payload", b"payload", "result", b"result", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "callback_of", b"callback_of", "created_at", b"created_at", "fairness_key", b"fairness_key", "family", b"family", "finished_at", b"finished_at", "group_id", b"group_id", "group_progress", b"group_progress", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "parent_id", b"parent_id", "parent_result", b"parent_result", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "root_id", b"root_id", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "tenant", b"tenant", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "callback_of", b"callback_of", "created_at", b"created_at", "fairness_key", b"fairness_key", "family", b"family", "finished_at", b"finished_at", "group_id", b"group_id", "group_progress", b"group_progress", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "max_retries", b"max_retries", "parent_id", b"parent_id", "parent_result", b"parent_result", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "root_id", b"root_id", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "state", b"state", "tenant", b"tenant", "timeout", b"timeout", "trace_context", b"trace_context", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -464,6 +474,54 @@ class GroupProgress(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GroupProgress: _TypeAlias = GroupProgress  # noqa: Y015
+
+@_typing.final
+class TaskAttempt(_message.Message):
+    """One run of a task by a worker."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """Its number: 1 for the first run, counting as Task.attempts does."""
+    worker_id: _builtins.str
+    """The worker that ran it."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the worker was handed the task."""
+
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """When it ended; unset while it runs."""
+
+    @_builtins.property
+    def error(self) -> Global___TaskError:
+        """Why it ended without a result: the handler's error, `LeaseExpired` (no
+        heartbeat in time), or `LeaseReleased` (the worker shut down first).
+        Unset for a running, completed or cancelled attempt. The traceback of
+        an attempt before the latest keeps its first 8 KiB.
+        """
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        worker_id: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        error: Global___TaskError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "ended_at", b"ended_at", "error", b"error", "started_at", b"started_at", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskAttempt: _TypeAlias = TaskAttempt  # noqa: Y015
 
 @_typing.final
 class TaskError(_message.Message):

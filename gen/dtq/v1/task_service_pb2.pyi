@@ -390,6 +390,9 @@ class ListTasksRequest(_message.Message):
     VIEW_FIELD_NUMBER: _builtins.int
     PARENT_ID_FIELD_NUMBER: _builtins.int
     ROOT_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Most tasks to return, 0 to 1000; 0 means 50."""
     page_token: _builtins.str
@@ -412,6 +415,18 @@ class ListTasksRequest(_message.Message):
     """Only the tasks of the tree rooted at this task id (every descendant;
     not the root itself, whose `root_id` is empty). Default: any.
     """
+    idempotency_key: _builtins.str
+    """Only the tasks submitted with this idempotency key (one per queue), at
+    most 256 characters. Default: any key or none.
+    """
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks created at or after this time. Default: no lower bound."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks created before this time. Default: no upper bound."""
+
     def __init__(
         self,
         *,
@@ -423,10 +438,13 @@ class ListTasksRequest(_message.Message):
         view: _task_pb2.TaskView.ValueType = ...,
         parent_id: _builtins.str = ...,
         root_id: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent_id", b"parent_id", "queue", b"queue", "root_id", b"root_id", "state", b"state", "type", b"type", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "idempotency_key", b"idempotency_key", "page_size", b"page_size", "page_token", b"page_token", "parent_id", b"parent_id", "queue", b"queue", "root_id", b"root_id", "state", b"state", "type", b"type", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
