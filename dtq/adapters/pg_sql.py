@@ -271,6 +271,12 @@ PENDING_OF = Sql(
     f"SELECT {_BASIC} FROM tasks t WHERE t.id = ANY(%(ids)s) AND t.state = '{S.PENDING.value}'",
     to_task,
 )
+_RELEASED_LOG = _logged(
+    f"COALESCE(%(etype)s, '{attempts.RELEASED}')",
+    f"COALESCE(%(msg)s, '{attempts.RELEASED_MESSAGE}')",
+    "''",
+    "false",
+)
 # A server's take-back (revoked) leaves its mark as the task's last error; a
 # worker's own hand-back (etype NULL) does not.
 RELEASE = Sql(
@@ -278,8 +284,7 @@ RELEASE = Sql(
         max_retries = {RELEASED_BUDGET}, lease_token = NULL, updated_at = %(now)s,
         error_type = COALESCE(%(etype)s, t.error_type),
         error_message = COALESCE(%(msg)s, t.error_message),
-        {_logged(f"COALESCE(%(etype)s, '{attempts.RELEASED}')",
-                 f"COALESCE(%(msg)s, '{attempts.RELEASED_MESSAGE}')", "''", "false")}
+        {_RELEASED_LOG}
     FROM (VALUES %(rows)s) AS v(id, token)
     WHERE t.id = v.id::uuid AND t.lease_token = v.token AND t.state IN ({_in(Event.EXPIRE)})
     RETURNING {_BASIC}""",
