@@ -12,7 +12,7 @@ from typing import Any
 
 from dtq.adapters import redis_keys as keys
 from dtq.adapters.group_commit import GroupCommit
-from dtq.adapters.redis_conn import RedisCalls
+from dtq.adapters.redis_conn import Batch, RedisCalls, in_pipeline
 from dtq.domain.model import LeaseRef, Task
 from dtq.ports import Ready
 
@@ -51,7 +51,7 @@ class RedisQueue:
             pipe = self.redis.pipeline(transaction=False)
             for queue, items in by_queue.items():
                 keys_, args = self._enqueue_args(queue, items)
-                await self._scripts["enqueue"](keys=keys_, args=args, client=pipe)
+                await self._scripts["enqueue"](keys=keys_, args=args, client=in_pipeline(pipe))
             pipe.sadd(keys.QUEUES, *by_queue)
             await pipe.execute()
 
@@ -178,7 +178,8 @@ class RedisQueue:
         bucket = int(time.time()) // keys.BUCKET_SECONDS
 
         async def run() -> None:
-            pipe = self.redis.pipeline(transaction=False)
+            batch = Batch(self.redis)
+            pipe = batch.pipe
             for queue, (refs, completed, failed) in finished.items():
                 if refs:
                     members = [keys.lease_member(r.task_id, r.token) for r in refs]
@@ -189,10 +190,10 @@ class RedisQueue:
                         pipe.incrby(key, n)
                         pipe.expire(key, 120)
             if changed:
-                pipe.publish(
+                batch.publish(
                     keys.CHANGES_CHANNEL, keys.changes((t.id, t.state.value) for t in changed)
                 )
-            await pipe.execute()
+            await batch.execute()
 
         await self._call(run)
 

@@ -158,7 +158,7 @@ def _info(port: int) -> dict[str, str]:
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True)
     with contextlib.closing(client):
         try:
-            info = client.execute_command("CLUSTER INFO")  # parsed by redis-py
+            info = client.cluster("INFO")  # parsed by redis-py
         except redis.RedisError:
             return {}
     return {str(k): str(v) for k, v in dict(info).items()}
