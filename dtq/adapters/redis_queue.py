@@ -93,19 +93,14 @@ class RedisQueue:
         lease_seconds: float,
         rates: Mapping[str, tuple[float, int]],
     ) -> tuple[list[Ready], float, float]:
-        steps = keys.steps(queue, task_types)
         rated = [(i, t) for i, t in enumerate(task_types) if t in rates]
         args: list[Any] = [len(tokens), int(lease_seconds * 1000), self.aging_us]
         args += [len(task_types), len(rated)]
         for i, t in rated:
             args += [i + 1, repr(float(rates[t][0])), int(rates[t][1])]
         args += [bytes.fromhex(t) for t in tokens]
-        buckets = [keys.dispatch_bucket(queue, t) for _, t in rated]
-        out = await self._call(
-            lambda: self._scripts["lease"](
-                keys=[keys.leases(queue), keys.paused(queue), *steps, *buckets], args=args
-            )
-        )
+        keys_ = keys.lease_keys(queue, task_types, [t for _, t in rated])
+        out = await self._call(lambda: self._scripts["lease"](keys=keys_, args=args))
         popped = [
             Ready(uuid.UUID(bytes=member), queue, *keys.of_ready_key(task_types, int(index) - 1))
             for member, index in zip(out[2::2], out[3::2], strict=True)
