@@ -109,6 +109,16 @@ class RedisCluster:
         """The live nodes that serve slots now."""
         return [n for n in self.nodes if n.alive() and _role(n.port) == "master"]
 
+    def master_of(self, key: str) -> RedisServer:
+        """The node that serves `key`'s slot now."""
+        import redis
+
+        seed = self.masters()[0]
+        client = redis.RedisCluster(host="127.0.0.1", port=seed.port, socket_timeout=2)
+        with contextlib.closing(client):
+            port = client.get_node_from_key(key).port
+        return next(n for n in self.nodes if n.port == int(port))
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
