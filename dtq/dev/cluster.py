@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import socket
 import subprocess
 import time
@@ -53,6 +54,8 @@ class RedisCluster:
             RedisServer(self.base / f"node{i}", cluster_port(), binary, options=options)
             for i in range(count)
         ]
+        for i, node in enumerate(self.nodes):
+            node.name = f"redis-node{i}"  # a restarted node rejoins (it keeps nodes.conf)
 
     @property
     def addresses(self) -> list[str]:
@@ -64,7 +67,10 @@ class RedisCluster:
         return f"{URL_SCHEME}://{','.join(self.addresses)}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the nodes, create the cluster, wait until every node says ok."""
+        """Start the nodes, create the cluster, wait until every node says ok.
+        Each start is a new cluster (the ports are new): nothing is kept."""
+        for node in self.nodes:
+            shutil.rmtree(node.data_dir, ignore_errors=True)
         try:
             for node in self.nodes:
                 node.start()
@@ -116,7 +122,7 @@ class RedisCluster:
         seed = self.masters()[0]
         client = redis.RedisCluster(host="127.0.0.1", port=seed.port, socket_timeout=2)
         with contextlib.closing(client):
-            port = client.get_node_from_key(key).port
+            port = client.get_node_from_key(key).port  # type: ignore[no-untyped-call]
         return next(n for n in self.nodes if n.port == int(port))
 
     def stop(self) -> None:

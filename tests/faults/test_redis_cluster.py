@@ -5,6 +5,7 @@ truth: every accepted task ends completed. The cluster is this module's own
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Iterator
@@ -84,4 +85,4 @@ def longest_pause(cluster: Cluster, ids: list[str], since: float) -> float:
     """The longest time between two task starts after `since` (dispatch stalled)."""
     starts = sorted(e[4] for e in cluster.executions(ids) if e[3] == "started" and e[4] >= since)
     marks = [since, *starts]
-    return max((b - a for a, b in zip(marks, marks[1:], strict=False)), default=0.0)
+    return max((b - a for a, b in itertools.pairwise(marks)), default=0.0)
