@@ -125,6 +125,18 @@ class RedisCluster:
             port = client.get_node_from_key(key).port  # type: ignore[no-untyped-call]
         return next(n for n in self.nodes if n.port == int(port))
 
+    def wait_moved(self, key: str, old: RedisServer, timeout: float = 30.0) -> None:
+        """Block until another node serves `key`'s slot (a replica was promoted)
+        and the cluster is ok again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(Exception):  # the topology is in flux
+                if self.master_of(key) is not old and self._ok():
+                    return
+            if time.monotonic() > deadline:
+                raise ServerError(f"no node took over the slot of {key} after {timeout}s")
+            time.sleep(0.05)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
