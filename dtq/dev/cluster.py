@@ -55,7 +55,7 @@ class RedisCluster:
             for i in range(count)
         ]
         for i, node in enumerate(self.nodes):
-            node.name = f"redis-node{i}"  # a restarted node rejoins (it keeps nodes.conf)
+            node.name = f"redis-node{i}"  # one name each: the dev supervisor restarts by name
 
     @property
     def addresses(self) -> list[str]:
@@ -68,7 +68,8 @@ class RedisCluster:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the nodes, create the cluster, wait until every node says ok.
-        Each start is a new cluster (the ports are new): nothing is kept."""
+        Each start is a new cluster (the ports are new): nothing is kept. A
+        node restarted alone (`node.start()`) keeps its nodes.conf and rejoins."""
         for node in self.nodes:
             shutil.rmtree(node.data_dir, ignore_errors=True)
         try:
@@ -76,15 +77,11 @@ class RedisCluster:
                 node.start()
             for node in self.nodes:
                 node.wait_ready(timeout)
-            if not self._formed():
-                self._create(timeout)
+            self._create(timeout)
             self.wait_ok(timeout)
         except BaseException:
             self.kill()
             raise
-
-    def _formed(self) -> bool:
-        return _info(self.nodes[0].port).get("cluster_known_nodes") == str(len(self.nodes))
 
     def _create(self, timeout: float) -> None:
         cli = find_redis_cli(self.nodes[0].binary)
@@ -95,8 +92,8 @@ class RedisCluster:
             raise ServerError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Block until every live node reports cluster_state:ok and agrees on
-        who serves each slot."""
+        """Block until every live node reports cluster_state:ok and they agree
+        on the current epoch (a failover has spread)."""
         deadline = time.monotonic() + timeout
         while not self._ok():
             if time.monotonic() > deadline:
