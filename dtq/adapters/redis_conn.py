@@ -13,6 +13,8 @@ the client (none is a MULTI transaction).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, TypeAlias, TypeVar
@@ -25,6 +27,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from dtq.adapters.breaker import CircuitBreaker
 from dtq.domain.errors import DtqError
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CONNECTIONS = 100
 SCRIPTS = ("enqueue", "join_turns", "lease", "extend", "claim_expired", "take_tokens", "clock")
@@ -91,9 +94,13 @@ DOWN = (
 
 
 class Batch:
-    """A pipeline (not a transaction) that may PUBLISH: on one Redis the
-    PUBLISH goes in the pipeline, as before; a cluster pipeline refuses it,
-    so there it is sent after the pipeline ran (same order: after the writes)."""
+    """A pipeline (not a transaction) that may PUBLISH. On one Redis the
+    PUBLISH goes in the pipeline, as before. A cluster pipeline refuses it, so
+    there it is sent once the pipeline ran (after the writes, as before), in
+    the background: a cluster sends PUBLISH to one node, and while that node
+    fails over the message would hold up the caller (a settle, and the
+    heartbeats queued behind it) for seconds. Pub/sub may drop messages
+    anyway: listeners re-check the truth when they reconnect."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -108,9 +115,21 @@ class Batch:
 
     async def execute(self) -> list[Any]:
         out = list(await self.pipe.execute())
-        for channel, message in self._later:
-            await self.client.publish(channel, message)
+        if self._later:
+            task = asyncio.get_running_loop().create_task(self._publish(self._later))
+            _PUBLISHING.add(task)
+            task.add_done_callback(_PUBLISHING.discard)
         return out
+
+    async def _publish(self, messages: list[tuple[str, bytes]]) -> None:
+        for channel, message in messages:
+            try:
+                await self.client.publish(channel, message)
+            except rexc.RedisError as error:
+                log.debug("publish_dropped", extra={"channel": channel, "error": repr(error)})
+
+
+_PUBLISHING: set[asyncio.Task[None]] = set()  # strong references until done
 
 
 def in_pipeline(pipe: object) -> Any:
