@@ -6,6 +6,7 @@ reads the environment. Tests build `Settings(...)` directly.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from dtq.domain.validation import MAX_LEASE, MIN_LEASE
 
 MIB = 1024 * 1024
+CLUSTER_SCHEME = "redis+cluster"
 
 
 class Settings(BaseSettings):
@@ -33,8 +35,11 @@ class Settings(BaseSettings):
     # A PostgreSQL call that takes longer fails with UNAVAILABLE (seconds).
     database_timeout: float = Field(default=5.0, gt=0)
 
-    # Redis: the URL wins; otherwise it is built from the parts.
+    # Redis: the URL wins; otherwise it is built from the parts. A Redis
+    # Cluster: `redis+cluster://host:port,host:port,...` (any nodes, as seeds;
+    # the client finds the rest), or `redis_cluster` with a plain URL or parts.
     redis_url: str | None = None
+    redis_cluster: bool = False
     redis_host: str = "localhost"
     redis_port: int = 6379
     redis_password: str = ""
@@ -193,11 +198,15 @@ class Settings(BaseSettings):
 
     @property
     def redis_dsn(self) -> str:
-        """redis:// URL."""
+        """redis:// URL, or redis+cluster:// (seed nodes) for a Redis Cluster."""
         if self.redis_url:
-            return self.redis_url
-        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
-        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+            url = self.redis_url
+        else:
+            auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+            url = f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+        if self.redis_cluster and url.startswith("redis://"):
+            url = CLUSTER_SCHEME + re.sub(r"/\d*$", "", url[len("redis") :])  # no db in a cluster
+        return url
 
     @property
     def heartbeat_interval(self) -> float:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
+from dtq.dev.cluster import RedisCluster
 from tests.support import env
 from tests.support.procs import Proc, dtq_args, free_port, grpc_serving, wait_until
 
@@ -41,6 +42,14 @@ def pg_url(admin_db_url: str) -> Iterator[str]:
 def redis_url(services: env.Services) -> Iterator[str]:
     with env.private_redis(services.redis_url) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A local Redis Cluster (3 masters, 3 replicas), started once per session
+    by the first test that asks (a few seconds), on free loopback ports."""
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from dtq.adapters import redis_keys as keys
-from dtq.adapters.redis_conn import RedisCalls, text
+from dtq.adapters.redis_conn import Batch, RedisCalls, in_pipeline, text
 from dtq.domain.model import Priority, QueueStats, Task
 
 
@@ -25,14 +25,14 @@ class RedisIndex:
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         async def run() -> None:
-            pipe = self.redis.pipeline(transaction=False)
+            batch = Batch(self.redis)
             if paused:
-                pipe.set(keys.paused(queue), b"1")
+                batch.pipe.set(keys.paused(queue), b"1")
             else:
-                pipe.delete(keys.paused(queue))
-            pipe.sadd(keys.QUEUES, queue)
-            pipe.publish(keys.notify_channel(queue), b"*")
-            await pipe.execute()
+                batch.pipe.delete(keys.paused(queue))
+            batch.pipe.sadd(keys.QUEUES, queue)
+            batch.publish(keys.notify_channel(queue), b"*")
+            await batch.execute()
 
         await self._call(run)
 
@@ -72,9 +72,10 @@ class RedisIndex:
             pipe.zrange(key, 0, 0, withscores=True)
         pipe.zcard(keys.leases(queue))
         pipe.exists(keys.paused(queue))
-        pipe.mget([keys.counter(queue, "completed", b) for b in buckets])
-        pipe.mget([keys.counter(queue, "failed", b) for b in buckets])
-        pipe.time()
+        for kind in ("completed", "failed"):  # GETs: a cluster pipeline refuses MGET
+            for b in buckets:
+                pipe.get(keys.counter(queue, kind, b))
+        await self._call.scripts["clock"](keys=[keys.leases(queue)], client=in_pipeline(pipe))
         out = await pipe.execute()
         by_priority = dict.fromkeys(keys.PRIORITY_ORDER, 0)
         heads: dict[Priority, float] = {}  # priority -> enqueue time (us) of its oldest task
@@ -83,8 +84,10 @@ class RedisIndex:
             head = out[2 * i + 1]
             if head:
                 heads[priority] = min(heads.get(priority, head[0][1]), head[0][1])
-        running, paused, done, failed, now = out[len(lists) * 2 :]
-        now_us = now[0] * 1_000_000 + now[1]
+        running, paused = out[len(lists) * 2 : len(lists) * 2 + 2]
+        counts = out[len(lists) * 2 + 2 : -1]
+        done, failed, now = counts[: len(buckets)], counts[len(buckets) :], out[-1]
+        now_us = int(now[0]) * 1_000_000 + int(now[1])
         ages = {p: max(0.0, (now_us - t) / 1_000_000) for p, t in heads.items()}
         return QueueStats(
             queue=queue,
@@ -112,16 +115,17 @@ class RedisIndex:
         join = self._call.scripts["join_turns"]
 
         async def run() -> int:
-            pipe = self.redis.pipeline(transaction=False)
+            batch = Batch(self.redis)
+            pipe = batch.pipe
             for key, mapping in by_key.items():
                 pipe.zadd(key, mapping, nx=True)
             for turns_key, fairness_key in turns:  # one slot per call
-                await join(keys=[turns_key], args=[fairness_key], client=pipe)
+                await join(keys=[turns_key], args=[fairness_key], client=in_pipeline(pipe))
             for queue, task_type in {(keys.queue_tag(t.tenant, t.queue), t.type) for t in tasks}:
                 pipe.sadd(keys.types(queue), task_type)
                 pipe.sadd(keys.QUEUES, queue)
-                pipe.publish(keys.notify_channel(queue), task_type.encode())
-            out = await pipe.execute()
+                batch.publish(keys.notify_channel(queue), task_type.encode())
+            out = await batch.execute()
             return sum(out[: len(by_key)])
 
         return await self._call(run)

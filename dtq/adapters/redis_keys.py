@@ -89,6 +89,14 @@ def steps(queue: str, task_types: Sequence[str]) -> list[str]:
     return [k for pair in pairs for k in pair]
 
 
+def lease_keys(queue: str, task_types: Sequence[str], rated: Sequence[str]) -> list[str]:
+    """The KEYS of lease.lua: leases, paused, the running counts, the steps,
+    one bucket per rated type."""
+    buckets = [dispatch_bucket(queue, t) for t in rated]
+    counts = lease_counts(queue)
+    return [leases(queue), paused(queue), *counts, *steps(queue, task_types), *buckets]
+
+
 def ready_keys(queue: str, task_types: Sequence[str]) -> list[str]:
     """The ready keys of these types: three per type, high to medium to low.
     lease.lua takes them in this order (a key's place gives its priority step)."""

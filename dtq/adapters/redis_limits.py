@@ -12,7 +12,7 @@ from typing import Any
 
 from dtq.adapters import redis_keys as keys
 from dtq.adapters.group_commit import GroupCommit
-from dtq.adapters.redis_conn import RedisCalls
+from dtq.adapters.redis_conn import RedisCalls, in_pipeline
 
 Take = tuple[str, int, float, int]  # tenant, n, rate, burst
 
@@ -44,7 +44,7 @@ class RedisBuckets:
             pipe = self._call.redis.pipeline(transaction=False)
             for group, members in groups.items():
                 key = keys.submit_bucket(group[0])
-                await self._script(keys=[key], args=args(group, members), client=pipe)
+                await self._script(keys=[key], args=args(group, members), client=in_pipeline(pipe))
             return list(await pipe.execute())
 
         replies = await self._call(run)

@@ -16,9 +16,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from dtq.adapters import redis_keys as keys
+from dtq.adapters.redis_conn import Client
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ class RedisNotifier:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         *,
         ready: bool = False,
         cancels: bool = False,

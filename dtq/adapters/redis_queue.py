@@ -12,7 +12,7 @@ from typing import Any
 
 from dtq.adapters import redis_keys as keys
 from dtq.adapters.group_commit import GroupCommit
-from dtq.adapters.redis_conn import RedisCalls
+from dtq.adapters.redis_conn import Batch, RedisCalls, in_pipeline
 from dtq.domain.limits import NO_SHARE, Share
 from dtq.domain.model import LeaseRef, Task
 from dtq.ports import Ready
@@ -52,7 +52,7 @@ class RedisQueue:
             pipe = self.redis.pipeline(transaction=False)
             for queue, items in by_queue.items():
                 keys_, args = self._enqueue_args(queue, items)
-                await self._scripts["enqueue"](keys=keys_, args=args, client=pipe)
+                await self._scripts["enqueue"](keys=keys_, args=args, client=in_pipeline(pipe))
             pipe.sadd(keys.QUEUES, *by_queue)
             await pipe.execute()
 
@@ -102,26 +102,14 @@ class RedisQueue:
         rates: Mapping[str, tuple[float, int]],
         share: Share = NO_SHARE,
     ) -> tuple[list[Ready], float, float]:
-        steps = keys.steps(queue, task_types)
         rated = [(i, t) for i, t in enumerate(task_types) if t in rates]
         args: list[Any] = [len(tokens), int(lease_seconds * 1000), self.aging_us]
         args += [len(task_types), *self._share_args(share), len(rated)]
         for i, t in rated:
             args += [i + 1, repr(float(rates[t][0])), int(rates[t][1])]
         args += [bytes.fromhex(t) for t in tokens]
-        buckets = [keys.dispatch_bucket(queue, t) for _, t in rated]
-        out = await self._call(
-            lambda: self._scripts["lease"](
-                keys=[
-                    keys.leases(queue),
-                    keys.paused(queue),
-                    *keys.lease_counts(queue),
-                    *steps,
-                    *buckets,
-                ],
-                args=args,
-            )
-        )
+        keys_ = keys.lease_keys(queue, task_types, [t for _, t in rated])
+        out = await self._call(lambda: self._scripts["lease"](keys=keys_, args=args))
         popped = [
             Ready(uuid.UUID(bytes=member), queue, *keys.of_ready_key(task_types, int(index) - 1))
             for member, index in zip(out[2::2], out[3::2], strict=True)
@@ -181,7 +169,7 @@ class RedisQueue:
             by_queue[queue] += [member, int(deadline * 1000), key]
 
         async def run() -> int:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe: Any = self.redis.pipeline(transaction=False)  # either client's
             for queue, args in by_queue.items():
                 counts = [keys.holders(queue), keys.running(queue)]
                 await self._scripts["restore_leases"](
@@ -210,7 +198,8 @@ class RedisQueue:
         bucket = int(time.time()) // keys.BUCKET_SECONDS
 
         async def run() -> None:
-            pipe = self.redis.pipeline(transaction=False)
+            batch = Batch(self.redis)
+            pipe = batch.pipe
             for queue, (refs, completed, failed) in finished.items():
                 if refs:
                     await self._end_leases(queue, refs, pipe)
@@ -220,10 +209,10 @@ class RedisQueue:
                         pipe.incrby(key, n)
                         pipe.expire(key, 120)
             if changed:
-                pipe.publish(
+                batch.publish(
                     keys.CHANGES_CHANNEL, keys.changes((t.id, t.state.value) for t in changed)
                 )
-            await pipe.execute()
+            await batch.execute()
 
         await self._call(run)
 

@@ -98,6 +98,7 @@ class Session:
     # registry heals itself if Redis loses it.
     info: WorkerInfo | None = None
     tenant: str = "default"
+    touching: asyncio.Task[None] | None = None  # the registry write a heartbeat started
 
     @property
     def free(self) -> int:

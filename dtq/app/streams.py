@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -119,7 +120,15 @@ class Streams:
             session.outbox.put_nowait(Push(revoked=[(t, LEASE_LOST) for t in lost]))
             self.dispatcher.freed(session)
             log.warning("leases_lost", extra={"worker_id": session.worker_id, "tasks": len(lost)})
-        await self._touch(session)
+        self._touch_soon(session)
+
+    def _touch_soon(self, session: Session) -> None:
+        """The registry write of a heartbeat, off the stream's path (one at a
+        time): a slow write (a Redis Cluster node failing over holds the
+        worker index) must not hold up the heartbeats behind it, or the
+        leases they extend expire."""
+        if session.touching is None or session.touching.done():
+            session.touching = asyncio.get_running_loop().create_task(self._touch(session))
 
     async def release(self, session: Session, refs: Sequence[LeaseRef]) -> None:
         """The worker gives leases back unfinished. Best effort: if PostgreSQL

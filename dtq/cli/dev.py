@@ -48,6 +48,13 @@ def dev(
         int | None,
         typer.Option(min=0, max=65535, help="Redis port [free port, then remembered]."),
     ] = None,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option(
+            help="A local Redis Cluster (3 masters, 3 replicas, free ports, nothing kept) "
+            "instead of one Redis."
+        ),
+    ] = False,
     ready_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for everything to be ready.")
     ] = 60.0,
@@ -75,6 +82,7 @@ def dev(
         manager_metrics_port=manager_metrics_port,
         pg_port=pg_port,
         redis_port=redis_port,
+        redis_cluster=redis_cluster,
         ready_timeout=ready_timeout,
     )
     raise typer.Exit(Supervisor(options).run())

@@ -21,6 +21,7 @@ from typing import Self
 
 from dtq.dev.binaries import SHARED_ROOT, blocked_folder
 from dtq.dev.child import ServerError
+from dtq.dev.cluster import RedisCluster
 from dtq.dev.servers import PostgresServer, RedisServer
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,10 @@ class Backends:
         durable: bool = True,
         postgres: bool = True,
         redis: bool = True,
+        redis_cluster: bool = False,
     ) -> None:
+        """`redis_cluster`: a local Redis Cluster (3 masters, 3 replicas, no
+        persistence) instead of one Redis."""
         self.base = base.absolute()
         self.base.mkdir(parents=True, exist_ok=True)
         settings = {} if durable else THROWAWAY
@@ -75,8 +79,11 @@ class Backends:
             else None
         )
         self.redis = (
-            RedisServer(self.base / "redis", redis_port, appendonly=durable) if redis else None
+            RedisServer(self.base / "redis", redis_port, appendonly=durable)
+            if redis and not redis_cluster
+            else None
         )
+        self.cluster = RedisCluster(self.base / "redis-cluster") if redis_cluster else None
         if self.pg is not None:  # its log beside Redis's, even when its data moved
             self.pg.log_path = self.base / "postgres.log"
 
@@ -89,21 +96,45 @@ class Backends:
         try:
             for server in self.servers:
                 server.start()
+            if self.cluster is not None:
+                self.cluster.start(timeout)  # while PostgreSQL boots
             for server in self.servers:
                 server.wait_ready(timeout)
         except BaseException:
             self.kill()
             raise
-        log.info("backends_started", extra={"urls": [s.url for s in self.servers]})
+        log.info("backends_started", extra={"urls": self.urls})
+
+    @property
+    def children(self) -> list[PostgresServer | RedisServer]:
+        """Every server process, the cluster's nodes too (the supervisor watches them)."""
+        return self.servers + (self.cluster.nodes if self.cluster is not None else [])
+
+    @property
+    def urls(self) -> list[str]:
+        cluster = [self.cluster.url] if self.cluster is not None else []
+        return [s.url for s in self.servers] + cluster
+
+    @property
+    def redis_url(self) -> str:
+        """The URL of the Redis (or Redis Cluster) that was asked for."""
+        if self.cluster is not None:
+            return self.cluster.url
+        assert self.redis is not None
+        return self.redis.url
 
     def stop(self) -> None:
         """Graceful: Redis writes its append-only file, PostgreSQL checkpoints."""
         for server in reversed(self.servers):
             server.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
 
     def kill(self) -> None:
         for server in reversed(self.servers):
             server.kill()
+        if self.cluster is not None:
+            self.cluster.kill()
 
     def __enter__(self) -> Self:
         self.start()

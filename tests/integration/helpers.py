@@ -12,12 +12,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
 from google.protobuf import struct_pb2
 
 from dtq.adapters.pg_conn import Pg
 from dtq.adapters.pg_store import PgStore
-from dtq.adapters.redis_conn import RedisCalls
+from dtq.adapters.redis_conn import RedisCalls, connect
 from dtq.adapters.redis_queue import RedisQueue
 from dtq.domain import validation
 from dtq.domain.model import NewTask, Priority
@@ -56,7 +55,7 @@ async def pg_store(pg_url: str, pool_size: int = 8) -> AsyncIterator[PgStore]:
 
 @contextlib.asynccontextmanager
 async def redis_queue(redis_url: str, aging_seconds: float = 60.0) -> AsyncIterator[RedisQueue]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url, 2.0)
     try:
         yield RedisQueue(RedisCalls(client), aging_seconds=aging_seconds)
     finally:

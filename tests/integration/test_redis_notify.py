@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-import redis.asyncio as aioredis
 
+from dtq.adapters.redis_conn import connect
 from dtq.adapters.redis_index import RedisIndex
 from dtq.adapters.redis_notify import RedisNotifier
 from dtq.domain.model import Priority, Task, TaskState
@@ -26,7 +26,7 @@ T = TypeVar("T")
 @contextlib.asynccontextmanager
 async def notifier(redis_url: str, **wants: bool) -> AsyncIterator[RedisNotifier]:
     """A started notifier, connected (or the test fails after 5 s)."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url, 2.0)
     listener = RedisNotifier(client, **wants)
     listener.start()
     try:
@@ -136,7 +136,7 @@ async def test_a_listener_hears_nothing_it_did_not_ask_for(redis_url: str) -> No
 
 @async_test
 async def test_resync_callbacks_run_on_connect(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url, 2.0)
     listener = RedisNotifier(client, ready=True)
     resynced = asyncio.Event()
     listener.on_resync.append(resynced.set)

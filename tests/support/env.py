@@ -175,6 +175,17 @@ def reset(db_url: str, redis_url: str) -> None:
             )
         )
     engine.dispose()
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+    client = sync_redis(redis_url)
+    client.flushdb()  # in a cluster: on every master
     client.close()
+
+
+def sync_redis(url: str) -> redis.Redis | redis.RedisCluster:
+    """A blocking client of a redis:// or redis+cluster:// URL (the seeds)."""
+    if not url.startswith(CLUSTER_PREFIX):
+        return redis.Redis.from_url(url)
+    host, _, port = url[len(CLUSTER_PREFIX) :].split(",", maxsplit=1)[0].partition(":")
+    return redis.RedisCluster(host=host, port=int(port))
+
+
+CLUSTER_PREFIX = "redis+cluster://"

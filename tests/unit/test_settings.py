@@ -148,3 +148,13 @@ def test_rate_limit_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (closed.rate_limit_failure, closed.limits_refresh) == ("closed", 0.5)
     with pytest.raises(ValidationError):
         env(monkeypatch, rate_limit_failure="maybe")
+
+
+def test_redis_cluster_from_a_url_or_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    seeds = "redis+cluster://a:7000,b:7001"
+    assert env(monkeypatch, redis_url=seeds).redis_dsn == seeds
+    flagged = env(monkeypatch, redis_url="redis://a:7000/0", redis_cluster="true")
+    assert flagged.redis_dsn == "redis+cluster://a:7000"  # a cluster has no db number
+    monkeypatch.delenv("DTQ_REDIS_URL")
+    parts = env(monkeypatch, redis_host="c", redis_port="7002", redis_cluster="1")
+    assert parts.redis_dsn == "redis+cluster://c:7002"
