@@ -7,7 +7,8 @@ The report is judged by the suite's one checker (checker.judge) plus what
 chaos adds: no attempt of a task starts after its cancel was acknowledged (a
 handler already running when cancelled may finish its effect: cancellation is
 cooperative, and the outcome is then refused), each fire time of the
-schedule made one task, and every duplicate is matched to an expired lease.
+schedule made one task, and every duplicate is matched to an expired or
+revoked lease (the task's last error).
 
 Used by tests/faults/test_chaos.py (short) and benchmarks/chaos.py (5 minutes).
 """
@@ -86,8 +87,8 @@ class Report:
         odd = {c: n for c, n in self.errors.items() if c not in {r.name for r in RETRY}}
         if odd:
             found.append(f"calls refused with {odd}")
-        if self.duplicate_causes["no expired lease"]:
-            found.append("a duplicate without an expired lease")
+        if self.duplicate_causes["no cause"]:
+            found.append("a duplicate without an expired or revoked lease")
         return found
 
     def table(self) -> list[str]:
@@ -374,15 +375,16 @@ def report(
     executions = cluster.executions(verdict_ids(producer, beats))
     effects = {t for t, _, _, phase, _ in executions if phase == "effect"}
     final = final_of(cluster.backends.sql(FINAL_SQL, (verdict_ids(producer, beats),)))
-    expired = {
-        r[0]
-        for r in cluster.backends.sql(
-            "SELECT id::text FROM tasks WHERE id = ANY(%s::uuid[]) AND error_type = 'LeaseExpired'",
+    cause_of = dict(
+        cluster.backends.sql(
+            "SELECT id::text, error_type FROM tasks WHERE id = ANY(%s::uuid[])"
+            " AND error_type IN ('LeaseExpired', 'LeaseRevoked')",
             (verdict.duplicates,),
         )
-    }
+    )
+    names = {"LeaseExpired": "lease expired", "LeaseRevoked": "lease revoked"}
     causes: Counter[str] = Counter(
-        "lease expired" if d in expired and d not in verdict.unexplained else "no expired lease"
+        names[cause_of[d]] if d in cause_of and d not in verdict.unexplained else "no cause"
         for d in verdict.duplicates
     )
     recoveries = []
