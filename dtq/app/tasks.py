@@ -207,6 +207,8 @@ class Tasks:
 
     async def list(self, filters: TaskFilter, page_size: int, token: str, full: bool) -> Page:
         size = validation.page_size(page_size, default=50)
+        validation.point_in_time(filters.created_after, "created_after")
+        validation.point_in_time(filters.created_before, "created_before")
         if caller.current().queues and not filters.queue:
             raise queue_required(caller.current())
         if filters.queue:

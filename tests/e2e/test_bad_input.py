@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -18,6 +19,7 @@ from dtq.domain import paging
 from dtq.v1 import admin_service_pb2, task_service_pb2, worker_service_pb2, worker_service_pb2_grpc
 from dtq.v1 import admin_service_pb2 as apb
 from dtq.v1 import task_service_pb2 as tpb
+from dtq.v1 import task_service_pb2_grpc as tgrpc
 from dtq.v1 import worker_service_pb2 as wpb
 from tests.conftest import Server, start_server
 from tests.e2e.test_rest import INVALID_ARGUMENT, Rest, assert_error
@@ -251,3 +253,12 @@ def test_an_invalid_outcome_mid_stream_ends_it_with_invalid_argument(
     bad = wpb.LeaseTasksRequest(outcomes=[wpb.TaskOutcome(task_id="nope", lease_token="t")])
     error = _open_stream(channel, [bad.SerializeToString()])
     assert_invalid(error, "outcomes[0].lease_token", "INVALID_FIELD")
+
+
+@pytest.mark.parametrize("field", ["created_after", "created_before"])
+def test_a_time_filter_past_year_9999_is_refused(channel: grpc.Channel, field: str) -> None:
+    """The fuzzer's find: ListTasks answered INTERNAL for created_after in year 10000."""
+    request = tpb.ListTasksRequest(**{field: timestamp_pb2.Timestamp(seconds=253402300800)})
+    with pytest.raises(grpc.RpcError) as caught:
+        tgrpc.TaskServiceStub(channel).ListTasks(request, timeout=10)
+    assert_invalid(caught.value, field, "INVALID_FIELD")
