@@ -4,8 +4,8 @@ Every few seconds one process gets SIGKILL, SIGSTOP/SIGCONT or a restart (an
 API server, a manager, a worker, Redis; PostgreSQL once) while a producer
 submits at a set rate, cancels some tasks and a schedule fires every second.
 The report is judged by the suite's one checker (checker.judge) plus what
-chaos adds: no attempt of a task starts after its cancel was acknowledged (a
-handler already running when cancelled may finish its effect: cancellation is
+chaos adds: no task is leased after its cancel was acknowledged (a lease
+granted before it may still run its handler, to its effect: cancellation is
 cooperative, and the outcome is then refused), each fire time of the
 schedule made one task, and every duplicate is matched to an expired or
 revoked lease (the task's last error).
@@ -78,7 +78,7 @@ class Report:
     def problems(self) -> list[str]:
         found = list(self.verdict.problems())
         if self.started_after_cancel:
-            found.append(f"{len(self.started_after_cancel)} started after being cancelled")
+            found.append(f"{len(self.started_after_cancel)} leased after being cancelled")
         doubled = len(self.fire_times) - len(set(self.fire_times))
         if doubled:
             found.append(f"{doubled} schedule fire times fired twice")
@@ -103,7 +103,7 @@ class Report:
             f"{'lost':<30} {len(self.verdict.lost):>8}",
             f"{'cancelled':<30} {len(self.cancelled):>8}",
             f"{'  of them running at the cancel':<30} {len(self.ran_while_cancelled):>8}",
-            f"{'started after the cancel':<30} {len(self.started_after_cancel):>8}",
+            f"{'leased after the cancel':<30} {len(self.started_after_cancel):>8}",
             f"{'schedule fire times':<30} {len(self.fire_times):>8}",
             *(f"  refused, retried: {c:<13} {n:>8}" for c, n in sorted(self.errors.items())),
             f"{'duplicates':<30} {len(self.verdict.duplicates):>8}",
@@ -400,19 +400,25 @@ def report(
         accepted=len(producer.accepted),
         unacknowledged=producer.unacknowledged,
         cancelled=producer.cancelled,
-        started_after_cancel=sorted(
-            {
-                t
-                for t, _, _, phase, at in executions
-                if phase == "started" and at > producer.cancelled_at.get(t, float("inf"))
-            }
-        ),
+        started_after_cancel=leased_after_cancel(cluster, producer),
         ran_while_cancelled=sorted(effects & set(producer.cancelled)),
         fire_times=[at for _, at in beats],
         duplicate_causes=causes,
         errors=producer.errors,
         recoveries=recoveries,
     )
+
+
+def leased_after_cancel(cluster: Cluster, producer: Producer) -> list[str]:
+    """Cancelled tasks whose last lease (PostgreSQL's started_at) came after the
+    cancel was acknowledged. A lease granted before it may still start its
+    handler afterwards (the worker hears of the cancel a moment later)."""
+    rows = cluster.backends.sql(
+        "SELECT id::text, extract(epoch FROM started_at)::float8 FROM tasks"
+        " WHERE id = ANY(%s::uuid[]) AND started_at IS NOT NULL",
+        (producer.cancelled,),
+    )
+    return sorted(t for t, at in rows if at > producer.cancelled_at[t])
 
 
 def verdict_ids(producer: Producer, beats: list[tuple[str, float]]) -> list[str]:
